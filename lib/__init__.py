@@ -1,0 +1,3 @@
+"""servescope: benchmark LLM serving engines side by side."""
+
+__version__ = "0.1.0"
