@@ -1,0 +1,51 @@
+# servescope: `make run` starts the dashboard, `make test` runs the whole suite.
+# Everything either needs is installed here, from the package registries.
+
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8501
+
+.PHONY: run test lint format venv browser sandbox-up sandbox-down clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's chromium drives the browser test (Playwright's own browser download
+# does not work on machines without general internet).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser test"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+run: $(STAMP)
+	@$(PY) -m sandbox ensure --background || true
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: $(STAMP) browser lint
+	$(PY) -m pytest -q -ra
+
+sandbox-up: $(STAMP)
+	$(PY) -m sandbox up
+
+sandbox-down: $(STAMP)
+	$(PY) -m sandbox down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,208 @@
+"""Read a run back from the store as the documents the CLI, pages and reports show.
+
+`run_document` is the CLI's output JSON (the contract in issue "Benchmark core");
+`summary_rows` is the flat per-lane-per-level table the CLI prints and the pages
+draw from. Statistics always come from metrics.py over the stored requests, so a
+run in progress and a finished one read the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections import defaultdict
+from typing import Any
+
+from lib import metrics, store
+
+REQUEST_FIELDS = (
+    "index",
+    "prompt",
+    "ttft_ms",
+    "tpot_ms",
+    "e2el_ms",
+    "prompt_tokens",
+    "output_tokens",
+    "output_text",
+    "finish_reason",
+    "error",
+    "server",
+)
+
+
+class RunNotFound(LookupError):
+    """No run with that id in the store."""
+
+
+def _prompt_text(config: dict[str, Any], prompt_idx: int) -> str:
+    prompts = config.get("prompts") or []
+    if not 0 <= prompt_idx < len(prompts):
+        return ""
+    for message in reversed(prompts[prompt_idx].get("messages", [])):
+        if message.get("role") == "user":
+            return message.get("content", "")
+    return ""
+
+
+def load_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    """The run row, its lanes, levels and measured requests grouped by (lane, level)."""
+    run = store.get_run(conn, run_id)
+    if run is None:
+        raise RunNotFound(f"no run {run_id!r} in the store")
+    requests = store.get_requests(conn, run_id, include_warmup=True)
+    grouped: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    warmups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for rec in requests:
+        if rec["warmup"]:
+            warmups[rec["lane_idx"]].append(rec)
+        else:
+            grouped[(rec["lane_idx"], rec["concurrency"])].append(rec)
+    return {
+        "run": run,
+        "lanes": store.get_lanes(conn, run_id),
+        "levels": store.get_levels(conn, run_id),
+        "requests": grouped,
+        "warmups": warmups,
+    }
+
+
+def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, Any]:
+    """The run as the CLI's output JSON."""
+    with store.opened(db) as conn:
+        data = load_run(conn, run_id)
+    run, config = data["run"], data["run"]["config"]
+    lanes_out = []
+    for lane in data["lanes"]:
+        levels_out = []
+        for c in _lane_levels(data, lane["lane_idx"]):
+            recs = data["requests"].get((lane["lane_idx"], c), [])
+            summary = metrics.level_summary(recs, concurrency=c)
+            summary["requests"] = [_request_out(config, r) for r in recs]
+            levels_out.append(summary)
+        warm = data["warmups"].get(lane["lane_idx"], [])
+        lanes_out.append(
+            {
+                "name": lane["name"],
+                "engine": lane["engine"],
+                "base_url": lane["base_url"],
+                "model": lane["model"],
+                "engine_info": {**lane["engine_info"].get("extra", {}), **_info(lane)},
+                "model_info": lane["model_info"],
+                "warmup": [_request_out(config, r) for r in warm],
+                "levels": levels_out,
+            }
+        )
+    return {
+        "run_id": run["run_id"],
+        "created_at": run["created_at"],
+        "label": run["label"],
+        "status": run["status"],
+        "error": run["error"],
+        "settings": _settings(config),
+        "environment": run["env"],
+        "lanes": lanes_out,
+    }
+
+
+def _info(lane: dict[str, Any]) -> dict[str, Any]:
+    info, model = lane["engine_info"], lane["model_info"]
+    return {
+        "kind": info.get("kind"),
+        "version": info.get("version"),
+        "quantization": model.get("quantization"),
+        "context_length": model.get("context_length"),
+        "parameter_size": model.get("parameter_size"),
+        "digest": model.get("digest"),
+    }
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **config.get("sampling", {}),
+        "concurrency": config.get("concurrency"),
+        "requests": config.get("requests"),
+        "warmup": config.get("warmup"),
+        "timeout_s": config.get("timeout_s"),
+        "lanes_parallel": config.get("lanes_parallel"),
+        "num_ctx": config.get("num_ctx"),
+        "prompts": len(config.get("prompts") or []),
+    }
+
+
+def _lane_levels(data: dict[str, Any], lane_idx: int) -> list[int]:
+    """Levels of a lane in configured order, including ones with no request yet."""
+    configured = data["run"]["config"].get("concurrency") or []
+    seen = {lv["concurrency"] for lv in data["levels"] if lv["lane_idx"] == lane_idx}
+    seen |= {c for (li, c) in data["requests"] if li == lane_idx}
+    return [c for c in configured if c in seen] + sorted(seen - set(configured))
+
+
+def _request_out(config: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        "index": rec["idx"],
+        "prompt": _prompt_text(config, rec["prompt_idx"]),
+        "ttft_ms": rec["ttft_ms"],
+        "tpot_ms": rec["tpot_ms"],
+        "e2el_ms": rec["e2el_ms"],
+        "itl_ms": rec["itl_ms"],
+        "prompt_tokens": rec["prompt_tokens"],
+        "output_tokens": rec["output_tokens"],
+        "token_source": rec["token_source"],
+        "output_text": rec["output_text"],
+        "finish_reason": rec["finish_reason"],
+        "error": rec["error"],
+        "server": rec["server"],
+    }
+    if rec.get("quality") is not None:
+        out["quality"] = rec["quality"]
+    return out
+
+
+def summary_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per lane and level: the headline figures."""
+    rows = []
+    for lane in document["lanes"]:
+        for level in lane["levels"]:
+            rows.append(
+                {
+                    "lane": lane["name"],
+                    "concurrency": level["concurrency"],
+                    "completed": level["completed"],
+                    "failed": level["failed"],
+                    "duration_s": level["duration_s"],
+                    "req_per_s": level["request_throughput"],
+                    "out_tok_per_s": level["output_throughput"],
+                    "ttft_p50_ms": level["ttft_ms"]["p50"],
+                    "ttft_p99_ms": level["ttft_ms"]["p99"],
+                    "tpot_p50_ms": level["tpot_ms"]["p50"],
+                    "e2el_p50_ms": level["e2el_ms"]["p50"],
+                    "tok_per_s_p50": level["tokens_per_s"]["p50"],
+                }
+            )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table for the terminal."""
+    if not rows:
+        return "(no measured requests)"
+    headers = list(rows[0])
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+        return str(value)
+
+    table = [headers, *[[cell(r[h]) for h in headers] for r in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            v.ljust(w) if i == 0 else v.rjust(w)
+            for i, (v, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in table
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
