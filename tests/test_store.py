@@ -125,7 +125,9 @@ def test_two_writers_at_once_lose_nothing(tmp_path):
         for i in range(300):
             writer.add_request(_request(run_id, i))
 
-    threads = [threading.Thread(target=write, args=(w, r)) for w, r in zip(writers, "ab", strict=True)]
+    threads = [
+        threading.Thread(target=write, args=(w, r)) for w, r in zip(writers, "ab", strict=True)
+    ]
     for t in threads:
         t.start()
     for t in threads:
