@@ -63,6 +63,9 @@ class LaneSpec:
     base_url: str
     model: str
     name: str = ""  # display name; filled by the runner when empty
+    # Name of the environment variable holding this endpoint's API key. The key
+    # itself is never put in a config, the store, an export or a log.
+    api_key_env: str | None = None
 
     def display_name(self) -> str:
         return self.name or f"{self.engine}:{self.model}"

@@ -1,0 +1,351 @@
+"""Headless command line: `python -m lib.cli run|list|show|quality|gpu ...`.
+
+A thin wrapper over the same functions the dashboard calls. Exit codes: 0 every
+request completed, 1 some requests failed (results still written), 2 bad
+arguments, engine unreachable or model unknown (one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from lib import results, store
+from lib.engines.base import EngineError
+from lib.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
+from lib.runner import ConfigError, close_lanes, execute_run, prepare_lanes, validate_config
+
+PROG = "servescope"
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("empty list")
+    return list(dict.fromkeys(values))  # keep order, drop repeats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m lib.cli", description="Benchmark LLM serving engines.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a benchmark")
+    run.add_argument("--engine", choices=ENGINE_KINDS, help="API dialect of the single lane")
+    run.add_argument("--base-url", help="endpoint URL of the single lane")
+    run.add_argument("--model", help="model name of the single lane")
+    run.add_argument(
+        "--lane",
+        nargs=3,
+        action="append",
+        metavar=("ENGINE", "URL", "MODEL"),
+        help="a lane (repeat for several)",
+    )
+    run.add_argument("--prompt", help="one prompt text")
+    run.add_argument("--prompt-file", help=".txt (a prompt per line), .jsonl or .csv")
+    run.add_argument("--preset", help="a built-in prompt set (see lib/workloads.py)")
+    run.add_argument("--concurrency", type=_int_list, default=[1], help="levels, e.g. 1,4,16")
+    run.add_argument("--requests", type=int, default=10, help="measured requests per level")
+    run.add_argument("--warmup", type=int, default=1, help="warm-up requests per lane")
+    run.add_argument("--max-tokens", type=int, default=128)
+    run.add_argument("--temperature", type=float, default=0.0)
+    run.add_argument("--top-p", type=float, default=1.0)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--ignore-eos", action="store_true", help="ask for exactly --max-tokens")
+    run.add_argument("--num-ctx", type=int, help="Ollama context length, held for the run")
+    run.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
+    run.add_argument("--lanes-parallel", action="store_true", help="run lanes at the same time")
+    run.add_argument("--api-key", help="API key (default: $SERVESCOPE_API_KEY); never stored")
+    run.add_argument("--label", default="")
+    run.add_argument("--db", help="SQLite file (default: $SERVESCOPE_DB or data/servescope.db)")
+    run.add_argument("--output-json", help="write the run's results as JSON here")
+    run.add_argument("--config", help="a RunConfig JSON file (used by the dashboard)")
+    run.add_argument("--run-id", help="continue a run row created beforehand (dashboard)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    lst = sub.add_parser("list", help="runs in the store")
+    lst.add_argument("--db")
+    lst.add_argument("--json", action="store_true")
+
+    show = sub.add_parser("show", help="one run's summary")
+    show.add_argument("run_id")
+    show.add_argument("--db")
+    show.add_argument("--json", action="store_true", help="the full results document")
+
+    quality = sub.add_parser("quality", help="check one answer read on stdin")
+    quality.add_argument("--expect-lang", choices=("ko", "ja", "zh", "en"))
+    quality.add_argument("--expect-json", help="required keys, e.g. title,content")
+    quality.add_argument("--prompt", help="the prompt, to detect the expected language")
+
+    gpu = sub.add_parser("gpu", help="the current GPU snapshot")
+    gpu.add_argument("--json", action="store_true")
+    return parser
+
+
+# --- run ------------------------------------------------------------------------------
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Turn `run` arguments into a RunConfig; UsageError on bad input."""
+    if args.config:
+        try:
+            data = json.loads(Path(args.config).read_text(encoding="utf-8"))
+            return RunConfig.from_dict(data)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise UsageError(f"cannot read config {args.config}: {exc}") from None
+    single = [args.engine, args.base_url, args.model]
+    if args.lane and any(single):
+        raise UsageError("give either --engine/--base-url/--model or --lane, not both")
+    if args.lane:
+        lanes = [LaneSpec(engine=e, base_url=u, model=m) for e, u, m in args.lane]
+    elif all(single):
+        lanes = [LaneSpec(engine=args.engine, base_url=args.base_url, model=args.model)]
+    else:
+        raise UsageError("give --engine, --base-url and --model, or one or more --lane")
+    for lane in lanes:
+        if lane.engine not in ENGINE_KINDS:
+            raise UsageError(
+                f"unknown engine {lane.engine!r}: use one of {', '.join(ENGINE_KINDS)}"
+            )
+    return RunConfig(
+        lanes=lanes,
+        prompts=_prompts_from_args(args),
+        concurrency=args.concurrency,
+        requests=args.requests,
+        warmup=args.warmup,
+        sampling=Sampling(
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            ignore_eos=args.ignore_eos,
+        ),
+        timeout_s=args.timeout,
+        label=args.label,
+        lanes_parallel=args.lanes_parallel,
+        num_ctx=args.num_ctx,
+    )
+
+
+def _prompts_from_args(args: argparse.Namespace) -> list[Prompt]:
+    given = [x for x in (args.prompt, args.prompt_file, args.preset) if x is not None]
+    if len(given) != 1:
+        raise UsageError("give exactly one of --prompt, --prompt-file or --preset")
+    if args.prompt is not None:
+        if not args.prompt.strip():
+            raise UsageError("--prompt is empty")
+        return [Prompt.from_text(args.prompt)]
+    from lib import workloads
+
+    if args.preset is not None:
+        if args.preset not in workloads.PRESETS:
+            names = ", ".join(sorted(workloads.PRESETS))
+            raise UsageError(f"unknown preset {args.preset!r}: use one of {names}")
+        return list(workloads.PRESETS[args.preset].prompts)
+    try:
+        return workloads.load_prompt_file(args.prompt_file)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _progress_printer(quiet: bool) -> Any:
+    def progress(event: dict[str, Any]) -> None:
+        if quiet:
+            return
+        kind = event["event"]
+        if kind == "level_start":
+            print(f"[{event['lane']}] concurrency {event['concurrency']}: started", file=sys.stderr)
+        elif kind == "level_end":
+            print(
+                f"[{event['lane']}] concurrency {event['concurrency']}: {event['status']}"
+                f" ({event.get('completed', '?')} ok, {event.get('failed', '?')} failed so far)",
+                file=sys.stderr,
+            )
+        elif kind == "request" and event["error"] and not event["warmup"]:
+            print(f"[{event['lane']}] request failed: {event['error']}", file=sys.stderr)
+
+    return progress
+
+
+async def _run_async(args: argparse.Namespace, config: RunConfig) -> tuple[str, int]:
+    api_key = args.api_key or os.environ.get("SERVESCOPE_API_KEY")
+    lanes = await prepare_lanes(config, api_key=api_key)
+    cancel = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, cancel.set)
+    counts = {"completed": 0, "failed": 0}
+    printer = _progress_printer(args.quiet)
+
+    def progress(event: dict[str, Any]) -> None:
+        if event["event"] == "request" and not event["warmup"]:
+            counts.update(completed=event["completed"], failed=event["failed"])
+        printer({**counts, **event})
+
+    env = _environment()
+    try:
+        run_id = await execute_run(
+            config, lanes, db=args.db, run_id=args.run_id, progress=progress, cancel=cancel, env=env
+        )
+    finally:
+        await close_lanes(lanes)
+    return run_id, (1 if counts["failed"] or cancel.is_set() else 0)
+
+
+def _environment() -> dict[str, Any]:
+    """Hardware and versions recorded with the run."""
+    try:
+        from lib.telemetry import hardware_info
+    except ImportError:
+        import platform
+
+        return {"hardware": {"machine": platform.machine(), "cpus": os.cpu_count()}}
+    return {"hardware": hardware_info()}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    try:
+        validate_config(config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if args.output_json:
+        out = Path(args.output_json)
+        if not out.parent.exists():
+            raise UsageError(f"--output-json: folder {out.parent} does not exist")
+    try:
+        run_id, code = asyncio.run(_run_async(args, config))
+    except EngineError as exc:
+        _fail_precreated_run(args, str(exc))
+        raise UsageError(str(exc)) from None
+    document = results.run_document(args.db, run_id)
+    if args.output_json:
+        Path(args.output_json).write_text(
+            json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8"
+        )
+    print(f"run {run_id} ({document['status']})")
+    print(results.format_table(results.summary_rows(document)))
+    return code
+
+
+def _fail_precreated_run(args: argparse.Namespace, reason: str) -> None:
+    """A run row made by the dashboard must not stay 'pending' when pre-flight fails."""
+    if args.run_id:
+        with store.opened(args.db) as conn:
+            store.update_run(conn, args.run_id, status="failed", error=reason)
+
+
+# --- list, show, quality, gpu --------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with store.opened(args.db) as conn:
+        runs = store.list_runs(conn)
+        lanes = {r["run_id"]: store.get_lanes(conn, r["run_id"]) for r in runs}
+    if args.json:
+        print(json.dumps([_run_line(r, lanes[r["run_id"]]) for r in runs], ensure_ascii=False))
+        return 0
+    if not runs:
+        print("no runs in the store")
+    for r in runs:
+        line = _run_line(r, lanes[r["run_id"]])
+        lanes_text = ", ".join(line["lanes"])
+        print(f"{line['run_id']}  {line['status']:<9}  {line['label'] or '-'}  {lanes_text}")
+    return 0
+
+
+def _run_line(run: dict[str, Any], lanes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "run_id": run["run_id"],
+        "created_at": run["created_at"],
+        "status": run["status"],
+        "label": run["label"],
+        "lanes": [lane["name"] for lane in lanes],
+        "concurrency": run["config"].get("concurrency"),
+    }
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    try:
+        document = results.run_document(args.db, args.run_id)
+    except results.RunNotFound as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(document, ensure_ascii=False, indent=1))
+    else:
+        print(f"run {document['run_id']} ({document['status']}) {document['label']}")
+        print(results.format_table(results.summary_rows(document)))
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from lib import quality
+
+    text = sys.stdin.read()
+    keys = (
+        [k.strip() for k in args.expect_json.split(",") if k.strip()] if args.expect_json else None
+    )
+    verdict = quality.check_answer(
+        text, expect_lang=args.expect_lang, prompt_text=args.prompt, expect_json=keys
+    )
+    print(json.dumps(verdict, ensure_ascii=False))
+    return 0
+
+
+def cmd_gpu(args: argparse.Namespace) -> int:
+    from lib.telemetry import gpu_snapshot
+
+    snapshot = gpu_snapshot()
+    if args.json:
+        print(json.dumps(snapshot))
+    elif not snapshot.get("available"):
+        print(f"no GPU telemetry: {snapshot.get('reason')}")
+    else:
+        for gpu in snapshot["gpus"]:
+            used, total = gpu["memory_used_bytes"] / 2**30, gpu["memory_total_bytes"] / 2**30
+            print(f"GPU {gpu['index']} {gpu['name']}: {used:.1f} / {total:.1f} GiB")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "list": cmd_list,
+    "show": cmd_show,
+    "quality": cmd_quality,
+    "gpu": cmd_gpu,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

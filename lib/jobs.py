@@ -1,0 +1,189 @@
+"""Start runs as child processes, follow them, cancel them.
+
+The dashboard never measures: it writes the run row and the config, then starts
+`python -m lib.cli run --config FILE --run-id ID` in a session of its own, so the
+run survives reruns, closed tabs and dashboard restarts. A run whose process is
+gone while its row still says pending/running is marked failed (what finished is
+kept). Processes start from argument lists, never shell strings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lib import store
+from lib.records import RunConfig
+from lib.runner import ConfigError, new_run_id, validate_config
+
+ACTIVE = ("pending", "running")
+# A pending row whose process never reported in (it failed before writing) is
+# given this long before it is called dead.
+PENDING_GRACE_S = 60.0
+
+
+class EndpointBusy(RuntimeError):
+    """Another active run already drives one of this run's endpoints."""
+
+
+def jobs_dir(db: str | os.PathLike[str] | None = None) -> Path:
+    """Folder for run configs and logs, beside the database."""
+    folder = store.db_path(db).parent / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def log_path(run_id: str, db: str | os.PathLike[str] | None = None) -> Path:
+    return jobs_dir(db) / f"{run_id}.log"
+
+
+def process_alive(pid: int | None, run_id: str) -> bool:
+    """True while `pid` is the run's own process (guards against pid reuse)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        # No /proc (not Linux): fall back to whether the pid exists at all.
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    # A zombie (exited, not yet reaped) has an empty cmdline.
+    return run_id.encode() in cmdline
+
+
+def _norm(url: str) -> str:
+    return url.rstrip("/").removesuffix("/v1")
+
+
+def busy_endpoints(config: RunConfig, db: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Endpoints of `config` that an active run is using: {url: run_id}."""
+    wanted = {_norm(lane.base_url) for lane in config.lanes}
+    busy: dict[str, str] = {}
+    for run in active_runs(db):
+        for lane in run["config"].get("lanes", []):
+            url = _norm(lane.get("base_url", ""))
+            if url in wanted:
+                busy[url] = run["run_id"]
+    return busy
+
+
+def start(
+    config: RunConfig,
+    db: str | os.PathLike[str] | None = None,
+    secrets: dict[str, str] | None = None,
+) -> str:
+    """Validate, create the run row and start its process; return the run id.
+
+    `secrets` maps environment variable names (a lane's api_key_env) to keys read
+    from `.streamlit/secrets.toml`; they reach the child through its environment
+    only, never its command line, the config file or the store.
+
+    Raises ConfigError for a config that cannot run and EndpointBusy when one of
+    its endpoints is already being benchmarked (one active run per endpoint).
+    """
+    validate_config(config)
+    busy = busy_endpoints(config, db)
+    if busy:
+        url, other = next(iter(busy.items()))
+        raise EndpointBusy(f"{url} is busy with run {other}; wait for it or cancel it first")
+    run_id = new_run_id()
+    config_file = jobs_dir(db) / f"{run_id}.json"
+    config_file.write_text(json.dumps(config.to_dict(), ensure_ascii=False), encoding="utf-8")
+    with store.opened(db) as conn:
+        store.create_run(conn, run_id, config.to_dict(), label=config.label, status="pending")
+    args = [
+        sys.executable,
+        "-m",
+        "lib.cli",
+        "run",
+        "--config",
+        str(config_file),
+        "--run-id",
+        run_id,
+        "--db",
+        str(store.db_path(db)),
+    ]
+    log = log_path(run_id, db).open("ab")
+    try:
+        proc = subprocess.Popen(
+            args,
+            cwd=store.PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the dashboard and its reruns
+            env={**os.environ, **(secrets or {})},
+        )
+    finally:
+        log.close()
+    with store.opened(db) as conn:
+        store.update_run(conn, run_id, pid=proc.pid)
+    # Reap the child when it exits so it does not linger as a zombie.
+    threading.Thread(target=proc.wait, name=f"reap-{run_id}", daemon=True).start()
+    return run_id
+
+
+def cancel(run_id: str, db: str | os.PathLike[str] | None = None) -> bool:
+    """Ask a run to stop (SIGTERM: it records in-flight requests as cancelled)."""
+    with store.opened(db) as conn:
+        run = store.get_run(conn, run_id)
+        if run is None or run["status"] not in ACTIVE:
+            return False
+        if not process_alive(run["pid"], run_id):
+            store.update_run(conn, run_id, status="cancelled", finished_at=time.time())
+            return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(run["pid"], signal.SIGTERM)
+    return True
+
+
+def reconcile(db: str | os.PathLike[str] | None = None) -> list[str]:
+    """Mark runs whose process is gone as failed; return their ids."""
+    dead = []
+    now = time.time()
+    with store.opened(db) as conn:
+        for run in store.list_runs(conn):
+            if run["status"] not in ACTIVE or process_alive(run["pid"], run["run_id"]):
+                continue
+            if run["pid"] is None and now - run["created_at"] < PENDING_GRACE_S:
+                continue  # being started right now
+            store.update_run(
+                conn,
+                run["run_id"],
+                status="failed",
+                error=_death_reason(run["run_id"], db),
+                finished_at=now,
+            )
+            dead.append(run["run_id"])
+    return dead
+
+
+def _death_reason(run_id: str, db: str | os.PathLike[str] | None) -> str:
+    """The last line the run's process wrote, else a generic reason."""
+    with contextlib.suppress(OSError):
+        lines = log_path(run_id, db).read_text(encoding="utf-8", errors="replace").splitlines()
+        for line in reversed(lines):
+            if line.strip():
+                return f"the run's process ended: {line.strip()[:300]}"
+    return "the run's process ended unexpectedly; what finished is kept"
+
+
+def active_runs(db: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Runs still pending or running (after reconciling dead ones)."""
+    reconcile(db)
+    with store.opened(db) as conn:
+        return [r for r in store.list_runs(conn) if r["status"] in ACTIVE]
+
+
+__all__ = ["ConfigError", "EndpointBusy", "active_runs", "cancel", "reconcile", "start"]

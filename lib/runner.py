@@ -1,0 +1,371 @@
+"""The load generator: drives each lane through the Engine protocol, level by level.
+
+Closed loop: at concurrency c, c workers each send their next request as soon as
+their previous one finished, until the level's N measured requests have been sent.
+Warm-up requests go first, one at a time, and are stored flagged as warm-ups
+(excluded from statistics; an Ollama cold load shows there on its own).
+Every finished request is handed to the store writer at once. Knows nothing of
+Streamlit: progress goes to an optional callback and to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lib import __version__, store
+from lib.engines import make_engine
+from lib.engines.base import Engine
+from lib.metrics import request_metrics
+from lib.records import (
+    MAX_CONCURRENCY,
+    MAX_OUTPUT_TOKENS,
+    MAX_REQUESTS_PER_LEVEL,
+    MAX_TIMEOUT_S,
+    MAX_WARMUP,
+    EngineInfo,
+    LaneSpec,
+    ModelInfo,
+    RequestResult,
+    RunConfig,
+)
+from lib.store_writer import StoreWriter
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+# Grace beyond the per-request timeout before the runner itself gives up on a request
+# whose client did not time out (a server trickling bytes, say).
+TIMEOUT_GRACE_S = 5.0
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be run; the message is one line for the user."""
+
+
+def validate_config(config: RunConfig) -> None:
+    """Check bounds and shape; raise ConfigError with a one-line reason."""
+    if not config.lanes:
+        raise ConfigError("no lanes: give at least one engine endpoint and model")
+    keys = [(lane.engine, lane.base_url.rstrip("/"), lane.model) for lane in config.lanes]
+    if len(set(keys)) != len(keys):
+        raise ConfigError("the same lane (engine, URL, model) is listed twice")
+    if not config.prompts:
+        raise ConfigError("no prompts")
+    if not config.concurrency:
+        raise ConfigError("no concurrency levels")
+    for c in config.concurrency:
+        if not 1 <= c <= MAX_CONCURRENCY:
+            raise ConfigError(f"concurrency {c} is out of range 1..{MAX_CONCURRENCY}")
+    if not 1 <= config.requests <= MAX_REQUESTS_PER_LEVEL:
+        raise ConfigError(f"requests per level must be 1..{MAX_REQUESTS_PER_LEVEL}")
+    if not 0 <= config.warmup <= MAX_WARMUP:
+        raise ConfigError(f"warm-up requests must be 0..{MAX_WARMUP}")
+    s = config.sampling
+    if not 1 <= s.max_tokens <= MAX_OUTPUT_TOKENS:
+        raise ConfigError(f"max tokens must be 1..{MAX_OUTPUT_TOKENS}")
+    if not 0.0 <= s.temperature <= 2.0:
+        raise ConfigError("temperature must be between 0 and 2")
+    if not 0.0 < s.top_p <= 1.0:
+        raise ConfigError("top-p must be in (0, 1]")
+    if not 0 < config.timeout_s <= MAX_TIMEOUT_S:
+        raise ConfigError(f"timeout must be between 0 and {MAX_TIMEOUT_S:.0f} seconds")
+    if config.num_ctx is not None and not 1 <= config.num_ctx <= 1_048_576:
+        raise ConfigError("num_ctx must be 1..1048576")
+
+
+@dataclass
+class PreparedLane:
+    """A lane with its engine connected and what the endpoint said about itself."""
+
+    idx: int
+    spec: LaneSpec
+    engine: Engine
+    info: EngineInfo
+    model: ModelInfo
+
+
+@dataclass
+class RunState:
+    """Bookkeeping shared by the run's tasks."""
+
+    run_id: str
+    writer: StoreWriter
+    clock: Callable[[float], float]  # perf_counter seconds -> epoch seconds
+    cancel: asyncio.Event
+    progress: ProgressFn
+    failed: int = 0
+    completed: int = 0
+    quality: Callable[..., Any] | None = None
+    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+async def prepare_lanes(config: RunConfig, api_key: str | None = None) -> list[PreparedLane]:
+    """Connect each lane's engine and check its model; raise EngineError on any fault."""
+    lanes: list[PreparedLane] = []
+    try:
+        for idx, spec in enumerate(config.lanes):
+            key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+            engine = make_engine(spec.engine, spec.base_url, api_key=key or api_key)
+            lanes.append(PreparedLane(idx, spec, engine, None, None))  # type: ignore[arg-type]
+            info = await engine.info()
+            model = await engine.check_model(spec.model)
+            lanes[-1].info, lanes[-1].model = info, model
+            if not spec.name:
+                spec.name = f"{info.kind}:{spec.model}"
+    except BaseException:
+        await close_lanes(lanes)
+        raise
+    names = [lane.spec.name for lane in lanes]
+    for lane in lanes:  # two lanes of one kind and model on different hosts
+        if names.count(lane.spec.name) > 1:
+            lane.spec.name = f"{lane.spec.name} @{lane.spec.base_url}"
+    return lanes
+
+
+async def close_lanes(lanes: list[PreparedLane]) -> None:
+    for lane in lanes:
+        with contextlib.suppress(Exception):
+            await lane.engine.aclose()
+
+
+def new_run_id() -> str:
+    """Sortable and short: creation time plus randomness."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+async def execute_run(
+    config: RunConfig,
+    lanes: list[PreparedLane],
+    db: str | None = None,
+    run_id: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: asyncio.Event | None = None,
+    env: dict[str, Any] | None = None,
+) -> str:
+    """Run every lane and level, writing to the store; return the run id.
+
+    The run row is created here unless `run_id` names one made beforehand (the
+    dashboard creates it so the page can follow the run from its first second).
+    """
+    cancel = cancel or asyncio.Event()
+    perf0, wall0 = time.perf_counter(), time.time()
+    writer = StoreWriter(db)
+    state = RunState(
+        run_id=run_id or new_run_id(),
+        writer=writer,
+        clock=lambda perf: wall0 + (perf - perf0),
+        cancel=cancel,
+        progress=progress or (lambda event: None),
+        quality=_quality_checker(),
+    )
+    env = {**(env or {}), "tool_version": __version__}
+    lane_rows = [
+        (
+            state.run_id,
+            lane.idx,
+            lane.spec.name,
+            lane.spec.engine,
+            lane.spec.base_url,
+            lane.spec.model,
+            asdict(lane.info),
+            asdict(lane.model),
+        )
+        for lane in lanes
+    ]
+    if run_id is None:
+        writer.submit(store.create_run, state.run_id, config.to_dict(), config.label, env)
+    writer.submit(_start_run, state.run_id, env, lane_rows)
+    status, error = "completed", None
+    try:
+        if config.lanes_parallel:
+            await asyncio.gather(*(_run_lane(state, config, lane) for lane in lanes))
+        else:
+            for lane in lanes:
+                await _run_lane(state, config, lane)
+        if cancel.is_set():
+            status = "cancelled"
+    except BaseException as exc:  # record why, keep what finished
+        status, error = ("cancelled", None) if _is_cancel(exc) else ("failed", _one_line(exc))
+        raise
+    finally:
+        writer.submit(_finish_run, state.run_id, status, error)
+        writer.close()
+    return state.run_id
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    return isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _start_run(
+    conn: Any, run_id: str, env: dict[str, Any], lane_rows: list[tuple[Any, ...]]
+) -> None:
+    for row in lane_rows:
+        store.add_lane(conn, *row)
+    store.update_run(
+        conn, run_id, status="running", started_at=time.time(), pid=os.getpid(), env=env
+    )
+
+
+def _finish_run(conn: Any, run_id: str, status: str, error: str | None) -> None:
+    store.update_run(conn, run_id, status=status, error=error, finished_at=time.time())
+
+
+def _quality_checker() -> Callable[..., Any] | None:
+    try:
+        from lib.quality import check_answer
+    except ImportError:  # the quality module is optional for the core
+        return None
+    return check_answer
+
+
+async def _run_lane(state: RunState, config: RunConfig, lane: PreparedLane) -> None:
+    for i in range(config.warmup):
+        if state.cancel.is_set():
+            return
+        state.progress({"event": "warmup", "lane": lane.spec.name, "index": i, "of": config.warmup})
+        await _one_request(state, config, lane, concurrency=0, idx=i, warmup=True)
+    for c in config.concurrency:
+        if state.cancel.is_set():
+            return
+        await _run_level(state, config, lane, c)
+
+
+async def _run_level(state: RunState, config: RunConfig, lane: PreparedLane, c: int) -> None:
+    run_id = state.run_id
+    state.writer.submit(store.set_level, run_id, lane.idx, c, "running", time.time(), None)
+    state.progress({"event": "level_start", "lane": lane.spec.name, "concurrency": c})
+    issued = 0
+
+    async def worker() -> None:
+        nonlocal issued
+        while issued < config.requests and not state.cancel.is_set():
+            idx = issued
+            issued += 1
+            await _one_request(state, config, lane, concurrency=c, idx=idx, warmup=False)
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(c, config.requests))]
+    cancel_wait = asyncio.create_task(state.cancel.wait())
+    try:
+        pending = set(workers)
+        while pending:
+            done, pending = await asyncio.wait(
+                pending | {cancel_wait}, return_when=asyncio.FIRST_COMPLETED
+            )
+            pending.discard(cancel_wait)
+            for task in done:
+                if task is not cancel_wait and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+            if cancel_wait in done:
+                # Stop now: in-flight requests are cancelled and recorded as such.
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                break
+    finally:
+        cancel_wait.cancel()
+    status = "cancelled" if state.cancel.is_set() else "completed"
+    state.writer.submit(store.set_level, run_id, lane.idx, c, status, None, time.time())
+    state.progress(
+        {"event": "level_end", "lane": lane.spec.name, "concurrency": c, "status": status}
+    )
+
+
+async def _one_request(
+    state: RunState, config: RunConfig, lane: PreparedLane, concurrency: int, idx: int, warmup: bool
+) -> None:
+    prompt_idx = idx % len(config.prompts)
+    prompt = config.prompts[prompt_idx]
+    started = time.perf_counter()
+    try:
+        result = await asyncio.wait_for(
+            lane.engine.chat(
+                lane.spec.model, prompt, config.sampling, config.timeout_s, config.num_ctx
+            ),
+            timeout=config.timeout_s + TIMEOUT_GRACE_S,
+        )
+    except asyncio.CancelledError:
+        result = RequestResult(t_send=started, t_done=time.perf_counter(), error="cancelled")
+        _record(state, config, lane, prompt, result, concurrency, idx, prompt_idx, warmup)
+        raise
+    except TimeoutError:
+        result = RequestResult(
+            t_send=started,
+            t_done=time.perf_counter(),
+            error=f"timed out after {config.timeout_s:g} s",
+        )
+    except Exception as exc:  # adapters should not raise; account for it anyway
+        result = RequestResult(t_send=started, t_done=time.perf_counter(), error=_one_line(exc))
+    _record(state, config, lane, prompt, result, concurrency, idx, prompt_idx, warmup)
+
+
+def _record(
+    state: RunState,
+    config: RunConfig,
+    lane: PreparedLane,
+    prompt: Any,
+    result: RequestResult,
+    concurrency: int,
+    idx: int,
+    prompt_idx: int,
+    warmup: bool,
+) -> None:
+    metrics = request_metrics(result)
+    quality = None
+    if state.quality is not None and result.error is None:
+        quality = state.quality(
+            result.output_text,
+            expect_lang=prompt.expect_lang,
+            prompt_text=prompt.text,
+            expect_json=prompt.expect_json,
+            finish_reason=result.finish_reason,
+            output_tokens=result.output_tokens,
+            max_tokens=config.sampling.max_tokens,
+        )
+    row = {
+        "run_id": state.run_id,
+        "lane_idx": lane.idx,
+        "concurrency": concurrency,
+        "idx": idx,
+        "warmup": warmup,
+        "prompt_idx": prompt_idx,
+        "t_send": state.clock(result.t_send),
+        "t_done": state.clock(result.t_done),
+        **metrics,
+        "prompt_tokens": result.prompt_tokens,
+        "output_tokens": result.output_tokens,
+        "token_source": result.token_source,
+        "output_text": result.output_text,
+        "finish_reason": result.finish_reason,
+        "error": result.error,
+        "server": result.server,
+        "quality": quality,
+    }
+    state.writer.add_request(row)
+    if not warmup:
+        if result.error:
+            state.failed += 1
+        else:
+            state.completed += 1
+    state.progress(
+        {
+            "event": "request",
+            "lane": lane.spec.name,
+            "concurrency": concurrency,
+            "warmup": warmup,
+            "error": result.error,
+            "completed": state.completed,
+            "failed": state.failed,
+        }
+    )
