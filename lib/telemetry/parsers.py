@@ -42,12 +42,28 @@ def _iter_prometheus_samples(text: str) -> Iterable[tuple[str, dict[str, str], f
     # nothing beyond nvidia-ml-py.
     from prometheus_client.parser import text_string_to_metric_families
 
+    # prometheus_client renames the samples of a counter declared without "_total"
+    # (llama.cpp's n_busy_slots_per_decode, n_tokens_max) to "<name>_total"; undo that so
+    # names stay as the engine wrote them.
+    declared_counters = {
+        parts[2]
+        for line in text.splitlines()
+        if line.startswith("# TYPE ") and len(parts := line.split()) >= 4 and parts[3] == "counter"
+    }
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                yield sample.name, dict(sample.labels), float(sample.value)
+                name = sample.name
+                if (
+                    name.endswith("_total")
+                    and name not in declared_counters
+                    and name[: -len("_total")] in declared_counters
+                ):
+                    name = name[: -len("_total")]
+                yield name, dict(sample.labels), float(sample.value)
     except Exception as exc:  # the parser raises ValueError, IndexError, ... on junk
-        raise MetricsFormatError(f"malformed Prometheus text: {exc}") from exc
+        # The error quotes the offending line, which may be a whole HTML page: cut it.
+        raise MetricsFormatError(f"malformed Prometheus text: {str(exc)[:100]}") from exc
 
 
 def parse_vllm_metrics(text: str, t: float = 0.0) -> list[Sample]:

@@ -31,6 +31,22 @@ from lib.telemetry.parsers import (
 
 log = logging.getLogger(__name__)
 
+
+class _QuietPolls(logging.Filter):
+    """Drops httpx's per-request INFO line for the recorder's own polls.
+
+    httpx logs every request at INFO; at 1 Hz per endpoint that would bury the run's
+    log. Only requests made inside `_polling` (a thread-local flag) are dropped, so the
+    benchmark's own httpx logging is untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_polling, "active", False)
+
+
+_polling = threading.local()
+_quiet_filter = _QuietPolls()
+
 Sink = Callable[[str | None, list[Sample]], None]
 TARGET_KINDS = ("vllm", "ollama", "llama.cpp", "openai")
 DELTA_SUFFIX = "_delta"  # e.g. "generation_tokens_total_delta": growth since start()
@@ -175,16 +191,21 @@ class TelemetryRecorder:
         calling thread, then keep sampling in a daemon thread."""
         if self._thread is not None:
             return
-        if self._nvml is not None:
-            self._nvml.open()
-        if self._series:
-            import httpx  # here, so GPU-only use needs nothing beyond nvidia-ml-py
-
-            self._client = httpx.Client(timeout=self.timeout_s, transport=self._transport)
+        self._open()
         self._stop.clear()
         self.tick()
         self._thread = threading.Thread(target=self._run, name="telemetry", daemon=True)
         self._thread.start()
+
+    def _open(self) -> None:
+        """Open NVML and the HTTP client; tick() may be called from here on."""
+        if self._nvml is not None and not self._nvml.available:
+            self._nvml.open()
+        if self._series and self._client is None:
+            import httpx  # here, so GPU-only use needs nothing beyond nvidia-ml-py
+
+            self._client = httpx.Client(timeout=self.timeout_s, transport=self._transport)
+            logging.getLogger("httpx").addFilter(_quiet_filter)  # no-op when already added
 
     def stop(self) -> None:
         """Stop the thread (within about one interval), take a final round, close."""
@@ -267,12 +288,15 @@ class TelemetryRecorder:
 
         if self._client is None:
             raise _Unavailable("recorder not started")
+        _polling.active = True
         try:
             response = self._client.get(series.url)
         except httpx.TimeoutException as exc:
             raise _Unavailable(f"timed out after {self.timeout_s:g} s") from exc
         except httpx.HTTPError as exc:
             raise _Unavailable(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            _polling.active = False
         code = response.status_code
         if code == 501 and series.target.kind in ("llama.cpp", "openai"):
             raise _Unavailable("metrics not enabled (start llama-server with --metrics)")
