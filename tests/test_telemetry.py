@@ -8,6 +8,7 @@ monotonic time it should believe, and the one threaded test waits on an Event.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ from lib.telemetry.hardware import _cpu_info, _mem_total_bytes
 
 DATA = Path(__file__).parent / "data"
 GIB = 1024**3
+MIB = 1024**2
 
 
 def by_name(samples: list[Sample]) -> dict[str, Sample]:
@@ -804,3 +806,75 @@ def test_hardware_info_parsers_and_real_host(tmp_path: Path) -> None:
     real = hardware_info()
     assert real["ram_total_bytes"] and real["ram_total_bytes"] > 0
     assert json.loads(json.dumps(real)) == real
+
+
+# --- bench/gpu_check.py's analysis (its GPU run is on the device, not in CI) -----------
+
+
+def load_gpu_check() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "gpu_check", Path(__file__).parent.parent / "bench" / "gpu_check.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def synthetic_run(pid: int, steps: list[float], noise: int = 0) -> tuple[list[dict], list[Sample]]:
+    """Events as the child prints them and samples at 4 Hz, with a 500 MiB context."""
+    events = [{"event": "ready", "t": 10.0}]
+    held = {10.0: 0.0}
+    t = 12.0
+    for gib in steps:
+        events += [
+            {"event": "alloc", "t": t, "gib": gib},
+            {"event": "hold", "t": t + 0.1, "gib": gib},
+        ]
+        held[t + 0.1] = gib
+        t += 2.0
+    events.append({"event": "done", "t": t})
+    samples = []
+    for k in range(int((t - 10.0) * 4)):
+        st = 10.0 + k * 0.25 + 0.01
+        gib = max(v for start, v in held.items() if start <= st)
+        proc_bytes = 500 * MIB + gib * GIB
+        labels = {"gpu": "0", "name": "H100"}
+        samples.append(
+            Sample(st, "nvml", "memory_used_bytes", 3 * GIB + proc_bytes + noise, labels)
+        )
+        samples.append(
+            Sample(
+                st,
+                "nvml",
+                "process_memory_used_bytes",
+                proc_bytes,
+                {"gpu": "0", "pid": str(pid), "process": "python3", "engine": "unknown"},
+            )
+        )
+    return events, samples
+
+
+def test_gpu_check_analysis_passes_on_exact_steps_and_fails_on_wrong_ones() -> None:
+    gc = load_gpu_check()
+    events, samples = synthetic_run(4242, [2, 6, 20])
+    rows = gc.analyze(events, samples, 4242)
+    assert [(r.step_gib, r.result) for r in rows] == [(2, "PASS"), (6, "PASS"), (20, "PASS")]
+    assert [r.device_delta_mib for r in rows] == [2048, 6144, 20480]
+    assert rows[0].process_abs_mib == 2548 and rows[0].process_label == "python3"
+    assert all(r.samples >= 6 for r in rows)
+    assert "PASS" in gc.format_table(rows, 256)
+
+    # another pid: the process check fails, the device check still passes
+    rows = gc.analyze(events, samples, 999)
+    assert all(r.result == "FAIL: pid 999 not in the process samples" for r in rows)
+    # the device grew 300 MiB more than the step from the first step on
+    drift = [
+        Sample(s.t, s.source, s.name, s.value + (300 * MIB if s.t > 12.1 else 0), s.labels)
+        if s.name == "memory_used_bytes"
+        else s
+        for s in samples
+    ]
+    assert [r.result for r in gc.analyze(events, drift, 4242)] == ["FAIL: device delta off"] * 3
+    assert gc.analyze([], samples, 4242) == []
