@@ -7,10 +7,13 @@ each held a few seconds), and checks that
 - the device's memory_used_bytes rose by each step, within the tolerance (256 MiB),
   against the child's own baseline (its CUDA context alone);
 - process_memory_used_bytes for the child's pid rose by the same, within the tolerance,
-  and the sample names that process (pid matches, process label readable).
+  and the sample names that process (pid matches, process label readable; with
+  --child-title the child renames itself, as vLLM's EngineCore does, and
+  --expect-engine checks the engine it is attributed to).
 
     python bench/gpu_check.py [--steps 2,6,20] [--hold 4] [--tolerance-mib 256]
                               [--interval 1] [--json PATH]
+                              [--child-title VLLM::EngineCore --expect-engine vllm]
 
 Exit status: 0 PASS, 1 FAIL, 2 no NVIDIA GPU here (nothing checked; the reason is
 printed on one line).
@@ -47,6 +50,9 @@ import torch
 
 steps = [float(x) for x in sys.argv[1].split(",")]
 hold = float(sys.argv[2])
+if len(sys.argv) > 3:  # pose as an engine process (comm only, as vLLM's setproctitle does)
+    with open("/proc/self/comm", "w") as f:
+        f.write(sys.argv[3])
 
 def say(event, **kw):
     print(json.dumps({"event": event, "t": time.time(), **kw}), flush=True)
@@ -93,6 +99,7 @@ def analyze(
     child_pid: int,
     tolerance_bytes: float = 256 * MIB,
     margin_s: float = 0.05,
+    expect_engine: str | None = None,
 ) -> list[Row]:
     """Compare the samples with the child's announced steps; one Row per step."""
     by_event: list[tuple[str, float, dict[str, Any]]] = [(e["event"], e["t"], e) for e in events]
@@ -141,6 +148,8 @@ def analyze(
         process_label = labels.get("process", "")
         if own and process_label in ("", "pid not visible"):
             problems.append("process not named")
+        if own and expect_engine is not None and labels.get("engine") != expect_engine:
+            problems.append(f"engine {labels.get('engine')!r}, expected {expect_engine!r}")
         rows.append(
             Row(
                 step_gib=event["gib"],
@@ -168,7 +177,8 @@ def format_table(rows: list[Row], tolerance_mib: float) -> str:
 
     head = (
         f"{'step':>8} {'expected MiB':>13} {'device Δ MiB':>13} {'err':>8} "
-        f"{'process Δ MiB':>14} {'err':>8} {'process MiB':>12} {'pid':>4} {'n':>3}  "
+        f"{'process Δ MiB':>14} {'err':>8} {'process MiB':>12} {'pid':>4} {'n':>3} "
+        f"{'process / engine':<26} "
         f"result (tolerance ±{tolerance_mib:g} MiB)"
     )
     lines = [head, "-" * len(head)]
@@ -178,7 +188,8 @@ def format_table(rows: list[Row], tolerance_mib: float) -> str:
             f"{r.step_gib:>6g} G {expected:>13,.0f} {mib(r.device_delta_mib):>13} "
             f"{err(r.device_delta_mib, expected):>8} {mib(r.process_delta_mib):>14} "
             f"{err(r.process_delta_mib, expected):>8} {mib(r.process_abs_mib):>12} "
-            f"{'yes' if r.pid_seen else 'no':>4} {r.samples:>3}  {r.result}"
+            f"{'yes' if r.pid_seen else 'no':>4} {r.samples:>3} "
+            f"{(r.process_label + ' / ' + r.engine_label) if r.pid_seen else '-':<26} {r.result}"
         )
     return "\n".join(lines)
 
@@ -191,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance-mib", type=float, default=256.0)
     parser.add_argument("--interval", type=float, default=1.0, help="sampling interval, s")
     parser.add_argument("--json", type=Path, help="write samples, events and rows here")
+    parser.add_argument(
+        "--child-title",
+        help="comm the child sets for itself (e.g. VLLM::EngineCore) to check attribution",
+    )
+    parser.add_argument("--expect-engine", help="engine label the child must get (e.g. vllm)")
     args = parser.parse_args(argv)
     steps = [float(x) for x in args.steps.split(",")]
 
@@ -210,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print(json.dumps({"hardware": hardware_info()}, indent=1))
+    command = [sys.executable, "-c", CHILD, ",".join(map(str, steps)), str(args.hold)]
+    if args.child_title:
+        command.append(args.child_title)
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, ",".join(map(str, steps)), str(args.hold)],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -243,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAIL: the child exited {child.returncode}\n{stderr[-2000:]}")
         return 1
 
-    rows = analyze(events, samples, child.pid, args.tolerance_mib * MIB)
+    rows = analyze(
+        events, samples, child.pid, args.tolerance_mib * MIB, expect_engine=args.expect_engine
+    )
     print("\ngpu_snapshot() during the last step:")
     print(json.dumps(snapshot, indent=1))
     print("\nrecorder status:", json.dumps(recorder.status(), indent=1))

@@ -878,3 +878,7 @@ def test_gpu_check_analysis_passes_on_exact_steps_and_fails_on_wrong_ones() -> N
     ]
     assert [r.result for r in gc.analyze(events, drift, 4242)] == ["FAIL: device delta off"] * 3
     assert gc.analyze([], samples, 4242) == []
+    # attribution: the child shows up as "python3", not as a vLLM engine process
+    assert [r.result for r in gc.analyze(events, samples, 4242, expect_engine="vllm")] == [
+        "FAIL: engine 'unknown', expected 'vllm'"
+    ] * 3
