@@ -1,0 +1,290 @@
+"""Scripted Ollama server: the native NDJSON API with exact timing and faults.
+
+Shapes follow reference/engine_apis.md §1: `/api/chat` streams NDJSON chunks
+`{"model","created_at","message":{...},"done":false}` and a final chunk with
+`done_reason` and ns durations, zero fields omitted (Go `omitempty`); errors are
+`{"error": "..."}` (404 for an unknown model, 503 when the queue is full, a line
+mid-stream). Also `/`, `/api/version`, `/api/tags`, `/api/ps`, `/api/show`, `/api/pull`.
+
+Subprocess use: `python -m tests.scripted.ollama_server --port 0 --ttft-ms 150`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.scripted.core import (
+    Item,
+    Recorded,
+    Reply,
+    ScriptedServer,
+    add_common_args,
+    fault_of,
+    token_plan,
+    word,
+)
+
+CREATED_AT = "2025-06-09T10:00:00.000000Z"
+
+
+def model_entry(
+    name: str,
+    quant: str = "Q4_K_M",
+    params: str = "7.6B",
+    family: str = "qwen2",
+    size: int = 4_683_087_332,
+) -> dict[str, Any]:
+    """A /api/tags entry as Ollama writes it."""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    details = {
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family],
+        "parameter_size": params,
+        "quantization_level": quant,
+    }
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": "2025-06-01T10:00:00.000000Z",
+        "size": size,
+        "digest": digest,
+        "details": details,
+    }
+
+
+@dataclass
+class OllamaScript:
+    """What the server does; fields can be changed between requests by tests."""
+
+    models: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            model_entry("qwen2.5:7b-instruct-q4_K_M"),
+            model_entry("llama3.2:latest", quant="Q8_0", params="3.2B", family="llama"),
+        ]
+    )
+    ttft_ms: float = 150.0
+    gap_ms: float = 20.0
+    pattern: tuple[int, ...] = (1, 2)  # tokens per chunk, repeating
+    tokens: int | None = None  # output length; None = num_predict
+    load_ms: float = 0.0  # reported load_duration (0 → omitted)
+    queue_ms: float = 0.0  # folded into total_duration only, as in Ollama
+    omit_prompt_count: bool = False  # old prompt-cache bug: prompt_eval_count missing
+    thinking_chunks: int = 0  # the first k output chunks carry message.thinking
+    tool_call: bool = False  # the last output chunk carries tool_calls
+    fault: str | None = None  # see core.FAULTS
+    fault_after: int = 2
+    version: str = "0.33.0"
+    context_length: int = 32768
+    pull_gap_ms: float = 2.0
+
+
+class OllamaServer(ScriptedServer):
+    """Scripted Ollama server; `script` holds the behaviour."""
+
+    def __init__(self, script: OllamaScript | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.script = script or OllamaScript()
+
+    def _find(self, name: Any) -> dict[str, Any] | None:
+        for m in self.script.models:
+            if name in (m["name"], m["name"].removesuffix(":latest")):
+                return m
+        return None
+
+    def _not_found(self, reply: Reply, name: Any) -> bool:
+        reply.json(404, {"error": f"model '{name}' not found"})
+        return True
+
+    def handle(self, rec: Recorded, reply: Reply) -> Any:
+        s = self.script
+        body = rec.body if isinstance(rec.body, dict) else {}
+        key = (rec.method, rec.path)
+        if key in (("GET", "/"), ("HEAD", "/")):
+            reply.send(200, b"Ollama is running", "text/plain; charset=utf-8")
+        elif key == ("GET", "/api/version"):
+            reply.json(200, {"version": s.version})
+        elif key == ("GET", "/api/tags"):
+            reply.json(200, {"models": s.models})
+        elif key == ("GET", "/api/ps"):
+            loaded = [
+                m
+                | {
+                    "size_vram": m["size"],
+                    "expires_at": "2025-06-09T10:05:00.000000Z",
+                    "context_length": s.context_length,
+                }
+                for m in s.models[:1]
+            ]
+            reply.json(200, {"models": loaded})
+        elif key == ("POST", "/api/show"):
+            m = self._find(body.get("model"))
+            if m is None:
+                return self._not_found(reply, body.get("model"))
+            arch = m["details"]["family"]
+            info = {
+                "general.architecture": arch,
+                "general.parameter_count": 7615616512,
+                f"{arch}.context_length": s.context_length,
+            }
+            reply.json(
+                200,
+                {
+                    "modelfile": "FROM scripted",
+                    "parameters": "temperature 0.7",
+                    "template": "{{ .Prompt }}",
+                    "details": m["details"],
+                    "model_info": info,
+                    "capabilities": ["completion", "tools"],
+                    "modified_at": m["modified_at"],
+                },
+            )
+        elif key == ("POST", "/api/pull"):
+            return self._pull(rec, reply, body)
+        elif key == ("POST", "/api/chat"):
+            return self._chat(rec, reply, body)
+        else:
+            reply.send(404, b"404 page not found", "text/plain")
+        return True
+
+    def _pull(self, rec: Recorded, reply: Reply, body: dict[str, Any]) -> Any:
+        name = str(body.get("model", ""))
+        reply.start("application/x-ndjson")
+        lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+        if name.startswith(("missing", "fault-")):
+            lines.append({"error": "pull model manifest: file does not exist"})
+        else:
+            digest = "sha256:" + "ab" * 32
+            total = 4_000_000
+            lines.append({"status": f"pulling {digest[7:19]}", "digest": digest, "total": total})
+            for done in (1_000_000, 2_500_000, total):
+                lines.append(
+                    {"status": f"pulling {digest[7:19]}", "digest": digest}
+                    | {"total": total, "completed": done}
+                )
+            lines += [{"status": s} for s in ("verifying sha256 digest", "writing manifest")]
+            lines.append({"status": "success"})
+            if self._find(name) is None:
+                self.script.models.append(model_entry(name))
+        items: list[Item] = [json.dumps(x).encode() + b"\n" for x in lines]
+        delays = [i * self.script.pull_gap_ms / 1000 for i in range(len(items))]
+        return self.stream(reply, rec, items, delays, [0] * len(items), reply.end)
+
+    def _chat(self, rec: Recorded, reply: Reply, body: dict[str, Any]) -> Any:
+        s = self.script
+        name = body.get("model")
+        fault = rec.fault = fault_of(rec, name, s.fault)
+        if self._find(name) is None and not str(name).startswith("fault-"):
+            return self._not_found(reply, name)
+        if fault == "http503":
+            msg = "server busy, please try again.  maximum pending requests exceeded"
+            reply.json(503, {"error": msg})
+            return True
+        if fault == "hang_headers":
+            return reply.hang()
+        options = body.get("options") or {}
+        limit = options.get("num_predict")
+        limit = 64 if limit is None or limit < 0 else limit
+        n_tokens = min(s.tokens, limit) if s.tokens is not None else limit
+        sizes = token_plan(n_tokens, s.pattern)
+        if fault in ("reset", "close", "hang", "error", "malformed"):
+            sizes = sizes[: s.fault_after]
+        head = b'{"model":%s,"created_at":"%s","message":{"role":"assistant",' % (
+            json.dumps(name).encode(),
+            CREATED_AT.encode(),
+        )
+        items: list[Item] = []
+        delays: list[float] = []
+        tokens: list[int] = []
+        pos = 0
+        for i, n in enumerate(sizes):
+            text = "".join(word(pos + j) for j in range(n))
+            pos += n
+            if i < s.thinking_chunks:
+                msg = b'"content":"","thinking":%s' % json.dumps(text).encode()
+            elif s.tool_call and i == len(sizes) - 1:
+                call = {"function": {"name": "lookup", "arguments": {"q": text}}}
+                msg = b'"content":"","tool_calls":%s' % json.dumps([call]).encode()
+            else:
+                msg = b'"content":%s' % json.dumps(text).encode()
+            items.append(head + msg + b'},"done":false}\n')
+            delays.append((s.ttft_ms + i * s.gap_ms) / 1000)
+            tokens.append(n)
+        end = (s.ttft_ms + max(len(sizes) - 1, 0) * s.gap_ms) / 1000
+        extra: list[Item] = []
+        if fault == "reset":
+            extra = [reply.reset]
+        elif fault == "close":
+            extra = [reply.close]
+        elif fault == "error":
+            err = "an error was encountered while running the model: unexpected EOF"
+            extra = [json.dumps({"error": err}).encode() + b"\n"]
+        elif fault == "malformed":
+            extra = [head + b'"content":"br\n']
+        elif fault != "hang":
+            extra = [head + b'"content":""},' + self._final(body, n_tokens, limit) + b"}\n"]
+        items += extra
+        delays += [end + 0.001 if fault else end] * len(extra)
+        tokens += [0] * len(extra)
+        reply.start("application/x-ndjson")
+        if fault == "hang":
+            # No end-of-body marker: the client must see a stalled stream.
+            done = self.stream(reply, rec, items, delays, tokens, lambda: None)
+            return self._then_hang(done, reply)
+        done = self.stream(reply, rec, items, delays, tokens, reply.end)
+        return done
+
+    async def _then_hang(self, done: asyncio.Future[bool], reply: Reply) -> bool:
+        await done
+        return await reply.hang()
+
+    def _final(self, body: dict[str, Any], n_tokens: int, limit: int) -> bytes:
+        s = self.script
+        prompt_n = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+        prompt_n = prompt_n // 4 + 1
+        chunks = len(token_plan(n_tokens, s.pattern))
+        ns = 1_000_000
+        load = int(s.load_ms * ns)
+        prompt_eval = int(max(s.ttft_ms - s.load_ms - s.queue_ms, 0) * ns)
+        eval_ = int(max(chunks - 1, 0) * s.gap_ms * ns)
+        fields: dict[str, Any] = {
+            "done": True,
+            "done_reason": "length" if n_tokens >= limit else "stop",
+            "total_duration": load + int(s.queue_ms * ns) + prompt_eval + eval_,
+            "load_duration": load,
+            "prompt_eval_count": 0 if s.omit_prompt_count else prompt_n,
+            "prompt_eval_duration": prompt_eval,
+            "eval_count": n_tokens,
+            "eval_duration": eval_,
+        }
+        # Go's omitempty: a zero metric is left out of the JSON entirely.
+        kept = {k: v for k, v in fields.items() if v not in (0, None)}
+        return json.dumps(kept).encode()[1:-1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the scripted Ollama server in the foreground (for benchmarks)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    script = OllamaScript(
+        ttft_ms=args.ttft_ms,
+        gap_ms=args.gap_ms,
+        pattern=tuple(int(x) for x in args.pattern.split(",")),
+        tokens=args.tokens,
+        fault=args.fault,
+    )
+    server = OllamaServer(script, host=args.host, port=args.port)
+    if args.no_record:
+        server.record_paths = set()
+    asyncio.run(server.serve_forever())
+
+
+if __name__ == "__main__":
+    main()

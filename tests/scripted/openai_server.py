@@ -1,0 +1,283 @@
+"""Scripted OpenAI-compatible server (vLLM, llama.cpp or generic flavour) with exact timing.
+
+Streams `/v1/chat/completions` as the real engines do (reference/engine_apis.md §2–3):
+a role-only opening chunk at receipt, optional SSE comments, the first content chunk
+`ttft_ms` after the request arrived, then one chunk every `gap_ms` carrying 1 or 2
+tokens (pattern), usage only in a final chunk with empty choices (vLLM) or on the
+finish chunk with `timings` (llama.cpp), then `[DONE]`.
+
+Subprocess use (benchmarks):
+    python -m tests.scripted.openai_server --port 0 --ttft-ms 150 --gap-ms 20
+prints `READY <port>`; GET /_scripted/requests returns what was received and when
+each output chunk was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.scripted.core import (
+    Item,
+    Recorded,
+    Reply,
+    ScriptedServer,
+    add_common_args,
+    fault_of,
+    token_plan,
+    word,
+)
+
+
+@dataclass
+class OpenAIScript:
+    """What the server does; fields can be changed between requests by tests."""
+
+    flavor: str = "vllm"  # "vllm", "llamacpp" or "generic"
+    models: list[str] = field(default_factory=lambda: ["scripted-model"])
+    ttft_ms: float = 150.0  # request receipt → first content chunk
+    gap_ms: float = 20.0  # between output chunks
+    pattern: tuple[int, ...] = (1, 2)  # tokens per output chunk, repeating
+    tokens: int | None = None  # output length; None = the request's max_tokens
+    comments: bool = True  # SSE comment lines before the role chunk and mid-stream
+    usage: str = "auto"  # "final" (choices == []), "finish" (llama.cpp), "none"
+    timings: bool | None = None  # llama.cpp `timings` on the finish chunk
+    reasoning_chunks: int = 0  # the first k output chunks carry reasoning text
+    empty_chunks: tuple[int, ...] = ()  # output chunks whose content is "" (no role)
+    tool_call: bool = False  # the last output chunk is a tool call
+    fault: str | None = None  # see core.FAULTS
+    fault_after: int = 2  # output chunks written before a mid-stream fault
+    api_key: str | None = None
+    version: str = "0.33.0"
+    max_model_len: int = 4096
+    root: str = "/models/Qwen2.5-0.5B-Instruct-AWQ"
+
+
+class OpenAIServer(ScriptedServer):
+    """Scripted OpenAI-compatible server; `script` holds the behaviour."""
+
+    def __init__(self, script: OpenAIScript | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.script = script or OpenAIScript()
+        self._n = 0
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def handle(self, rec: Recorded, reply: Reply) -> Any:
+        s = self.script
+        if s.api_key and rec.headers.get("authorization") != f"Bearer {s.api_key}":
+            reply.json(401, {"error": "Unauthorized"})
+            return True
+        key = (rec.method, rec.path)
+        llama = s.flavor == "llamacpp"
+        if key == ("GET", "/v1/models") or (llama and key == ("GET", "/models")):
+            reply.json(200, {"object": "list", "data": [self._card(m) for m in s.models]})
+        elif key == ("GET", "/health"):
+            reply.json(200, {"status": "ok"} if llama else {})
+        elif key == ("GET", "/version") and s.flavor == "vllm":
+            reply.json(200, {"version": s.version})
+        elif key == ("GET", "/metrics") and s.flavor == "vllm":
+            text = (
+                "# HELP vllm:num_requests_running Number of requests in model execution.\n"
+                "# TYPE vllm:num_requests_running gauge\n"
+                f'vllm:num_requests_running{{engine="0",model_name="{s.models[0]}"}} 0.0\n'
+                f'vllm:kv_cache_usage_perc{{engine="0",model_name="{s.models[0]}"}} 0.0\n'
+            )
+            reply.send(200, text.encode(), "text/plain; version=0.0.4")
+        elif key == ("GET", "/props") and llama:
+            reply.json(
+                200,
+                {
+                    "build_info": "b6097-1a2b3c4",
+                    "model_path": s.root,
+                    "total_slots": 4,
+                    "default_generation_settings": {"n_ctx": s.max_model_len},
+                },
+            )
+        elif key == ("POST", "/v1/chat/completions") or (
+            llama and key == ("POST", "/chat/completions")
+        ):
+            return self._chat(rec, reply)
+        else:
+            reply.json(404, {"detail": "Not Found"})
+        return True
+
+    def _card(self, model: str) -> dict[str, Any]:
+        s = self.script
+        card: dict[str, Any] = {"id": model, "object": "model", "created": 1700000000}
+        if s.flavor == "vllm":
+            card |= {"owned_by": "vllm", "root": s.root, "parent": None}
+            card |= {"max_model_len": s.max_model_len, "permission": []}
+        elif s.flavor == "llamacpp":
+            card |= {"owned_by": "llamacpp", "meta": {"n_ctx_train": 32768, "n_params": 494032768}}
+        else:
+            card |= {"owned_by": "system"}
+        return card
+
+    def _error(self, status: int, message: str, kind: str) -> dict[str, Any]:
+        if self.script.flavor == "llamacpp":
+            return {"error": {"code": status, "message": message, "type": kind}}
+        return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+    def _chat(self, rec: Recorded, reply: Reply) -> Any:
+        s = self.script
+        body = rec.body if isinstance(rec.body, dict) else {}
+        model = body.get("model")
+        fault = rec.fault = fault_of(rec, model, s.fault)
+        if model not in s.models and not (model or "").startswith("fault-"):
+            msg = f"The model `{model}` does not exist. Valid aliases: {', '.join(s.models)}."
+            reply.json(404, self._error(404, msg, "NotFoundError") | {"param": "model"})
+            return True
+        if fault == "http503":
+            reply.json(503, self._error(503, "Service Unavailable", "ServiceUnavailableError"))
+            return True
+        if fault == "hang_headers":
+            return reply.hang()
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 16
+        n_tokens = min(s.tokens, max_tokens) if s.tokens is not None else max_tokens
+        finish = "length" if n_tokens >= max_tokens else "stop"
+        sizes = token_plan(n_tokens, s.pattern)
+        if fault in ("reset", "close", "hang", "error", "malformed"):
+            sizes = sizes[: s.fault_after]
+        self._n += 1
+        llama = s.flavor == "llamacpp"
+        usage_mode = s.usage if s.usage != "auto" else ("finish" if llama else "final")
+        include = bool((body.get("stream_options") or {}).get("include_usage"))
+        head = (
+            f'{{"id":"chatcmpl-{self._n}","object":"chat.completion.chunk",'
+            f'"created":1700000000,"model":{json.dumps(model)},"choices":['
+        ).encode()
+
+        def event(choices: str, tail: str = "") -> bytes:
+            return b"data: " + head + choices.encode() + b"]" + tail.encode() + b"}\n\n"
+
+        def delta_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return event(json.dumps(choice))
+
+        items: list[Item] = []
+        delays: list[float] = []
+        tokens: list[int] = []
+
+        def add(item: Item, at_ms: float, n: int = 0) -> None:
+            items.append(item)
+            delays.append(at_ms / 1000)
+            tokens.append(n)
+
+        if s.comments:
+            add(b": ping\n\n", 0)
+        add(delta_chunk({"role": "assistant", "content": None if llama else ""}), 0)
+        reasoning_key = "reasoning_content" if llama else "reasoning"
+        pos = 0
+        for i, n in enumerate(sizes):
+            text = "".join(word(pos + j) for j in range(n))
+            pos += n
+            at = s.ttft_ms + i * s.gap_ms
+            if i in s.empty_chunks:
+                delta: dict[str, Any] = {"content": ""}
+            elif i < s.reasoning_chunks:
+                delta = {reasoning_key: text}
+            elif s.tool_call and i == len(sizes) - 1:
+                call = {"name": "lookup", "arguments": json.dumps({"q": text})}
+                delta = {"tool_calls": [{"index": 0, "id": "call_1", "type": "function"}]}
+                delta["tool_calls"][0]["function"] = call
+            else:
+                delta = {"content": text}
+            last = i == len(sizes) - 1 and not fault and not llama
+            add(delta_chunk(delta, finish if last else None), at, n)
+            if s.comments and i == 1:
+                add(b": keep-alive\n\n", at)
+        end = s.ttft_ms + max(len(sizes) - 1, 0) * s.gap_ms
+        prompt_tokens = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+        prompt_tokens = prompt_tokens // 4 + 1
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens + n_tokens,
+            "completion_tokens": n_tokens,
+        }
+        if fault == "reset":
+            add(reply.reset, end + 1)
+        elif fault == "close":
+            add(reply.close, end + 1)
+        elif fault == "error":
+            add(self._sse_error(), end + 1)
+            add(b"data: [DONE]\n\n", end + 1)
+        elif fault == "malformed":
+            add(b'data: {"id":"chatcmpl-x","choices":[{"delta":{"content":"br\n\n', end + 1)
+            add(b"data: [DONE]\n\n", end + 1)
+        elif fault != "hang":
+            if llama:
+                tail = ""
+                if include and usage_mode == "finish":
+                    tail += ',"usage":' + json.dumps(usage)
+                if s.timings if s.timings is not None else True:
+                    tail += ',"timings":' + json.dumps(self._timings(prompt_tokens, n_tokens))
+                choice = {"finish_reason": finish, "index": 0, "delta": {}}
+                add(event(json.dumps(choice), tail), end)
+            if include and usage_mode == "final":
+                add(event("", ',"usage":' + json.dumps(usage)), end)
+            add(b"data: [DONE]\n\n", end)
+
+        reply.start("text/event-stream; charset=utf-8")
+        if fault == "hang":
+            # No end-of-body marker: the client must see a stalled stream.
+            done = self.stream(reply, rec, items, delays, tokens, lambda: None)
+            return self._then_hang(done, reply)
+        done = self.stream(reply, rec, items, delays, tokens, reply.end)
+        return done
+
+    async def _then_hang(self, done: asyncio.Future[bool], reply: Reply) -> bool:
+        await done
+        return await reply.hang()
+
+    def _sse_error(self) -> bytes:
+        err = self._error(500, "scripted failure: engine died", "InternalServerError")
+        return b"data: " + json.dumps(err).encode() + b"\n\n"
+
+    def _timings(self, prompt_n: int, predicted_n: int) -> dict[str, float]:
+        s = self.script
+        predicted_ms = max(predicted_n - 1, 0) * s.gap_ms
+        return {
+            "cache_n": 0,
+            "prompt_n": prompt_n,
+            "prompt_ms": s.ttft_ms,
+            "prompt_per_token_ms": s.ttft_ms / max(prompt_n, 1),
+            "prompt_per_second": prompt_n / (s.ttft_ms / 1000) if s.ttft_ms else 0.0,
+            "predicted_n": predicted_n,
+            "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": predicted_ms / max(predicted_n, 1),
+            "predicted_per_second": predicted_n / (predicted_ms / 1000) if predicted_ms else 0.0,
+        }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the scripted OpenAI server in the foreground (for benchmarks)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser)
+    parser.add_argument("--flavor", choices=("vllm", "llamacpp", "generic"), default="vllm")
+    parser.add_argument("--models", default="scripted-model", help="comma-separated ids")
+    parser.add_argument("--no-comments", action="store_true")
+    args = parser.parse_args(argv)
+    script = OpenAIScript(
+        flavor=args.flavor,
+        models=args.models.split(","),
+        ttft_ms=args.ttft_ms,
+        gap_ms=args.gap_ms,
+        pattern=tuple(int(x) for x in args.pattern.split(",")),
+        tokens=args.tokens,
+        comments=not args.no_comments,
+        fault=args.fault,
+    )
+    server = OpenAIServer(script, host=args.host, port=args.port)
+    if args.no_record:
+        server.record_paths = set()
+    asyncio.run(server.serve_forever())
+
+
+if __name__ == "__main__":
+    main()
