@@ -257,7 +257,8 @@ class TelemetryRecorder:
         t = time.time()
         if self._nvml is not None and self._nvml.available:
             try:
-                samples = self._nvml.sample(t)
+                with self._lock:  # status() copies the sampler's status dict meanwhile
+                    samples = self._nvml.sample(t)
             except Exception as exc:  # never let a driver hiccup kill the thread
                 log.debug("NVML sampling failed: %s", exc)
                 samples = []
