@@ -1,0 +1,118 @@
+"""Helpers shared by the engine adapters: URLs, one-line errors, quantization hints."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from lib.engines.base import EngineError
+from lib.records import MAX_CONCURRENCY
+
+# Connections per client: one per concurrent stream plus a few for probes, so a
+# level at the maximum concurrency never waits on the pool (that wait would sit
+# inside TTFT) and idle connections are kept for the next request.
+POOL_SIZE = MAX_CONCURRENCY + 16
+META_TIMEOUT_S = 10.0  # info, model lists and probes; chat has its own limit
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """Collapse whitespace and truncate: errors end up in table cells and logs."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def exc_text(exc: BaseException) -> str:
+    """A short reason for an exception: its message, else the first cause that has
+    one (httpx's ReadError has none; its cause says "Connection reset by peer")."""
+    generic = ("", "Connection error.", "Request timed out.")
+    seen: BaseException | None = exc
+    deepest = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        text = str(seen).strip()
+        if text not in generic:
+            return one_line(text if seen is exc else f"{type(seen).__name__}: {text}", 200)
+        deepest = seen
+        seen = seen.__cause__ or seen.__context__
+    return type(deepest).__name__
+
+
+def check_url(url: str) -> tuple[str, str]:
+    """Validate an endpoint URL; return (root, path) with no trailing slash.
+
+    Raises EngineError("invalid URL ...") for anything but http(s)://host[:port][/path].
+    """
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise EngineError(f"invalid URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise EngineError(f"invalid URL {url!r}: scheme must be http or https")
+    if not parts.hostname:
+        raise EngineError(f"invalid URL {url!r}: no host")
+    path = parts.path.rstrip("/")
+    return urlunsplit((parts.scheme, parts.netloc, "", "", "")), path
+
+
+def root_of(url: str) -> str:
+    """The server root of an OpenAI-style base URL: `http://h:8000/v1` → `http://h:8000`."""
+    root, path = check_url(url)
+    return root + path.removesuffix("/v1")
+
+
+def openai_base(url: str) -> str:
+    """Normalise an OpenAI-style base URL: a bare host gets `/v1` appended."""
+    root, path = check_url(url)
+    return root + (path or "/v1")
+
+
+# HF-style quantization markers in repo / directory names.
+_HF_QUANT = re.compile(
+    r"(?<![a-z0-9])(awq|gptq(?:-int[48])?|fp8|int8|int4|w8a8|w4a16|bnb-4bit|nf4|mxfp4|nvfp4)"
+    r"(?![a-z0-9])",
+    re.IGNORECASE,
+)
+# GGUF file types as they appear in file names (q4_k_m, Q8_0, IQ4_XS, f16, bf16).
+_GGUF_QUANT = re.compile(
+    r"(?<![a-z0-9])(i?q[1-8](?:_[a-z0-9]{1,2}){0,2}|bf16|f16|f32)(?![a-z0-9])", re.IGNORECASE
+)
+
+
+def guess_quantization(*names: str | None) -> tuple[str | None, str | None]:
+    """Best-effort quantization from a model's id / root / file name.
+
+    Returns (quantization, derived_from). A local HF directory's config.json
+    `quantization_config.quant_method` wins (vLLM derives its method from it); then
+    GGUF file-type markers; then HF name markers (-AWQ, -GPTQ-Int4, -FP8).
+    """
+    for name in names:
+        if name and (found := _local_quant(name)):
+            return found
+    for name in names:
+        if not name:
+            continue
+        base = name.rsplit("/", 1)[-1]
+        if "gguf" in name.lower() and (m := _GGUF_QUANT.search(base)):
+            return m.group(1).upper(), f"file name {base}"
+        if m := _HF_QUANT.search(base):
+            return m.group(1).upper().replace("-INT", "-Int"), f"name {base}"
+    return None, None
+
+
+def _local_quant(name: str) -> tuple[str, str] | None:
+    try:
+        config = Path(name).expanduser() / "config.json"
+        if not config.is_file():
+            return None
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    qc = data.get("quantization_config") if isinstance(data, dict) else None
+    method = qc.get("quant_method") if isinstance(qc, dict) else None
+    if isinstance(method, str) and method:
+        return method, f"{config} quantization_config.quant_method"
+    return None

@@ -1,0 +1,278 @@
+"""Ollama's native API through the official ollama-python client.
+
+Native rather than Ollama's /v1 because only the native final chunk carries the
+server-side durations (load, prompt eval, eval), reference/engine_apis.md §1.3.
+ollama-python has no version() and its pydantic models drop fields it does not know
+(e.g. /api/ps `context_length` on older clients), so /api/version and /api/ps are
+read with httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import ollama
+
+from lib.engines.base import EngineError, EngineUnreachable, ModelNotFound
+from lib.engines.common import META_TIMEOUT_S, POOL_SIZE, check_url, exc_text, one_line
+from lib.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
+
+
+def _ms(ns: int | None) -> float:
+    # Go omits zero durations (omitempty): a missing field means 0.
+    return (ns or 0) / 1e6
+
+
+def server_timings(final: Any) -> dict[str, Any]:
+    """Server-side view from Ollama's final chunk: ns durations → ms, queue estimate.
+
+    queue ≈ total − load − prompt_eval − eval (the runner's semaphore wait shows only
+    there); None when total_duration is missing.
+    """
+    total = final.total_duration or 0
+    load, pe, ev = final.load_duration or 0, final.prompt_eval_duration or 0, final.eval_duration
+    ev = ev or 0
+    return {
+        "load_ms": _ms(load),
+        "prompt_eval_ms": _ms(pe),
+        "eval_ms": _ms(ev),
+        "total_ms": _ms(total),
+        "queue_ms": _ms(max(total - load - pe - ev, 0)) if total else None,
+        "eval_tokens_per_s": final.eval_count / ev * 1e9 if ev and final.eval_count else None,
+        "prompt_eval_count": final.prompt_eval_count,
+        "eval_count": final.eval_count,
+    }
+
+
+class OllamaEngine:
+    """An Ollama server spoken to in its native API."""
+
+    def __init__(
+        self, base_url: str, api_key: str | None = None, *, meta_timeout_s: float = META_TIMEOUT_S
+    ) -> None:
+        root, path = check_url(base_url)
+        # Users paste the /v1 URL too; the native API lives at the root.
+        self.base_url = root + path.removesuffix("/v1")
+        self.meta_timeout_s = meta_timeout_s
+        limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+        # A key for an authenticating proxy in front of Ollama (else OLLAMA_API_KEY).
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else None
+        # No read limit in the client: each chat enforces its own total deadline.
+        self._client = ollama.AsyncClient(
+            host=self.base_url,
+            timeout=httpx.Timeout(None, connect=meta_timeout_s),
+            limits=limits,
+            headers=headers,
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=meta_timeout_s, headers=headers
+        )
+
+    async def aclose(self) -> None:
+        """Close both HTTP clients."""
+        await self._client.close()
+        await self._http.aclose()
+
+    # -- metadata -----------------------------------------------------------------
+    def _meta_error(self, what: str, exc: BaseException) -> EngineError:
+        if isinstance(exc, ConnectionError | httpx.ConnectError):
+            return EngineUnreachable(f"cannot connect to Ollama at {self.base_url}")
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            return EngineUnreachable(
+                f"no answer from {self.base_url} in {self.meta_timeout_s:g} s ({what})"
+            )
+        if isinstance(exc, ollama.ResponseError):
+            return EngineError(f"{what}: HTTP {exc.status_code}: {one_line(exc.error, 200)}")
+        return EngineError(f"{what}: {type(exc).__name__}: {exc_text(exc)}")
+
+    async def _get_json(self, path: str) -> Any:
+        try:
+            response = await self._http.get(path)
+            response.raise_for_status()
+            return response.json()
+        except httpx.HTTPStatusError as exc:
+            code = exc.response.status_code
+            raise EngineError(f"GET {self.base_url}{path}: HTTP {code}") from None
+        except (httpx.HTTPError, ValueError) as exc:
+            raise self._meta_error(f"GET {path}", exc) from None
+
+    async def version(self) -> str | None:
+        """Server version from GET /api/version."""
+        data = await self._get_json("/api/version")
+        return data.get("version") if isinstance(data, dict) else None
+
+    async def info(self) -> EngineInfo:
+        """What answers here: always kind "ollama", with the server's version."""
+        return EngineInfo("ollama", "ollama", self.base_url, await self.version())
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Local models from /api/tags (client.list())."""
+        try:
+            async with asyncio.timeout(self.meta_timeout_s):
+                listing = await self._client.list()
+        except Exception as exc:
+            raise self._meta_error("GET /api/tags", exc) from None
+        out = []
+        for m in listing.models:
+            d = m.details
+            extra: dict[str, Any] = {}
+            if d is not None and d.format:
+                extra["format"] = d.format
+            if m.modified_at is not None:
+                extra["modified_at"] = m.modified_at.isoformat()
+            out.append(
+                ModelInfo(
+                    name=m.model or "",
+                    quantization=d.quantization_level if d else None,
+                    parameter_size=d.parameter_size if d else None,
+                    family=d.family if d else None,
+                    context_length=getattr(d, "context_length", None),
+                    digest=m.digest,
+                    size_bytes=int(m.size) if m.size is not None else None,
+                    extra=extra,
+                )
+            )
+        return out
+
+    async def check_model(self, model: str) -> ModelInfo:
+        """The model's info (context length from /api/show when available), or
+        ModelNotFound naming the local models."""
+        models = await self.list_models()
+        wanted = {model, model + ":latest"} if ":" not in model else {model}
+        found = next((m for m in models if m.name in wanted), None)
+        if found is None:
+            names = [m.name for m in models]
+            shown = ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
+            raise ModelNotFound(
+                f"model '{model}' not found at {self.base_url}; available: {shown or 'none'}"
+                " (ollama pull it first)"
+            )
+        try:
+            async with asyncio.timeout(self.meta_timeout_s):
+                shown_info = await self._client.show(found.name)
+        except Exception:
+            return found  # /api/show is an extra; the model is known to exist
+        info = shown_info.modelinfo or {}
+        arch = info.get("general.architecture")
+        if found.context_length is None and arch:
+            found.context_length = info.get(f"{arch}.context_length")
+        if shown_info.capabilities:
+            found.extra["capabilities"] = list(shown_info.capabilities)
+        return found
+
+    async def ps(self) -> list[dict[str, Any]]:
+        """Loaded models, raw from /api/ps (size, size_vram, expires_at, context_length)."""
+        data = await self._get_json("/api/ps")
+        models = data.get("models") if isinstance(data, dict) else None
+        return list(models or [])
+
+    async def pull(self, model: str) -> AsyncIterator[dict[str, Any]]:
+        """Pull a model, yielding progress dicts (status, digest, total, completed).
+
+        Raises EngineError on failure (including an error line mid-stream).
+        """
+        try:
+            stream = await self._client.pull(model, stream=True)
+            async for progress in stream:
+                yield progress.model_dump(exclude_none=True)
+        except ollama.ResponseError as exc:
+            raise EngineError(f"pull {model}: {one_line(exc.error, 200)}") from None
+        except (ConnectionError, httpx.HTTPError, ValueError) as exc:
+            raise self._meta_error(f"pull {model}", exc) from None
+
+    # -- chat ---------------------------------------------------------------------
+    async def chat(
+        self,
+        model: str,
+        prompt: Prompt,
+        sampling: Sampling,
+        timeout_s: float,
+        num_ctx: int | None = None,
+    ) -> RequestResult:
+        """Stream one /api/chat request and time it; never raises (errors → `error`).
+
+        Every sampling option is sent explicitly (Ollama's defaults differ from other
+        engines'). `ignore_eos` has no Ollama equivalent and is not sent.
+        """
+        options: dict[str, Any] = {
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": sampling.seed,
+            "num_predict": sampling.max_tokens,
+        }
+        if num_ctx:
+            options["num_ctx"] = num_ctx  # held constant: a change reloads the model
+        times: list[float] = []
+        text: list[str] = []
+        final: Any = None
+        error: str | None = None
+        t_send = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                # Validates and serialises the request; nothing is sent until the
+                # first iteration, so the clock starts after this.
+                stream = await self._client.chat(
+                    model=model, messages=prompt.messages, stream=True, options=options
+                )
+                t_send = time.perf_counter()
+                async for part in stream:
+                    now = time.perf_counter()
+                    msg = part.message
+                    if msg.content or msg.thinking or msg.tool_calls:
+                        times.append(now)
+                        if msg.content:
+                            text.append(msg.content)
+                    if part.done:
+                        final = part
+            if final is None:
+                error = "stream ended without a final (done) chunk"
+        except TimeoutError:
+            error = f"timed out after {timeout_s:g} s"
+        except ollama.ResponseError as exc:
+            reason = one_line(exc.error, 200)
+            if exc.status_code == -1:
+                error = f"server error mid-stream: {reason}"
+            elif exc.status_code == 404:
+                error = f"model '{model}' not found (HTTP 404): {reason}"
+            else:
+                error = f"HTTP {exc.status_code}: {reason}"
+        except (ConnectionError, httpx.ConnectError) as exc:
+            # The client converts ConnectError to ConnectionError only when not streaming.
+            error = f"cannot connect to Ollama at {self.base_url}: {exc_text(exc)}"
+        except httpx.TimeoutException as exc:
+            error = f"timed out: {exc_text(exc)}"
+        except httpx.HTTPError as exc:
+            where = "mid-stream" if times else "before any output"
+            error = f"connection lost {where}: {exc_text(exc)}"
+        except json.JSONDecodeError as exc:
+            error = f"malformed NDJSON line from server: {exc_text(exc)}"
+        except Exception as exc:  # never raise from chat: the runner counts every request
+            error = f"{type(exc).__name__}: {exc_text(exc)}"
+        t_done = time.perf_counter()
+        result = RequestResult(
+            t_send=t_send,
+            t_done=t_done,
+            chunk_times=times,
+            output_text="".join(text),
+            error=error,
+        )
+        if final is not None:
+            self._fill_final(result, final)
+        return result
+
+    @staticmethod
+    def _fill_final(result: RequestResult, final: Any) -> None:
+        result.finish_reason = final.done_reason
+        # prompt_eval_count was historically missing on prompt-cache hits: unknown,
+        # not zero (ollama/ollama#2068).
+        result.prompt_tokens = final.prompt_eval_count
+        if final.eval_count is not None:
+            result.output_tokens, result.token_source = final.eval_count, "server"
+        elif not result.chunk_times:
+            result.output_tokens, result.token_source = 0, "server"  # omitted zero
+        result.server = server_timings(final)
