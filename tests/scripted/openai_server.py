@@ -36,7 +36,7 @@ from tests.scripted.core import (
 class OpenAIScript:
     """What the server does; fields can be changed between requests by tests."""
 
-    flavor: str = "vllm"  # "vllm", "llamacpp" or "generic"
+    flavor: str = "vllm"  # "vllm", "llamacpp", "llama-cpp-python" or "generic"
     models: list[str] = field(default_factory=lambda: ["scripted-model"])
     ttft_ms: float = 150.0  # request receipt → first content chunk
     gap_ms: float = 20.0  # between output chunks
@@ -99,6 +99,9 @@ class OpenAIServer(ScriptedServer):
                     "default_generation_settings": {"n_ctx": s.max_model_len},
                 },
             )
+        elif key == ("GET", "/openapi.json") and s.flavor == "llama-cpp-python":
+            info = {"title": "🦙 llama.cpp Python API", "version": "0.3.36"}
+            reply.json(200, {"openapi": "3.1.0", "info": info})
         elif key == ("POST", "/v1/chat/completions") or (
             llama and key == ("POST", "/chat/completions")
         ):
@@ -115,6 +118,8 @@ class OpenAIServer(ScriptedServer):
             card |= {"max_model_len": s.max_model_len, "permission": []}
         elif s.flavor == "llamacpp":
             card |= {"owned_by": "llamacpp", "meta": {"n_ctx_train": 32768, "n_params": 494032768}}
+        elif s.flavor == "llama-cpp-python":
+            card |= {"owned_by": "me", "permissions": []}
         else:
             card |= {"owned_by": "system"}
         return card
@@ -171,7 +176,10 @@ class OpenAIServer(ScriptedServer):
 
         if s.comments:
             add(b": ping\n\n", 0)
-        add(delta_chunk({"role": "assistant", "content": None if llama else ""}), 0)
+        if s.flavor == "llama-cpp-python":
+            add(delta_chunk({"role": "assistant"}), 0)
+        else:
+            add(delta_chunk({"role": "assistant", "content": None if llama else ""}), 0)
         reasoning_key = "reasoning_content" if llama else "reasoning"
         pos = 0
         for i, n in enumerate(sizes):
@@ -259,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the scripted OpenAI server in the foreground (for benchmarks)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
-    parser.add_argument("--flavor", choices=("vllm", "llamacpp", "generic"), default="vllm")
+    flavors = ("vllm", "llamacpp", "llama-cpp-python", "generic")
+    parser.add_argument("--flavor", choices=flavors, default="vllm")
     parser.add_argument("--models", default="scripted-model", help="comma-separated ids")
     parser.add_argument("--no-comments", action="store_true")
     args = parser.parse_args(argv)

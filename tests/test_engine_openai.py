@@ -1,0 +1,294 @@
+"""OpenAICompatEngine against the scripted OpenAI-compatible server.
+
+Timing assertions compare the client's chunk times with the times the server
+recorded writing each chunk (one monotonic clock): exact lower bounds, and an upper
+bound TOL_S. Measured on this 2-core machine with the server in a thread of the
+test process: lag p50 0.1 ms, p99 0.5 ms, max 4 ms over 480 chunks; TOL_S leaves
+room for a loaded CI box while still catching a miscounted chunk (gaps ≥ 10 ms are
+not what it detects — exact chunk counts and lower bounds do that).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from lib.engines import make_engine
+from lib.engines.base import EngineError, EngineUnreachable, ModelNotFound
+from lib.engines.common import guess_quantization
+from lib.engines.openai_compat import OpenAICompatEngine
+from lib.records import Prompt, RequestResult, Sampling
+from tests.scripted import OpenAIScript, OpenAIServer
+
+TOL_S = 0.025
+MODEL = "scripted-model"
+CHAT = "/v1/chat/completions"
+PROMPT = Prompt.from_text("안녕하세요, tell me about the sea")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[OpenAIServer]:
+    with OpenAIServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def srv(server: OpenAIServer) -> OpenAIServer:
+    server.script = OpenAIScript(ttft_ms=30, gap_ms=8)
+    return server
+
+
+@pytest.fixture(params=["raw", "sdk"])
+async def engine(request: pytest.FixtureRequest, srv: OpenAIServer) -> AsyncIterator:
+    eng = OpenAICompatEngine(srv.url, parser=request.param)
+    yield eng
+    await eng.aclose()
+
+
+async def chat(eng: OpenAICompatEngine, model: str = MODEL, **kw: object) -> RequestResult:
+    sampling = Sampling(**{"max_tokens": 9, "temperature": 0.3, "top_p": 0.9, "seed": 7, **kw})
+    return await eng.chat(model, PROMPT, sampling, timeout_s=5)
+
+
+def assert_matches_truth(r: RequestResult, srv: OpenAIServer, ttft_s: float) -> None:
+    rec = srv.recorded(CHAT)[-1]
+    assert r.error is None
+    # Exactly the output chunks: no role chunk, comment or usage chunk counted.
+    assert len(r.chunk_times) == len(rec.sent) > 0
+    assert rec.t_recv >= r.t_send
+    assert r.chunk_times[0] - r.t_send >= ttft_s  # the server waited ttft after receipt
+    for client_t, server_t in zip(r.chunk_times, rec.sent, strict=True):
+        assert 0 <= client_t - server_t <= TOL_S
+    itl = [b - a for a, b in zip(r.chunk_times, r.chunk_times[1:], strict=False)]
+    true_itl = [b - a for a, b in zip(rec.sent, rec.sent[1:], strict=False)]
+    for got, want in zip(itl, true_itl, strict=True):
+        assert abs(got - want) <= TOL_S
+
+
+async def test_timing_matches_server_truth(engine: OpenAICompatEngine, srv: OpenAIServer):
+    r = await chat(engine)
+    assert_matches_truth(r, srv, 0.030)
+    assert r.t_done >= r.chunk_times[-1]
+
+
+async def test_multi_token_chunks_counted_by_usage(engine: OpenAICompatEngine, srv: OpenAIServer):
+    r = await chat(engine, max_tokens=9)
+    # pattern 1,2 → 6 chunks for 9 tokens; the count comes from usage, not chunks
+    assert len(r.chunk_times) == 6
+    assert (r.output_tokens, r.token_source) == (9, "server")
+    assert r.prompt_tokens is not None and r.prompt_tokens > 0
+    assert r.finish_reason == "length"
+    assert r.output_text.startswith("안녕 token 하세요")
+    assert srv.recorded(CHAT)[-1].tokens == [1, 2, 1, 2, 1, 2]
+
+
+async def test_sampling_sent_explicitly(engine: OpenAICompatEngine, srv: OpenAIServer):
+    await chat(engine, max_tokens=5)
+    body = srv.recorded(CHAT)[-1].body
+    assert body["model"] == MODEL and body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert (body["temperature"], body["top_p"], body["seed"], body["max_tokens"]) == (
+        0.3,
+        0.9,
+        7,
+        5,
+    )
+    assert body["messages"] == PROMPT.messages
+    assert "ignore_eos" not in body and "min_tokens" not in body
+
+
+@pytest.mark.parametrize(
+    ("flavor", "expected"),
+    [
+        ("vllm", {"ignore_eos": True, "min_tokens": 6}),
+        ("llamacpp", {"ignore_eos": True}),
+        ("generic", {}),
+    ],
+)
+async def test_ignore_eos_per_engine(server: OpenAIServer, flavor: str, expected: dict):
+    server.script = OpenAIScript(flavor=flavor, ttft_ms=1, gap_ms=1)
+    eng = OpenAICompatEngine(server.url)  # flavour detected before the first send
+    try:
+        r = await chat(eng, max_tokens=6, ignore_eos=True)
+    finally:
+        await eng.aclose()
+    assert r.error is None
+    body = server.recorded(CHAT)[-1].body
+    sent = {k: body[k] for k in ("ignore_eos", "min_tokens") if k in body}
+    assert sent == expected
+
+
+async def test_llamacpp_stream_shape(server: OpenAIServer):
+    # role chunk with content null, usage + timings on the finish chunk (no choices: [])
+    server.script = OpenAIScript(flavor="llamacpp", ttft_ms=20, gap_ms=5)
+    eng = make_engine("llama.cpp", server.url)
+    try:
+        r = await chat(eng, max_tokens=4)
+    finally:
+        await eng.aclose()
+    assert_matches_truth(r, server, 0.020)
+    assert (r.output_tokens, r.token_source, r.finish_reason) == (4, "server", "length")
+    assert r.server is not None and r.server["predicted_n"] == 4
+    assert r.server["prompt_ms"] == 20
+
+
+async def test_llamacpp_predicted_n_when_usage_missing(server: OpenAIServer):
+    server.script = OpenAIScript(flavor="llamacpp", usage="none", ttft_ms=1, gap_ms=1)
+    eng = make_engine("llama.cpp", server.url)
+    try:
+        r = await chat(eng, max_tokens=5)
+    finally:
+        await eng.aclose()
+    assert (r.output_tokens, r.token_source) == (5, "server")
+    assert r.prompt_tokens == r.server["prompt_n"]
+
+
+async def test_no_count_at_all_is_said(engine: OpenAICompatEngine, srv: OpenAIServer):
+    srv.script.usage = "none"
+    r = await chat(engine, max_tokens=5)
+    assert r.error is None and len(r.chunk_times) == 4
+    assert (r.output_tokens, r.token_source) == (None, "none")
+
+
+async def test_reasoning_empty_token_and_tool_call_chunks_count(
+    engine: OpenAICompatEngine, srv: OpenAIServer
+):
+    srv.script.reasoning_chunks = 2
+    srv.script.empty_chunks = (3,)
+    srv.script.tool_call = True
+    r = await chat(engine, max_tokens=9)
+    assert_matches_truth(r, srv, 0.030)
+    assert len(r.chunk_times) == 6  # 2 reasoning, 1 content, 1 "", 1 content, 1 tool call
+    assert r.output_text == " 하세요 tok"  # reasoning and tool calls are not answer text
+
+
+async def test_llama_cpp_python_role_chunk_without_content(server: OpenAIServer):
+    server.script = OpenAIScript(flavor="llama-cpp-python", usage="none", ttft_ms=15, gap_ms=3)
+    eng = OpenAICompatEngine(server.url)
+    try:
+        r = await chat(eng, max_tokens=3)
+    finally:
+        await eng.aclose()
+    assert_matches_truth(r, server, 0.015)
+    assert r.token_source == "none"
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("http503", "HTTP 503: Service Unavailable"),
+        ("error", "server error mid-stream: scripted failure: engine died"),
+        ("malformed", "malformed SSE data from server"),
+        ("reset", "connection lost mid-stream: "),
+        ("close", "connection lost mid-stream: "),
+    ],
+)
+async def test_faults_become_one_line_errors(
+    engine: OpenAICompatEngine, srv: OpenAIServer, fault: str, expected: str
+):
+    r = await chat(engine, model=f"fault-{fault}")
+    assert r.error is not None and r.error.startswith(expected), r.error
+    assert "\n" not in r.error
+    if fault == "close":
+        assert "peer closed connection" in r.error
+    mid_stream = fault not in ("http503",)
+    assert len(r.chunk_times) == (srv.script.fault_after if mid_stream else 0)
+    # The connection pool is still usable after the fault.
+    assert (await chat(engine)).error is None
+
+
+@pytest.mark.parametrize("fault", ["hang", "hang_headers"])
+async def test_hang_times_out(engine: OpenAICompatEngine, srv: OpenAIServer, fault: str):
+    sampling = Sampling(max_tokens=5)
+    r = await engine.chat(f"fault-{fault}", PROMPT, sampling, timeout_s=0.2)
+    assert r.error == "timed out after 0.2 s"
+    assert len(r.chunk_times) == (2 if fault == "hang" else 0)
+    assert (await chat(engine)).error is None
+
+
+async def test_unknown_model(engine: OpenAICompatEngine, srv: OpenAIServer):
+    r = await chat(engine, model="nope")
+    assert r.error is not None
+    assert r.error.startswith("model 'nope' not found (HTTP 404): The model `nope` does not")
+    with pytest.raises(ModelNotFound, match=r"model 'nope' not served .*available: scripted-model"):
+        await engine.check_model("nope")
+    assert (await engine.check_model(MODEL)).name == MODEL
+
+
+async def test_api_key(server: OpenAIServer):
+    server.script = OpenAIScript(api_key="sekrit", ttft_ms=1, gap_ms=1)
+    bad = OpenAICompatEngine(server.url, api_key="wrong")
+    good = OpenAICompatEngine(server.url, api_key="sekrit")
+    try:
+        assert (await chat(bad)).error == "HTTP 401: Unauthorized"
+        with pytest.raises(EngineError, match="HTTP 401"):
+            await bad.list_models()
+        assert (await chat(good)).error is None
+    finally:
+        await bad.aclose()
+        await good.aclose()
+
+
+async def test_unreachable():
+    eng = OpenAICompatEngine("http://127.0.0.1:9")
+    try:
+        r = await chat(eng)
+        assert r.error is not None
+        assert r.error.startswith("cannot connect to http://127.0.0.1:9/v1")
+        assert r.chunk_times == [] and r.output_tokens is None
+        with pytest.raises(EngineUnreachable, match="cannot connect"):
+            await eng.info()
+    finally:
+        await eng.aclose()
+
+
+async def test_list_models_and_info(engine: OpenAICompatEngine, srv: OpenAIServer):
+    (model,) = await engine.list_models()
+    assert model.name == MODEL and model.context_length == 4096
+    assert model.digest == "/models/Qwen2.5-0.5B-Instruct-AWQ"
+    assert model.quantization == "AWQ"
+    assert model.extra["quantization_source"] == "name Qwen2.5-0.5B-Instruct-AWQ"
+    info = await engine.info()
+    assert (info.kind, info.api, info.version) == ("vllm", "openai", "0.33.0")
+    assert info.base_url == srv.base_url
+
+
+async def test_llamacpp_models_and_info(server: OpenAIServer):
+    server.script = OpenAIScript(flavor="llamacpp", models=["/m/qwen2.5-0.5b-instruct-q4_k_m.gguf"])
+    eng = OpenAICompatEngine(server.base_url)
+    try:
+        (model,) = await eng.list_models()
+        info = await eng.info()
+    finally:
+        await eng.aclose()
+    assert model.quantization == "Q4_K_M" and model.context_length == 32768
+    assert (info.kind, info.version, info.extra["total_slots"]) == ("llama.cpp", "b6097-1a2b3c4", 4)
+
+
+def test_quantization_from_local_config(tmp_path):
+    model_dir = tmp_path / "my-model"
+    model_dir.mkdir()
+    config = {"quantization_config": {"quant_method": "gptq", "bits": 4}}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    quant, source = guess_quantization(str(model_dir), "served-name-AWQ")
+    assert quant == "gptq"  # the config wins over the name, as in vLLM
+    assert source == f"{model_dir / 'config.json'} quantization_config.quant_method"
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (("Qwen/Qwen2.5-7B-Instruct-AWQ",), "AWQ"),
+        (("Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4",), "GPTQ-Int4"),
+        (("neuralmagic/Meta-Llama-3-8B-Instruct-FP8",), "FP8"),
+        (("/models/qwen2.5-7b-instruct-q4_k_m.gguf",), "Q4_K_M"),
+        (("ggml-model-Q8_0.gguf",), "Q8_0"),
+        (("tiny-f16.gguf",), "F16"),
+        (("Qwen/Qwen2.5-7B-Instruct",), None),
+        ((None, "qwen2.5-coder"), None),
+    ],
+)
+def test_quantization_from_names(names: tuple, expected: str | None):
+    assert guess_quantization(*names)[0] == expected
