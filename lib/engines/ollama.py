@@ -20,33 +20,20 @@ import ollama
 
 from lib.engines.base import EngineError, EngineUnreachable, ModelNotFound
 from lib.engines.common import META_TIMEOUT_S, POOL_SIZE, check_url, exc_text, one_line
+from lib.metrics import ollama_server_timings
 from lib.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
 
 
-def _ms(ns: int | None) -> float:
-    # Go omits zero durations (omitempty): a missing field means 0.
-    return (ns or 0) / 1e6
-
-
 def server_timings(final: Any) -> dict[str, Any]:
-    """Server-side view from Ollama's final chunk: ns durations → ms, queue estimate.
+    """Server-side view from Ollama's final chunk (lib.metrics.ollama_server_timings:
+    ns → ms, omitted zero fields read as 0, queue ≈ total − load − prompt eval − eval).
 
-    queue ≈ total − load − prompt_eval − eval (the runner's semaphore wait shows only
-    there); None when total_duration is missing.
+    prompt_eval_count stays None when omitted: old servers left it out on prompt-cache
+    hits (ollama/ollama#2068), so a missing count is unknown, not zero.
     """
-    total = final.total_duration or 0
-    load, pe, ev = final.load_duration or 0, final.prompt_eval_duration or 0, final.eval_duration
-    ev = ev or 0
-    return {
-        "load_ms": _ms(load),
-        "prompt_eval_ms": _ms(pe),
-        "eval_ms": _ms(ev),
-        "total_ms": _ms(total),
-        "queue_ms": _ms(max(total - load - pe - ev, 0)) if total else None,
-        "eval_tokens_per_s": final.eval_count / ev * 1e9 if ev and final.eval_count else None,
-        "prompt_eval_count": final.prompt_eval_count,
-        "eval_count": final.eval_count,
-    }
+    timings = ollama_server_timings(final.model_dump(exclude_none=True))
+    timings["prompt_eval_count"] = final.prompt_eval_count
+    return timings
 
 
 class OllamaEngine:
