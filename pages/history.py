@@ -1,0 +1,145 @@
+"""History: past runs; open, relabel or delete one; overlay two or more."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
+
+from lib import charts_history, history, store
+
+DB = str(store.db_path())
+PICK = "history_pick"
+
+
+@st.cache_data(max_entries=1000, show_spinner=False)
+def levels(run_id: str, db: str, stamp: tuple) -> pd.DataFrame:
+    """Per-level figures of a run; recomputed only when its stamp changes."""
+    return history.run_levels_by_id(run_id, db)
+
+
+def page_link(page: str, label: str, **query: str) -> None:
+    """st.page_link, or a plain hint when the page is run outside app.py's navigation."""
+    try:
+        st.page_link(page, label=label, icon=":material/open_in_new:", query_params=query)
+    except StreamlitPageNotFoundError:
+        params = "&".join(f"{k}={v}" for k, v in query.items())
+        st.caption(f"{label}: open the {page} page with `?{params}`")
+
+
+st.title("History")
+if flash := st.session_state.pop("history_flash", None):
+    st.success(flash)
+
+runs = history.load_runs(DB)
+if not runs:
+    st.info(
+        "No runs yet. Start one on the Run page, or from a terminal with "
+        "`python -m lib.cli run ...`; it will be listed here."
+    )
+    page_link("pages/run.py", "Start a run")
+    st.stop()
+
+by_id = {run["run_id"]: run for run in runs}
+figures = {run["run_id"]: levels(run["run_id"], DB, run["stamp"]) for run in runs}
+table = history.history_frame(runs, figures)
+st.dataframe(
+    table,
+    hide_index=True,
+    column_order=[c for c in history.HISTORY_COLUMNS if c != "error"],
+    column_config={
+        "run_id": st.column_config.TextColumn("Run", width="small"),
+        "label": "Label",
+        "created": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
+        "status": "Status",
+        "lanes": st.column_config.TextColumn("Lanes", width="medium"),
+        "models": st.column_config.TextColumn("Models", width="medium"),
+        "levels": st.column_config.TextColumn("Levels (c)", help="Concurrency levels"),
+        "completed": st.column_config.NumberColumn("Done", help="Completed measured requests"),
+        "failed": st.column_config.NumberColumn("Failed"),
+        "best_out_tok_s": st.column_config.NumberColumn(
+            "Best output tok/s", format="%.1f", help="Highest output throughput of any lane"
+        ),
+        "best_at": "Best at",
+        "ttft_p50_low_ms": st.column_config.NumberColumn(
+            "p50 TTFT (ms), lowest c", format="%.0f", help="Best lane at the lowest level"
+        ),
+        "ttft_low_at": "TTFT at",
+    },
+)
+
+ids = list(table["run_id"])
+# Ids deleted meanwhile would make the widget fail: keep only those still listed.
+st.session_state[PICK] = [r for r in st.session_state.get(PICK, []) if r in by_id]
+picked = st.multiselect(
+    "Runs",
+    ids,
+    format_func=lambda r: f"{history.run_title(by_id[r])} · {by_id[r]['status']} · {r}",
+    key=PICK,
+    placeholder="Pick one run to open, relabel or delete it; two or more to compare them",
+)
+
+if len(picked) == 1:
+    run = by_id[picked[0]]
+    page_link("pages/results.py", f"Open {run['run_id']} on the Results page", run=run["run_id"])
+    with st.form("history_relabel"):
+        label = st.text_input("Label", value=run.get("label") or "", max_chars=200)
+        if st.form_submit_button("Save label"):
+            try:
+                history.relabel_run(run["run_id"], label, DB)
+            except ValueError as exc:
+                st.error(str(exc))
+            else:
+                st.session_state["history_flash"] = "Label saved."
+                st.rerun()
+    done = int(table.loc[table["run_id"] == run["run_id"], "completed"].iloc[0])
+    sure = st.checkbox(
+        f"Yes, delete run {run['run_id']} and its {done} measured requests",
+        key="history_confirm_delete",
+    )
+    if st.button("Delete run", type="primary", disabled=not sure):
+        try:
+            history.delete_run(run["run_id"], DB)
+        except ValueError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state.pop("history_confirm_delete", None)
+            st.session_state["history_flash"] = f"Deleted run {run['run_id']}."
+            st.rerun()
+
+elif len(picked) >= 2:
+    overlay = history.overlay_frame(runs, figures, picked)
+    baseline = st.selectbox(
+        "Compare against",
+        picked,
+        format_func=lambda r: f"{history.run_title(by_id[r])} ({r})",
+        key="history_baseline",
+    )
+    diffs = history.headline_diffs(overlay, baseline)
+    if diffs.empty:
+        st.info("No lanes to compare: the runs share no finished concurrency level.")
+    else:
+        st.dataframe(
+            diffs.assign(better=diffs["better"].map({True: "better", False: "worse"})),
+            hide_index=True,
+            column_order=["run", "lane", "text", "baseline", "value", "better"],
+            column_config={
+                "run": "Run",
+                "lane": "Lane (baseline → this run)",
+                "text": "Difference from the baseline",
+                "baseline": st.column_config.NumberColumn("Baseline", format="%.1f"),
+                "value": st.column_config.NumberColumn("This run", format="%.1f"),
+                "better": "",
+            },
+        )
+    left, right = st.columns(2)
+    left.plotly_chart(charts_history.throughput_overlay(overlay), key="history_throughput")
+    metric = right.selectbox(
+        "Latency",
+        list(charts_history.LATENCY_METRICS),
+        format_func=lambda m: charts_history.LATENCY_METRICS[m][1],
+        key="history_latency_metric",
+    )
+    right.plotly_chart(charts_history.latency_overlay(overlay, metric), key="history_latency")
+    for run_id in picked:
+        page_link("pages/results.py", f"Open {history.run_title(by_id[run_id])}", run=run_id)
