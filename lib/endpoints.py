@@ -237,9 +237,10 @@ def save_endpoint(
     db: str | os.PathLike[str] | None = None,
     replaces: str | None = None,
 ) -> None:
-    """Validate and save (insert or update) an endpoint; `replaces` renames one.
+    """Validate and save an endpoint: a new one, or the saved one named `replaces`
+    (which may be renamed this way).
 
-    Raises ValueError (one line) on bad input or when the new name is taken.
+    Raises ValueError (one line) on bad input or when the name is taken.
     """
     key_env = endpoint.api_key_env or None
     validate_endpoint(endpoint.name, endpoint.url, key_env)
@@ -250,7 +251,7 @@ def save_endpoint(
         conn.execute("BEGIN IMMEDIATE")
         try:
             taken = {r["name"] for r in store.list_endpoints(conn)}
-            if endpoint.name in taken and endpoint.name != (replaces or endpoint.name):
+            if endpoint.name in taken and endpoint.name != replaces:
                 raise ValueError(f"An endpoint named {endpoint.name!r} already exists.")
             if replaces and replaces != endpoint.name:
                 store.delete_endpoint(conn, replaces)
@@ -388,6 +389,65 @@ def probe_all(
         )
 
     return _run_sync(run_all()) if eps else []
+
+
+# --- tables ---------------------------------------------------------------------------
+
+
+def status_rows(
+    statuses: Sequence[EndpointStatus], secrets: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """A table row per endpoint: where it is, what answers, how many models, key state.
+
+    The key column names the variable and says whether it is set, never its value.
+    """
+    rows = []
+    for s in statuses:
+        e = s.endpoint
+        key = None
+        if e.api_key_env:
+            found = resolve_api_key(e, secrets) is not None
+            key = f"{e.api_key_env} ({'set' if found else 'not set'})"
+        rows.append(
+            {
+                "name": e.name,
+                "source": e.source,
+                "url": s.base_url or e.url,
+                "reachable": s.reachable,
+                "engine": s.engine,
+                "version": s.version,
+                "models": len(s.models),
+                "api_key": key,
+                "problem": s.error,
+            }
+        )
+    return rows
+
+
+def status_line(status: EndpointStatus) -> str:
+    """'vllm 0.33.0 — 1 model', or 'down' when nothing usable answered."""
+    if not status.reachable:
+        return "down"
+    n = len(status.models)
+    what = f"{status.engine or 'engine'} {status.version or ''}".strip()
+    return f"{what} — {n} model{'s' if n != 1 else ''}"
+
+
+def served_line(model: ModelInfo) -> str:
+    """What a one-model endpoint serves, in one line of plain text."""
+    quant = model.quantization or guess_quantization(model.name, model.digest)
+    line = f"Serves {model.name} · quantization {quant or 'not announced'}"
+    line += f" · context {model.context_length or '?'} tokens"
+    if model.digest and model.digest != model.name:
+        line += f" · from {model.digest}"
+    return line
+
+
+def served_model(status: EndpointStatus) -> ModelInfo | None:
+    """The one model an OpenAI-compatible endpoint serves (vLLM, llama.cpp), else None."""
+    if status.api == "openai" and len(status.models) == 1:
+        return status.models[0]
+    return None
 
 
 # --- models ---------------------------------------------------------------------------

@@ -182,6 +182,10 @@ def test_save_rename_duplicate_and_remove(db, no_sandbox):
     ep.save_endpoint(Endpoint("b", "http://h2:8000/v1", "openai"))
     with pytest.raises(ValueError, match="already exists"):
         ep.save_endpoint(Endpoint("b", "http://h3:8000/v1", None), replaces="a")
+    with pytest.raises(ValueError, match="already exists"):
+        ep.save_endpoint(Endpoint("b", "http://h3:8000/v1", None))  # adding, not editing
+    ep.save_endpoint(Endpoint("b", "http://h2:8001/v1", "openai"), replaces="b")
+    ep.save_endpoint(Endpoint("b", "http://h2:8000/v1", "openai"), replaces="b")
     ep.save_endpoint(Endpoint("a2", "http://h1:9000/v1", None, "K"), replaces="a")
     saved = {e.name: e for e in ep.saved_endpoints()}
     assert set(saved) == {"a2", "b"}
