@@ -19,7 +19,15 @@ import httpx
 import ollama
 
 from lib.engines.base import EngineError, EngineUnreachable, ModelNotFound
-from lib.engines.common import META_TIMEOUT_S, POOL_SIZE, check_url, exc_text, one_line
+from lib.engines.common import (
+    META_TIMEOUT_S,
+    POOL_SIZE,
+    check_url,
+    exc_text,
+    mark_send,
+    one_line,
+    send_clock,
+)
 from lib.metrics import ollama_server_timings
 from lib.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
 
@@ -55,6 +63,7 @@ class OllamaEngine:
             timeout=httpx.Timeout(None, connect=meta_timeout_s),
             limits=limits,
             headers=headers,
+            event_hooks={"request": [mark_send]},
         )
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=meta_timeout_s, headers=headers
@@ -196,26 +205,15 @@ class OllamaEngine:
             options["num_ctx"] = num_ctx  # held constant: a change reloads the model
         times: list[float] = []
         text: list[str] = []
+        final_box: list[Any] = []
         final: Any = None
         error: str | None = None
-        t_send = time.perf_counter()
+        t_call = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_s):
-                # Validates and serialises the request; nothing is sent until the
-                # first iteration, so the clock starts after this.
-                stream = await self._client.chat(
-                    model=model, messages=prompt.messages, stream=True, options=options
-                )
-                t_send = time.perf_counter()
-                async for part in stream:
-                    now = time.perf_counter()
-                    msg = part.message
-                    if msg.content or msg.thinking or msg.tool_calls:
-                        times.append(now)
-                        if msg.content:
-                            text.append(msg.content)
-                    if part.done:
-                        final = part
+            with send_clock() as sent:
+                async with asyncio.timeout(timeout_s):
+                    await self._stream(model, prompt, options, times, text, final_box)
+            final = final_box[0] if final_box else None
             if final is None:
                 error = "stream ended without a final (done) chunk"
         except TimeoutError:
@@ -242,7 +240,9 @@ class OllamaEngine:
             error = f"{type(exc).__name__}: {exc_text(exc)}"
         t_done = time.perf_counter()
         result = RequestResult(
-            t_send=t_send,
+            # t0: headers written (common.send_clock); the request goes out on the
+            # stream's first iteration. Before the call if it never went out.
+            t_send=sent[0] if sent else t_call,
             t_done=t_done,
             chunk_times=times,
             output_text="".join(text),
@@ -251,6 +251,29 @@ class OllamaEngine:
         if final is not None:
             self._fill_final(result, final)
         return result
+
+    async def _stream(
+        self,
+        model: str,
+        prompt: Prompt,
+        options: dict[str, Any],
+        times: list[float],
+        text: list[str],
+        final_box: list[Any],
+    ) -> None:
+        # Validates and serialises the request; it is sent on the first iteration.
+        stream = await self._client.chat(
+            model=model, messages=prompt.messages, stream=True, options=options
+        )
+        async for part in stream:
+            now = time.perf_counter()
+            msg = part.message
+            if msg.content or msg.thinking or msg.tool_calls:
+                times.append(now)
+                if msg.content:
+                    text.append(msg.content)
+            if part.done:
+                final_box.append(part)
 
     @staticmethod
     def _fill_final(result: RequestResult, final: Any) -> None:

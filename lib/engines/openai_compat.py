@@ -30,9 +30,11 @@ from lib.engines.common import (
     POOL_SIZE,
     exc_text,
     guess_quantization,
+    mark_send,
     one_line,
     openai_base,
     root_of,
+    send_clock,
 )
 from lib.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
 
@@ -144,7 +146,9 @@ class OpenAICompatEngine:
             api_key=api_key or "EMPTY",
             max_retries=0,  # silent retries would distort latency
             timeout=timeout,
-            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout),
+            http_client=openai.DefaultAsyncHttpxClient(
+                limits=limits, timeout=timeout, event_hooks={"request": [mark_send]}
+            ),
         )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(timeout=meta_timeout_s, headers=headers)
@@ -295,13 +299,14 @@ class OpenAICompatEngine:
             kwargs["extra_body"] = extra_body
         st = _State()
         error: str | None = None
-        t_send = time.perf_counter()
+        t_call = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_s):
-                if self.parser == "sdk":
-                    await self._stream_sdk(kwargs, st)
-                else:
-                    await self._stream_raw(kwargs, st)
+            with send_clock() as sent:
+                async with asyncio.timeout(timeout_s):
+                    if self.parser == "sdk":
+                        await self._stream_sdk(kwargs, st)
+                    else:
+                        await self._stream_raw(kwargs, st)
         except TimeoutError:
             error = f"timed out after {timeout_s:g} s"
         except openai.APIStatusError as exc:
@@ -320,7 +325,8 @@ class OpenAICompatEngine:
         except Exception as exc:  # never raise from chat: the runner counts every request
             error = f"{type(exc).__name__}: {exc_text(exc)}"
         t_done = time.perf_counter()
-        return self._result(st, t_send, t_done, error)
+        # t0: headers written (common.send_clock); before the call if never sent.
+        return self._result(st, sent[0] if sent else t_call, t_done, error)
 
     def _transport_text(self, exc: BaseException, st: _State) -> str:
         if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
