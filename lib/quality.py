@@ -238,7 +238,9 @@ def check_answer(
     if parsed is not None:
         blocks = _strings(parsed)
     else:
-        blocks = [_JSON_KEY_RE.sub(" ", answer) if '":' in answer else answer]
+        # JSON that does not parse (the seed log's excerpt): drop its keys, and its quotes
+        # so that values do not read as quoted examples.
+        blocks = [_JSON_KEY_RE.sub(" ", answer).replace('"', " ") if '":' in answer else answer]
     lang, lang_flags = check_language(blocks, expected)
     flags += lang_flags + json_flags
     if finish_reason == "length":

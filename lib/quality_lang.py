@@ -241,6 +241,12 @@ def check_language(
             if foreign.search(seg) and (to := _foreign_sentence(expected, _count(seg), seg)):
                 drifted.append((i, seg, to))
     overall = _foreign_overall(expected, counts)
+    if overall and not drifted and _QUOTED_RE.search(text):
+        # A short answer around a quoted proverb ('知彼知己 百戰不殆'는 ... 뜻입니다) is not
+        # drift; judge without quotes, unless quotes hold most of the text.
+        unquoted = _count(_QUOTED_RE.sub("", text))
+        if 2 * sum(unquoted[:3]) >= sum(counts[:3]):
+            overall = _foreign_overall(expected, unquoted)
     lang["drifted_sentences"] = len(drifted)
     if not overall and not drifted:
         return lang, []

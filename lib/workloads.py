@@ -140,7 +140,7 @@ def _parse_jsonl(label: str, text: str) -> list[Prompt]:
 
 
 def _parse_csv(label: str, text: str) -> list[Prompt]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # no silent half-rows
     try:
         header = next(reader, None)
         if header is None:
@@ -165,7 +165,11 @@ def _parse_csv(label: str, text: str) -> list[Prompt]:
             fields["prompt"] = fields.get("prompt", "")
             _add(label, prompts, _prompt_from_fields(label, fields, number), number)
     except csv.Error as exc:
-        hint = " (use .jsonl for very long prompts)" if "field larger" in str(exc) else ""
+        hints = {
+            "field larger": " (use .jsonl for very long prompts)",
+            "end of data": " (unclosed quote?)",
+        }
+        hint = next((h for key, h in hints.items() if key in str(exc)), "")
         raise _fail(label, f"malformed CSV ({exc}){hint}", reader.line_num) from exc
     return prompts
 
