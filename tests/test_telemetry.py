@@ -122,6 +122,55 @@ vllm:cache_config_info{{block_size="16",engine="0",gpu_memory_utilization="0.9"}
 """
 
 
+def test_vllm_parser_on_text_captured_from_a_real_vllm_server() -> None:
+    """tests/data/telemetry_vllm_metrics*.txt: GET /metrics of the sandbox's vLLM 0.32.0
+    (CPU build, tiny-qwen2) taken twice, 0.05 s apart, while 64 chat requests ran."""
+    samples = parse_vllm_metrics((DATA / "telemetry_vllm_metrics.txt").read_text(), t=1.0)
+    (info,) = [s for s in samples if s.name == "cache_config_info"]
+    named = by_name([s for s in samples if s.name != "cache_config_info"])
+    assert {name: s.value for name, s in named.items()} == {
+        "num_requests_running": 50.0,
+        "num_requests_waiting": 0.0,  # not the *_by_reason series beside it
+        "kv_cache_usage_perc": pytest.approx(0.02746917348309119),
+        "num_preemptions_total": 0.0,
+        "prompt_tokens_total": 24376.0,
+        "generation_tokens_total": 163239.0,
+    }
+    assert all(s.labels == {"model_name": "tiny-qwen2"} for s in named.values())
+    assert info.value == 1.0
+    assert {
+        k: info.labels[k] for k in ("gpu_memory_utilization", "block_size", "num_gpu_blocks")
+    } == {
+        "gpu_memory_utilization": "0.92",
+        "block_size": "128",
+        "num_gpu_blocks": "8192",
+    }
+    assert info.labels["cache_dtype"] == "auto" and info.labels["engine"] == "0"
+    assert info.labels["kv_cache_memory_bytes"] == "1073741824"
+
+
+def test_recorder_deltas_on_real_vllm_text() -> None:
+    texts = iter(
+        [
+            (DATA / name).read_text()
+            for name in ("telemetry_vllm_metrics.txt", "telemetry_vllm_metrics_later.txt")
+        ]
+    )
+    server = FakeServer({"/metrics": lambda r: next(texts)})
+    sink = Collect()
+    rec = recorder([TelemetryTarget("vllm", "openai", "http://127.0.0.1:8000/v1")], server, sink)
+    rec.tick(now=0.0)
+    rec.tick(now=1.0)
+    first, second = (
+        by_name([s for s in b if s.name != "cache_config_info"]) for _, b in sink.calls
+    )
+    assert first["generation_tokens_total_delta"].value == 0  # the baseline round
+    assert second["generation_tokens_total_delta"].value == 183389 - 163239
+    assert second["prompt_tokens_total_delta"].value == 0
+    assert second["num_requests_running"].value == 37
+    assert [n.count("cache_config_info") for n in sink.names("vllm")] == [1, 0]
+
+
 def test_vllm_parser_aggregates_engines_and_strips_prefix() -> None:
     samples = parse_vllm_metrics(VLLM_TWO_ENGINES, t=12.5)
     info = [s for s in samples if s.name == "cache_config_info"]
