@@ -7,6 +7,8 @@ chosen (measured here: lag p50 0.3 ms, max 0.6 ms).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -218,3 +220,20 @@ async def test_unreachable():
             await eng.list_models()
     finally:
         await eng.aclose()
+
+
+async def test_clock_starts_when_the_request_is_written(srv: OllamaServer):
+    # Client-side work before the request goes out (a 50 ms request hook standing in
+    # for a busy event loop) is not TTFT.
+    async def slow_hook(request: object) -> None:
+        await asyncio.sleep(0.05)
+
+    eng = OllamaEngine(srv.url)
+    eng._client._client.event_hooks["request"].insert(0, slow_hook)  # the httpx client
+    try:
+        t_call = time.perf_counter()
+        r = await chat(eng)
+    finally:
+        await eng.aclose()
+    assert_matches_truth(r, srv, 0.030)
+    assert r.t_send >= t_call + 0.05

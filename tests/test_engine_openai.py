@@ -10,7 +10,9 @@ not what it detects — exact chunk counts and lower bounds do that).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -292,3 +294,20 @@ def test_quantization_from_local_config(tmp_path):
 )
 def test_quantization_from_names(names: tuple, expected: str | None):
     assert guess_quantization(*names)[0] == expected
+
+
+async def test_clock_starts_when_the_request_is_written(srv: OpenAIServer):
+    # Client-side work before the request goes out (here a 50 ms request hook, as a
+    # burst of concurrent requests queueing on the event loop would be) is not TTFT.
+    async def slow_hook(request: object) -> None:
+        await asyncio.sleep(0.05)
+
+    eng = OpenAICompatEngine(srv.url)
+    eng._client._client.event_hooks["request"].insert(0, slow_hook)  # the httpx2 client
+    try:
+        t_call = time.perf_counter()
+        r = await chat(eng)
+    finally:
+        await eng.aclose()
+    assert_matches_truth(r, srv, 0.030)
+    assert r.t_send >= t_call + 0.05
