@@ -3,15 +3,14 @@ pull another Ollama quantization or get the `vllm serve` command for another var
 
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
 from lib import endpoints as ep
-from lib import store
+from lib import ui
 from lib.engines.base import EngineError
+from lib.ui import esc_md
 
-DB = str(store.db_path())
+DB = ui.db_key()
 API_CHOICES = ["auto", "ollama", "openai"]
 API_LABELS = {"auto": "auto-detect", "ollama": "Ollama (native API)", "openai": "OpenAI-compatible"}
 
@@ -31,19 +30,9 @@ def secrets():
     return st.secrets if st.secrets.load_if_toml_exists() else None
 
 
-def plain(text: str) -> str:
-    """Engine and model names as literal text (q4_K_M must not turn italic)."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", str(text))
-
-
-@st.cache_data(ttl=10, show_spinner="Checking endpoints…")
-def probe_all(endpoints: tuple[tuple[str, str, str | None, str | None, str], ...]):
-    """Probe results for 10 s: reruns of the page do not hit every engine again."""
-    return ep.probe_all([ep.Endpoint(*e) for e in endpoints], timeout=3.0, secrets=secrets())
-
-
 def refresh(message: str | None = None) -> None:
-    probe_all.clear()
+    """Probe again (here, in the sidebar and on the Run page), with a message to show."""
+    ui.endpoint_statuses.clear()
     if message:
         st.session_state["engines_flash"] = message
     st.rerun()
@@ -51,10 +40,10 @@ def refresh(message: str | None = None) -> None:
 
 st.title("Engines")
 if flash := st.session_state.pop("engines_flash", None):
-    st.success(flash)
+    st.success(esc_md(flash))
 
-configured = ep.configured_endpoints(DB)
-statuses = probe_all(tuple((e.name, e.url, e.api, e.api_key_env, e.source) for e in configured))
+# Shared with the sidebar and the Run page, cached for ui.ENDPOINT_TTL_S (10 s).
+statuses = ui.endpoint_statuses(DB)
 top = st.columns([4, 1])
 top[0].caption(
     "Defaults come from SERVESCOPE_OLLAMA_URL and SERVESCOPE_VLLM_URL, sandbox engines "
@@ -86,14 +75,14 @@ for status in statuses:
     e = status.endpoint
     with st.expander(f"{e.name} — {ep.status_line(status)}"):
         if status.error:
-            (st.warning if status.reachable else st.error)(plain(status.error))
+            (st.warning if status.reachable else st.error)(esc_md(status.error))
         if st.button("Test", key=f"test:{e.name}", help="Probe this endpoint now"):
             fresh = ep.probe(e, timeout=3.0, secrets=secrets())
-            probe_all.clear()
+            ui.endpoint_statuses.clear()
             if fresh.reachable and not fresh.error:
-                st.success(plain(ep.status_line(fresh)))
+                st.success(esc_md(ep.status_line(fresh)))
             else:
-                st.error(plain(fresh.error or "unreachable"))
+                st.error(esc_md(fresh.error or "unreachable"))
         if status.models:
             st.dataframe(
                 ep.model_rows(status.models),
@@ -123,7 +112,7 @@ for status in statuses:
                 bar = st.progress(0.0, text="Starting…")
 
                 def show(p: ep.PullProgress, bar=bar) -> None:
-                    text = plain(p.status or "…")
+                    text = esc_md(p.status or "…")
                     if p.fraction is not None:
                         text += f" — {p.completed / 1e9:.2f} of {p.total / 1e9:.2f} GB"
                     bar.progress(p.fraction or 0.0, text=text)
@@ -134,7 +123,7 @@ for status in statuses:
                     )
                 except (ValueError, EngineError) as exc:
                     bar.empty()
-                    st.error(plain(str(exc)))
+                    st.error(esc_md(str(exc)))
                 else:
                     refresh(f"Pulled {tag.strip()} into {e.name}.")
 
@@ -180,7 +169,7 @@ for status in statuses:
                         )
                         ep.save_endpoint(edited, DB, replaces=e.name)
                     except ValueError as exc:
-                        st.error(plain(str(exc)))
+                        st.error(esc_md(str(exc)))
                     else:
                         refresh(f"Saved {name.strip()}.")
             sure = st.checkbox("Yes, remove this endpoint", key=f"remove_ok:{e.name}")
@@ -207,6 +196,6 @@ with st.form("add_endpoint"):
             new = ep.Endpoint(name.strip(), url.strip(), api_of(api), key_env.strip() or None)
             ep.save_endpoint(new, DB)
         except ValueError as exc:
-            st.error(plain(str(exc)))
+            st.error(esc_md(str(exc)))
         else:
             refresh(f"Added {name.strip()}.")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from streamlit.errors import StreamlitPageNotFoundError
 
-from lib import charts_history, history, store
+from lib import charts_history, history, ui
+from lib.ui import esc_md, page_link
 
-DB = str(store.db_path())
+DB = ui.db_key()
 PICK = "history_pick"
 
 
@@ -18,18 +18,9 @@ def levels(run_id: str, db: str, stamp: tuple) -> pd.DataFrame:
     return history.run_levels_by_id(run_id, db)
 
 
-def page_link(page: str, label: str, **query: str) -> None:
-    """st.page_link, or a plain hint when the page is run outside app.py's navigation."""
-    try:
-        st.page_link(page, label=label, icon=":material/open_in_new:", query_params=query)
-    except StreamlitPageNotFoundError:
-        params = "&".join(f"{k}={v}" for k, v in query.items())
-        st.caption(f"{label}: open the {page} page with `?{params}`")
-
-
 st.title("History")
 if flash := st.session_state.pop("history_flash", None):
-    st.success(flash)
+    st.success(esc_md(flash))
 
 runs = history.load_runs(DB)
 if not runs:
@@ -81,7 +72,8 @@ picked = st.multiselect(
 
 if len(picked) == 1:
     run = by_id[picked[0]]
-    page_link("pages/results.py", f"Open {run['run_id']} on the Results page", run=run["run_id"])
+    title = esc_md(run["run_id"])
+    page_link("pages/results.py", f"Open {title} on the Results page", run=run["run_id"])
     with st.form("history_relabel"):
         label = st.text_input("Label", value=run.get("label") or "", max_chars=200)
         if st.form_submit_button("Save label"):
@@ -142,4 +134,5 @@ elif len(picked) >= 2:
     )
     right.plotly_chart(charts_history.latency_overlay(overlay, metric), key="history_latency")
     for run_id in picked:
-        page_link("pages/results.py", f"Open {history.run_title(by_id[run_id])}", run=run_id)
+        title = esc_md(history.run_title(by_id[run_id]))
+        page_link("pages/results.py", f"Open {title}", run=run_id)

@@ -57,6 +57,11 @@ def vllm(env):
         yield server
 
 
+def unescape(markdown: str) -> str:
+    """The text a reader sees of markdown escaped by ui.esc_md."""
+    return markdown.replace("\\", "")
+
+
 def run_page() -> AppTest:
     return AppTest.from_file(PAGE, default_timeout=30).run()
 
@@ -68,7 +73,7 @@ def page_text(at: AppTest) -> str:
         parts += [str(el.value) for el in getattr(at, kind)]
     parts += [el.label for el in at.expander]
     parts += [el.value.to_csv() for el in at.dataframe]
-    return "\n".join(parts)
+    return unescape("\n".join(parts))  # an escaped key must not slip past the check
 
 
 def model_tables(at: AppTest) -> list:
@@ -164,10 +169,10 @@ def test_add_invalid_endpoint_shows_error(env):
     at = run_page()
     fill_add_form(at, "gpu box", "ftp://10.0.0.5:8000")
     assert not at.exception
-    assert "http:// or https://" in at.error[0].value.replace("\\", "")
+    assert "http:// or https://" in unescape(at.error[0].value)
     fill_add_form(at, "gpu box", "http://10.0.0.5:8000", key_env="sk-live-123")
     assert not at.exception
-    assert "environment variable NAME" in at.error[0].value.replace("\\", "")
+    assert "environment variable NAME" in unescape(at.error[0].value)
     fill_add_form(at, "ollama (default)", "http://10.0.0.5:8000")
     assert "reserved" in at.error[0].value
     assert saved_rows(os.environ["SERVESCOPE_DB"]) == []
@@ -181,7 +186,7 @@ def test_add_edit_remove_saved_endpoint_with_key(env, vllm):
     at = run_page()
     fill_add_form(at, "gpu box", vllm.base_url, key_env="GPU_BOX_KEY", api="openai")
     assert not at.exception
-    assert at.success[0].value == "Added gpu box."
+    assert unescape(at.success[0].value) == "Added gpu box."
     [row] = saved_rows(db)
     assert (row["name"], row["url"], row["kind"], row["api_key_env"]) == (
         "gpu box", vllm.base_url, "openai", "GPU_BOX_KEY",
@@ -200,7 +205,7 @@ def test_add_edit_remove_saved_endpoint_with_key(env, vllm):
     at.selectbox(key="edit_api:gpu box").select_index(0)  # auto-detect
     next(b for b in at.button if b.key == "edit_go:gpu box").click().run()
     assert not at.exception
-    assert at.success[0].value == "Saved gpu box 2."
+    assert unescape(at.success[0].value) == "Saved gpu box 2."
     [row] = saved_rows(db)
     assert (row["name"], row["kind"]) == ("gpu box 2", None)
     assert status_table(at).loc["gpu box 2", "api_key"] == "GPU_BOX_KEY (not set)"
@@ -220,7 +225,7 @@ def test_add_edit_remove_saved_endpoint_with_key(env, vllm):
     at.checkbox(key="remove_ok:gpu box 2").check().run()
     at.button(key="remove:gpu box 2").click().run()
     assert not at.exception
-    assert at.success[0].value == "Removed gpu box 2."
+    assert unescape(at.success[0].value) == "Removed gpu box 2."
     assert saved_rows(db) == []
     assert "gpu box 2" not in [x.label.split(" — ")[0] for x in at.expander]
 
@@ -229,7 +234,7 @@ def test_test_button_probes_now(ollama):
     at = run_page()
     at.button(key=f"test:{ep.DEFAULT_OLLAMA_NAME}").click().run()
     assert not at.exception
-    assert at.success[0].value.replace("\\", "") == "ollama 0.33.0 — 2 models"
+    assert unescape(at.success[0].value) == "ollama 0.33.0 — 2 models"
 
 
 def test_pull_with_progress(ollama):
@@ -238,7 +243,7 @@ def test_pull_with_progress(ollama):
     at.text_input(key=f"pull_tag:{name}").input("qwen2.5:7b-instruct-q8_0")
     at.button(key=f"pull_go:{name}").click().run()
     assert not at.exception
-    assert at.success[0].value == f"Pulled qwen2.5:7b-instruct-q8_0 into {name}."
+    assert unescape(at.success[0].value) == f"Pulled qwen2.5:7b-instruct-q8_0 into {name}."
     assert [r.body["model"] for r in ollama.recorded("/api/pull")] == ["qwen2.5:7b-instruct-q8_0"]
     [models] = model_tables(at)
     assert "qwen2.5:7b-instruct-q8_0" in list(models["model"])  # the probe cache was cleared
@@ -250,10 +255,21 @@ def test_pull_bad_tag_and_failure(ollama):
     at.text_input(key=f"pull_tag:{name}").input("qwen 2.5; rm -rf /")
     at.button(key=f"pull_go:{name}").click().run()
     assert not at.exception
-    assert "not an Ollama model name" in at.error[0].value.replace("\\", "")
+    assert "not an Ollama model name" in unescape(at.error[0].value)
     assert ollama.recorded("/api/pull") == []  # refused before anything was sent
     at.text_input(key=f"pull_tag:{name}").input("missing-model:7b")
     at.button(key=f"pull_go:{name}").click().run()
     assert not at.exception
-    message = at.error[0].value.replace("\\", "")
+    message = unescape(at.error[0].value)
     assert "file does not exist" in message and "\n" not in message
+
+
+def test_page_inside_the_app(ollama):
+    """Through app.py: the page and the sidebar share one probe of the endpoints."""
+    app = str(Path(PAGE).parents[1] / "app.py")
+    at = AppTest.from_file(app, default_timeout=30).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Engines"]
+    assert status_table(at).loc[ep.DEFAULT_OLLAMA_NAME, "engine"] == "ollama"
+    assert len(ollama.recorded("/api/tags")) == 1  # one probe served page and sidebar

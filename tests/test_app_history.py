@@ -234,6 +234,11 @@ def test_overlay_figures(two_runs):
 # --- the page (AppTest) -------------------------------------------------------------------
 
 
+def unescape(markdown: str) -> str:
+    """The text a reader sees of markdown escaped by ui.esc_md."""
+    return markdown.replace("\\", "")
+
+
 def run_page() -> AppTest:
     return AppTest.from_file(PAGE, default_timeout=30).run()
 
@@ -265,7 +270,7 @@ def test_page_relabel(two_runs):
     assert not at.exception
     with store.opened(two_runs) as conn:
         assert store.get_run(conn, "run-a")["label"] == "Q4_K_M vs AWQ, 4090"
-    assert at.success[0].value == "Label saved."
+    assert unescape(at.success[0].value) == "Label saved."
     assert "Q4_K_M vs AWQ, 4090" in list(at.dataframe[0].value["label"])
     # A bad label: one line on the page, nothing stored.
     at.text_input[0].input("bad\x07label")
@@ -287,7 +292,7 @@ def test_page_delete_needs_confirmation(two_runs):
     with store.opened(two_runs) as conn:
         assert store.get_run(conn, "run-a") is None
         assert store.get_run(conn, "run-b") is not None
-    assert at.success[0].value == "Deleted run run-a."
+    assert unescape(at.success[0].value) == "Deleted run run-a."
     assert list(at.dataframe[0].value["run_id"]) == ["run-b"]
     assert at.multiselect(key="history_pick").value == []
 
@@ -325,3 +330,18 @@ def test_page_with_a_run_made_by_the_cli(db):
     assert row["label"] == "cli run" and row["status"] == "completed"
     assert row["levels"] == "1, 2" and row["completed"] == 8
     assert row["best_out_tok_s"] > 0
+
+
+def test_page_inside_the_app_links_to_results(two_runs, monkeypatch):
+    """Through app.py's navigation the Open link is a real page link with ?run=."""
+    monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
+    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", "")  # the sidebar probes nothing
+    monkeypatch.setenv("SERVESCOPE_VLLM_URL", "")
+    app = str(Path(PAGE).parents[1] / "app.py")
+    at = AppTest.from_file(app, default_timeout=30).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    at.multiselect(key="history_pick").set_value(["run-a"]).run()
+    assert not at.exception
+    links = [(x.proto.page, x.proto.query_string) for x in at.get("page_link")]
+    assert ("results", "run=run-a") in links
