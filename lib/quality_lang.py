@@ -68,10 +68,12 @@ _URL_RE = re.compile(r"https?://\S+")
 SENTENCE_RE = re.compile(r"(?:[^\n。！？!?.]+|[.!?](?![\s.!?]|\Z))+(?:[。！？]+|[.!?]+)?")
 _LETTER_RE = re.compile(r"[^\W\d_]")
 # Scripts that can make a sentence drift away from each expected language.
+# Japanese always has Han, so there only Hangul, Chinese-only characters, the Chinese comma
+# and kana-less sentences are suspect.
 _FOREIGN_RE = {
     "ko": re.compile(f"[{_HAN}{_KANA}]"),
     "zh": re.compile(f"[{_HANGUL}{_KANA}]"),
-    "ja": re.compile(f"[{_HANGUL}{_HAN}]"),
+    "ja": re.compile(f"[{_HANGUL}{_ZH_SIMPLIFIED}{_ZH_PARTICLES}這們嗎說讓麼裡，]"),
     "en": re.compile(f"[{_HANGUL}{_HAN}{_KANA}]"),
 }
 
@@ -234,11 +236,12 @@ def check_language(
         return lang, []
     # Only sentences holding a script foreign to `expected` can drift: skip the rest
     # without counting (most answers have none, which keeps the check in microseconds).
-    foreign = _FOREIGN_RE[expected]
+    foreign, ja = _FOREIGN_RE[expected], expected == "ja"
     drifted = []
-    if foreign.search(text):
+    if ja or foreign.search(text):
         for i, seg in enumerate(SENTENCE_RE.findall(text), 1):
-            if foreign.search(seg) and (to := _foreign_sentence(expected, _count(seg), seg)):
+            suspect = foreign.search(seg) or (ja and not _KANA_RE.search(seg))
+            if suspect and (to := _foreign_sentence(expected, _count(seg), seg)):
                 drifted.append((i, seg, to))
     overall = _foreign_overall(expected, counts)
     if overall and not drifted and _QUOTED_RE.search(text):
