@@ -218,6 +218,7 @@ def test_vllm_parser_falls_back_to_gpu_cache_usage_on_old_servers() -> None:
         "# TYPE python_gc_objects_collected_total counter\npython_gc_objects_collected_total 1\n",
         "",
         "<html>" + "x" * 5000,
+        'vllm:num_requests_running{engine="' + "x" * 5000,  # the error quotes the line
     ],
 )
 def test_vllm_parser_rejects_junk_and_foreign_metrics(text: str) -> None:
@@ -430,9 +431,7 @@ def test_slow_missing_and_malformed_endpoints_never_raise(caplog: pytest.LogCapt
         rec.tick(now=0.0)
     status = rec.status()
     assert status["slow/metrics"] == "unavailable: timed out after 0.5 s"
-    assert status["junk/metrics"] == (
-        "unavailable: malformed Prometheus text: invalid metric name:<html>hello</html>"
-    )
+    assert status["junk/metrics"] == "unavailable: no vllm: series in the response"
     assert status["none/metrics"] == "unavailable: HTTP 404: no metrics endpoint"
     assert status["down/metrics"].startswith("unavailable: ConnectError")
     assert sink.calls == []
@@ -440,7 +439,8 @@ def test_slow_missing_and_malformed_endpoints_never_raise(caplog: pytest.LogCapt
 
 
 def test_endpoint_recovers_and_loss_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    answers = iter(["<junk>", vllm_text(1, 1), "<junk>", "<junk>"])
+    junk = 'vllm:num_requests_running{engine="0" 1.0\n'  # label set never closed
+    answers = iter([junk, vllm_text(1, 1), junk, junk])
     server = FakeServer({"/metrics": lambda r: next(answers)})
     sink = Collect()
     rec = recorder([TelemetryTarget("v", "vllm", "http://v")], server, sink)
