@@ -54,7 +54,6 @@ FLAG_CODES: tuple[str, ...] = (
 )
 
 _JSON_KEY_RE = re.compile(r'"[^"\n]{1,60}"\s*:')  # keys of JSON that does not parse
-_THINK_BLOCK_RE = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.S | re.I)
 _THINK_TAG_RE = re.compile(r"<(/?)(?:think|thinking|reasoning)>", re.I)
 _FENCED_RE = re.compile(r"\A\s*```[\w-]*[ \t]*\n(.*?)\n?[ \t]*```\s*\Z", re.S)
 _WORD_RE = re.compile(r"\w")
@@ -131,15 +130,24 @@ def strip_reasoning(text: str) -> tuple[str, bool]:
     opening one was in the chat template) drops everything before it; a lone opening
     tag (cut off while thinking) drops everything after it.
     """
-    if not _THINK_TAG_RE.search(text):
+    tags = list(_THINK_TAG_RE.finditer(text))
+    if not tags:
         return text, False
-    text = _THINK_BLOCK_RE.sub("", text)
-    closes = [tag for tag in _THINK_TAG_RE.finditer(text) if tag.group(1)]
-    if closes:
-        text = text[closes[-1].end() :]
-    if opening := _THINK_TAG_RE.search(text):
-        text = text[: opening.start()]
-    return text, True
+    # One linear pass over the tags (a regex for whole blocks goes quadratic on many
+    # unclosed tags).
+    kept: list[str] = []
+    pos, inside = 0, False
+    for tag in tags:
+        if tag.group(1):  # closing tag
+            if not inside:
+                kept = []  # lone closing tag: everything before it was reasoning
+            inside, pos = False, tag.end()
+        elif not inside:
+            kept.append(text[pos : tag.start()])
+            inside = True
+    if not inside:
+        kept.append(text[pos:])
+    return "".join(kept), True
 
 
 def _loop_at_end(text: str) -> tuple[int, int] | None:
@@ -157,8 +165,10 @@ def _loop_at_end(text: str) -> tuple[int, int] | None:
         period = n - 8 - pos
         unit = text[n - period :]
         repeats = 1
-        while n - (repeats + 1) * period >= 0 and (
-            text[n - (repeats + 1) * period : n - repeats * period] == unit
+        while (
+            repeats < 1000
+            and n - (repeats + 1) * period >= 0
+            and (text[n - (repeats + 1) * period : n - repeats * period] == unit)
         ):
             repeats += 1
         if repeats >= 3 and repeats * period >= 40 and _WORD_RE.search(unit):

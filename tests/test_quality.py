@@ -354,6 +354,8 @@ def test_reasoning_with_only_a_closing_tag_or_only_an_opening_tag() -> None:
     opening = "Answer first. <thinking>and then more thoughts"
     assert strip_reasoning(opening) == ("Answer first. ", True)
     assert strip_reasoning("no tags here") == ("no tags here", False)
+    assert strip_reasoning("A <think>x</think> B </think> C") == (" C", True)
+    assert strip_reasoning("a<think>b<think>c</think>d") == ("ad", True)
 
 
 def test_only_reasoning_means_empty() -> None:
