@@ -140,6 +140,7 @@ def cancel(run_id: str, db: str | os.PathLike[str] | None = None) -> bool:
         run = store.get_run(conn, run_id)
         if run is None or run["status"] not in ACTIVE:
             return False
+        store.update_run(conn, run_id, cancel_requested=time.time())
         if not process_alive(run["pid"], run_id):
             store.update_run(conn, run_id, status="cancelled", finished_at=time.time())
             return True
@@ -158,13 +159,14 @@ def reconcile(db: str | os.PathLike[str] | None = None) -> list[str]:
                 continue
             if run["pid"] is None and now - run["created_at"] < PENDING_GRACE_S:
                 continue  # being started right now
-            store.update_run(
-                conn,
-                run["run_id"],
-                status="failed",
-                error=_death_reason(run["run_id"], db),
-                finished_at=now,
-            )
+            if run.get("cancel_requested"):
+                # Killed by our own SIGTERM before it could say so itself.
+                store.update_run(conn, run["run_id"], status="cancelled", finished_at=now)
+            else:
+                reason = _death_reason(run["run_id"], db)
+                store.update_run(
+                    conn, run["run_id"], status="failed", error=reason, finished_at=now
+                )
             dead.append(run["run_id"])
     return dead
 

@@ -102,6 +102,11 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # 2: a cancel asked for by the dashboard, so a run killed before it could record
+    # the cancel itself still reads as cancelled rather than failed.
+    """
+    ALTER TABLE runs ADD COLUMN cancel_requested REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -190,6 +195,7 @@ def create_run(
 def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
     """Set columns of a run; dict values go to their *_json column."""
     allowed = {"label", "status", "pid", "started_at", "finished_at", "error", "env", "config"}
+    allowed.add("cancel_requested")
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"unknown run fields: {sorted(unknown)}")

@@ -47,6 +47,20 @@ def test_schema_version_and_wal(tmp_path):
         assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
 
 
+def test_migration_from_version_1_keeps_data(tmp_path):
+    db = tmp_path / "old.db"
+    raw = sqlite3.connect(db)
+    raw.executescript(store.MIGRATIONS[0])
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("INSERT INTO runs (run_id, created_at, config_json) VALUES ('old', 1.0, '{}')")
+    raw.commit()
+    raw.close()
+    with store.opened(db) as conn:
+        run = store.get_run(conn, "old")
+        assert run["cancel_requested"] is None and run["config"] == {}
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+
+
 def test_newer_schema_is_refused(tmp_path):
     db = tmp_path / "s.db"
     raw = sqlite3.connect(db)

@@ -1,0 +1,125 @@
+"""Runs as child processes: start, follow, cancel, a killed process, busy endpoints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from lib import jobs, store
+from lib.records import LaneSpec, Prompt, RunConfig, Sampling
+from tests.scripted import OpenAIScript, OpenAIServer
+
+
+@pytest.fixture
+def slow_vllm():
+    # 40 tokens x 50 ms: each request streams for about two seconds.
+    with OpenAIServer(OpenAIScript(ttft_ms=50, gap_ms=50, pattern=(1,), models=["m"])) as server:
+        yield server
+
+
+def config_for(server: OpenAIServer, requests: int = 20) -> RunConfig:
+    return RunConfig(
+        lanes=[LaneSpec(engine="openai", base_url=server.base_url, model="m")],
+        prompts=[Prompt.from_text("hello")],
+        concurrency=[2],
+        requests=requests,
+        warmup=0,
+        sampling=Sampling(max_tokens=40),
+        label="job",
+    )
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    """Poll a condition (the child process works on its own clock)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_row(db, run_id):
+    with store.opened(db) as conn:
+        return store.get_run(conn, run_id)
+
+
+def finished_requests(db, run_id) -> int:
+    with store.opened(db) as conn:
+        return len(store.get_requests(conn, run_id))
+
+
+def test_cancel_keeps_what_finished(tmp_path, slow_vllm):
+    db = tmp_path / "s.db"
+    run_id = jobs.start(config_for(slow_vllm), db)
+    assert run_row(db, run_id)["status"] in ("pending", "running")
+    wait_until(lambda: finished_requests(db, run_id) >= 2, what="two finished requests")
+    assert jobs.cancel(run_id, db)
+    row = wait_until(
+        lambda: (r := run_row(db, run_id))["status"] not in jobs.ACTIVE and r, what="cancel"
+    )
+    assert row["status"] == "cancelled" and row["finished_at"]
+    with store.opened(db) as conn:
+        recs = store.get_requests(conn, run_id)
+        levels = store.get_levels(conn, run_id)
+    assert sum(r["error"] is None for r in recs) >= 2
+    # In-flight requests at cancel time are accounted for, not dropped.
+    assert all(r["error"] in (None, "cancelled") for r in recs)
+    assert levels[0]["status"] == "cancelled"
+    # The process exits on its own once it has written the cancelled state.
+    wait_until(lambda: not jobs.process_alive(row["pid"], run_id), what="process exit")
+
+
+def test_killed_process_is_marked_failed(tmp_path, slow_vllm):
+    db = tmp_path / "s.db"
+    run_id = jobs.start(config_for(slow_vllm), db)
+    wait_until(lambda: finished_requests(db, run_id) >= 1, what="one finished request")
+    pid = run_row(db, run_id)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not jobs.process_alive(pid, run_id), what="process death")
+    assert run_id in jobs.reconcile(db)
+    row = run_row(db, run_id)
+    assert row["status"] == "failed" and row["error"]
+    assert finished_requests(db, run_id) >= 1  # what finished is kept
+    assert jobs.active_runs(db) == []
+
+
+def test_one_active_run_per_endpoint(tmp_path, slow_vllm):
+    db = tmp_path / "s.db"
+    run_id = jobs.start(config_for(slow_vllm), db)
+    try:
+        with pytest.raises(jobs.EndpointBusy, match=run_id):
+            jobs.start(config_for(slow_vllm), db)
+    finally:
+        jobs.cancel(run_id, db)
+        # Cancelled within its first second: the process may die before its own
+        # handler is installed; reconcile (as the dashboard does) then calls it cancelled.
+        wait_until(lambda: not jobs.active_runs(db), what="cancel")
+        assert run_row(db, run_id)["status"] == "cancelled"
+
+
+def test_invalid_config_is_refused_before_anything_starts(tmp_path, slow_vllm):
+    db = tmp_path / "s.db"
+    config = config_for(slow_vllm)
+    config.lanes.append(config.lanes[0])
+    with pytest.raises(jobs.ConfigError, match="twice"):
+        jobs.start(config, db)
+    config.lanes = []
+    with pytest.raises(jobs.ConfigError, match="no lanes"):
+        jobs.start(config, db)
+    assert not db.exists() or jobs.active_runs(db) == []
+
+
+def test_preflight_failure_marks_the_precreated_run_failed(tmp_path, slow_vllm):
+    db = tmp_path / "s.db"
+    config = config_for(slow_vllm)
+    config.lanes[0].model = "missing-model"
+    run_id = jobs.start(config, db)
+    row = wait_until(
+        lambda: (r := run_row(db, run_id))["status"] not in jobs.ACTIVE and r, what="failure"
+    )
+    assert row["status"] == "failed" and "missing-model" in row["error"]
