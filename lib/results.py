@@ -63,6 +63,7 @@ def load_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
         "levels": store.get_levels(conn, run_id),
         "requests": grouped,
         "warmups": warmups,
+        "samples": store.get_samples(conn, run_id),
     }
 
 
@@ -90,6 +91,7 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
                 "model_info": lane["model_info"],
                 "warmup": [_request_out(config, r) for r in warm],
                 "levels": levels_out,
+                "telemetry": lane_telemetry(data, lane["lane_idx"]),
             }
         )
     return {
@@ -102,6 +104,32 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
         "environment": run["env"],
         "lanes": lanes_out,
     }
+
+
+def lane_telemetry(data: dict[str, Any], lane_idx: int) -> list[dict[str, Any]]:
+    """A lane's samples, plus machine-wide ones (GPU) taken while the lane ran.
+
+    `t` is seconds since the run started; names are as the engine gives them.
+    """
+    start = data["run"]["started_at"] or data["run"]["created_at"]
+    window = [
+        (lv["started_at"], lv["finished_at"])
+        for lv in data["levels"]
+        if lv["lane_idx"] == lane_idx and lv["started_at"] is not None
+    ]
+    first = min((a for a, _ in window), default=None)
+    last = max((b or float("inf") for _, b in window), default=None)
+    out = []
+    for s in data["samples"]:
+        mine = s["lane_idx"] == lane_idx
+        during = s["lane_idx"] is None and first is not None and first - 1.0 <= s["t"] <= last + 1.0
+        if mine or during:
+            item = {"t": s["t"] - start, "source": s["source"], "name": s["name"]}
+            item["value"] = s["value"]
+            if s["labels"]:
+                item["labels"] = s["labels"]
+            out.append(item)
+    return out
 
 
 def _info(lane: dict[str, Any]) -> dict[str, Any]:

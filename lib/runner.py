@@ -36,6 +36,8 @@ from lib.records import (
     RunConfig,
 )
 from lib.store_writer import StoreWriter
+from lib.telemetry import TelemetryRecorder, TelemetryTarget
+from lib.telemetry.recorder import TARGET_KINDS
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -147,6 +149,7 @@ async def execute_run(
     progress: ProgressFn | None = None,
     cancel: asyncio.Event | None = None,
     env: dict[str, Any] | None = None,
+    telemetry_interval_s: float = 1.0,
 ) -> str:
     """Run every lane and level, writing to the store; return the run id.
 
@@ -181,6 +184,7 @@ async def execute_run(
     if run_id is None:
         writer.submit(store.create_run, state.run_id, config.to_dict(), config.label, env)
     writer.submit(_start_run, state.run_id, env, lane_rows)
+    recorder = _telemetry(state, lanes, telemetry_interval_s)
     status, error = "completed", None
     try:
         if config.lanes_parallel:
@@ -194,7 +198,9 @@ async def execute_run(
         status, error = ("cancelled", None) if _is_cancel(exc) else ("failed", _one_line(exc))
         raise
     finally:
-        writer.submit(_finish_run, state.run_id, status, error)
+        recorder.stop()
+        env["telemetry"] = recorder.status()
+        writer.submit(_finish_run, state.run_id, status, error, env)
         writer.close()
     return state.run_id
 
@@ -218,8 +224,31 @@ def _start_run(
     )
 
 
-def _finish_run(conn: Any, run_id: str, status: str, error: str | None) -> None:
-    store.update_run(conn, run_id, status=status, error=error, finished_at=time.time())
+def _finish_run(
+    conn: Any, run_id: str, status: str, error: str | None, env: dict[str, Any]
+) -> None:
+    store.update_run(conn, run_id, status=status, error=error, finished_at=time.time(), env=env)
+
+
+def _telemetry(state: RunState, lanes: list[PreparedLane], interval_s: float) -> TelemetryRecorder:
+    """Start sampling GPUs and each lane's engine beside the benchmark.
+
+    Samples go through the same writer thread as the requests; a failing series is
+    marked unavailable by the recorder and never stops or slows the run.
+    """
+    targets = [
+        TelemetryTarget(key=str(lane.idx), kind=lane.info.kind, base_url=lane.spec.base_url)
+        for lane in lanes
+        if lane.info.kind in TARGET_KINDS
+    ]
+
+    def sink(key: str | None, samples: list[Any]) -> None:
+        lane_idx = int(key) if key is not None else None
+        state.writer.submit(store.add_samples, state.run_id, lane_idx, samples)
+
+    recorder = TelemetryRecorder(targets, sink, interval_s=interval_s)
+    recorder.start()
+    return recorder
 
 
 def _quality_checker() -> Callable[..., Any] | None:

@@ -102,6 +102,12 @@ def test_two_lanes_write_the_contract_document(tmp_path, capsys, vllm, ollama):
     assert ollama_lane["levels"][0]["requests"][0]["server"]["eval_ms"] > 0
     assert vllm_lane["levels"][0]["requests"][0]["server"] is None
     assert f"run {doc['run_id']} (completed)" in out
+    # Telemetry sampled beside the run: Ollama's /api/ps and vLLM's /metrics.
+    ollama_names = {(t["source"], t["name"]) for t in ollama_lane["telemetry"]}
+    vllm_names = {(t["source"], t["name"]) for t in vllm_lane["telemetry"]}
+    assert ("ollama", "size_vram") in ollama_names
+    assert ("vllm", "kv_cache_usage_perc") in vllm_names
+    assert all(t["t"] >= -1.0 for t in vllm_lane["telemetry"])
     # The same explicit sampling settings reached both engines.
     ollama_bodies = [r.body for r in ollama.recorded("/api/chat")]
     vllm_bodies = [r.body for r in vllm.recorded("/v1/chat/completions")]
