@@ -432,7 +432,7 @@ def test_slow_missing_and_malformed_endpoints_never_raise(caplog: pytest.LogCapt
     status = rec.status()
     assert status["slow/metrics"] == "unavailable: timed out after 0.5 s"
     assert status["junk/metrics"] == "unavailable: no vllm: series in the response"
-    assert status["none/metrics"] == "unavailable: HTTP 404: no metrics endpoint"
+    assert status["none/metrics"] == "unavailable: HTTP 404: no /none/metrics endpoint"
     assert status["down/metrics"].startswith("unavailable: ConnectError")
     assert sink.calls == []
     assert caplog.records == []
@@ -454,6 +454,18 @@ def test_endpoint_recovers_and_loss_is_logged_once(caplog: pytest.LogCaptureFixt
     assert server.calls["/metrics"] == 4
     assert len(sink.calls) == 1
     assert [r.levelno for r in caplog.records] == [logging.INFO]  # ok -> unavailable only
+
+
+def test_a_parser_bug_marks_the_series_unavailable_instead_of_raising() -> None:
+    server = FakeServer({"/metrics": "vllm:anything 1\n"})
+    rec = recorder([TelemetryTarget("v", "vllm", "http://v")], server, Collect())
+
+    def broken(text: str, t: float) -> list[Sample]:
+        raise KeyError("model_name")
+
+    rec._series[0].parse = broken
+    rec.tick(now=0.0)
+    assert rec.status() == {"v/metrics": "unavailable: KeyError: 'model_name'"}
 
 
 def test_openai_target_detects_engine_from_metrics_text() -> None:
@@ -654,6 +666,21 @@ def test_fake_gpu_snapshot_and_hardware_info(monkeypatch: pytest.MonkeyPatch) ->
         "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 80 * GIB}],
     }
     assert gpu.shutdowns == 2  # each one-shot call releases NVML
+
+
+def test_recorder_can_start_again_after_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = FakeGpu([])
+    gpu.install(monkeypatch)
+    sink = Collect()
+    rec = TelemetryRecorder([], sink, interval_s=3600, gpu=True)  # only start/stop rounds
+    for _ in range(2):
+        rec.start()
+        gpu.energy_mj += 1000
+        rec.stop()
+    assert len(sink.calls) == 4 and all(key is None for key, _ in sink.calls)
+    assert gpu.shutdowns == 2
+    energy = [s.value for _, b in sink.calls for s in b if s.name == "energy_j"]
+    assert energy == [0.0, 1.0, 0.0, 1.0]  # joules from each start, not from the first
 
 
 @pytest.mark.parametrize(

@@ -167,6 +167,7 @@ class NvmlSampler:
         except OSError as exc:  # a broken libnvidia-ml can fail inside ctypes itself
             return self._fail(f"{NO_GPU} ({exc})")
         self._nvml = pynvml
+        self._energy_base = {}
         try:
             count = pynvml.nvmlDeviceGetCount()
             self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
@@ -205,6 +206,8 @@ class NvmlSampler:
                 self._nvml.nvmlShutdown()
         self._nvml = None
         self._handles = []
+        if self.reason is None:
+            self.reason = "closed"  # so a later open() starts afresh; status keeps the last word
 
     def _read(self, index: int, metric: str, fn: Callable[[], Any]) -> Any:
         """Run one NVML call; a failure marks only that series unavailable."""

@@ -241,7 +241,10 @@ class TelemetryRecorder:
     def _run(self) -> None:
         next_due = time.monotonic() + self.interval_s
         while not self._stop.wait(max(0.0, next_due - time.monotonic())):
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # a bug here must cost telemetry, never the run
+                log.exception("telemetry round failed")
             next_due += self.interval_s
             now = time.monotonic()
             if next_due < now:  # a round overran: skip ahead rather than burst
@@ -272,8 +275,11 @@ class TelemetryRecorder:
 
     def _poll(self, series: _Series, t: float, mono: float) -> None:
         try:
-            samples = self._fetch(series, t)
-        except _Unavailable as exc:
+            samples = _with_deltas(series, self._fetch(series, t))
+        except Exception as exc:  # _Unavailable, or a parser bug on some engine's text
+            if not isinstance(exc, _Unavailable):
+                log.debug("telemetry %s failed", series.status_key, exc_info=True)
+                exc = _Unavailable(f"{type(exc).__name__}: {exc}")
             series.failures += 1
             retry = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (series.failures - 1))
             series.next_due = mono + retry
@@ -282,7 +288,7 @@ class TelemetryRecorder:
         series.failures = 0
         series.next_due = 0.0
         self._set_status(series.status_key, "ok")
-        self._emit(series.target.key, _with_deltas(series, samples))
+        self._emit(series.target.key, samples)
 
     def _fetch(self, series: _Series, t: float) -> list[Sample]:
         import httpx
@@ -302,7 +308,7 @@ class TelemetryRecorder:
         if code == 501 and series.target.kind in ("llama.cpp", "openai"):
             raise _Unavailable("metrics not enabled (start llama-server with --metrics)")
         if code == 404:
-            raise _Unavailable(f"HTTP 404: no {series.url.rsplit('/', 1)[-1]} endpoint")
+            raise _Unavailable(f"HTTP 404: no {httpx.URL(series.url).path} endpoint")
         if code != 200:
             raise _Unavailable(f"HTTP {code}")
         try:
