@@ -321,8 +321,13 @@ def cmd_gpu(args: argparse.Namespace) -> int:
         print(f"no GPU telemetry: {snapshot.get('reason')}")
     else:
         for gpu in snapshot["gpus"]:
-            used, total = gpu["memory_used_bytes"] / 2**30, gpu["memory_total_bytes"] / 2**30
-            print(f"GPU {gpu['index']} {gpu['name']}: {used:.1f} / {total:.1f} GiB")
+            used, total = gpu.get("memory_used_bytes"), gpu.get("memory_total_bytes")
+            memory = (
+                f"{used / 2**30:.1f} / {total / 2**30:.1f} GiB"
+                if used is not None and total is not None
+                else "memory unavailable"
+            )
+            print(f"GPU {gpu['index']} {gpu['name']}: {memory}")
     return 0
 
 
