@@ -99,19 +99,20 @@ def validate_endpoint(name: str, url: str, api_key_env: str | None) -> None:
 def _validate_url(url: str) -> None:
     if not isinstance(url, str) or not url.strip():
         raise ValueError("URL is empty.")
+    shown = redact_url(url)  # messages must not repeat a password typed into the URL
     if len(url) > MAX_URL_LEN or not url.isprintable() or any(c.isspace() for c in url):
         raise ValueError("URL has spaces or control characters.")
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError on a non-numeric or out-of-range port
     except ValueError:
-        raise ValueError(f"Invalid URL {url!r}: the port must be a number 1–65535.") from None
+        raise ValueError(f"Invalid URL {shown!r}: the port must be a number 1–65535.") from None
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"Invalid URL {url!r}: it must start with http:// or https://.")
+        raise ValueError(f"Invalid URL {shown!r}: it must start with http:// or https://.")
     if not parts.hostname:
-        raise ValueError(f"Invalid URL {url!r}: no host name.")
+        raise ValueError(f"Invalid URL {shown!r}: no host name.")
     if port == 0:
-        raise ValueError(f"Invalid URL {url!r}: the port must be a number 1–65535.")
+        raise ValueError(f"Invalid URL {shown!r}: the port must be a number 1–65535.")
     # Credentials in the URL would be saved in the database; keys go in an env var.
     if parts.username or parts.password:
         raise ValueError(
@@ -119,10 +120,21 @@ def _validate_url(url: str) -> None:
             " variable and give its name instead."
         )
     if parts.query or parts.fragment:
-        raise ValueError(f"Invalid URL {url!r}: no ?query or #fragment, only the base URL.")
+        raise ValueError(f"Invalid URL {shown!r}: no ?query or #fragment, only the base URL.")
 
 
 # --- URLs -----------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """The URL with any user:password@ replaced by ***@, for tables and messages."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return f"{head}{sep}{netloc}{slash}{path}"
 
 
 def normalize_url(url: str) -> str:
@@ -412,7 +424,7 @@ def status_rows(
             {
                 "name": e.name,
                 "source": e.source,
-                "url": s.base_url or e.url,
+                "url": redact_url(s.base_url or e.url),
                 "reachable": s.reachable,
                 "engine": s.engine,
                 "version": s.version,

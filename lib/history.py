@@ -44,6 +44,24 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "error",
 )
 
+# The order the page shows them in: headline figures before the long lane and model
+# names, so they are visible without scrolling sideways.
+SHOWN_COLUMNS: tuple[str, ...] = (
+    "label",
+    "created",
+    "status",
+    "levels",
+    "best_out_tok_s",
+    "best_at",
+    "ttft_p50_low_ms",
+    "ttft_low_at",
+    "completed",
+    "failed",
+    "lanes",
+    "models",
+    "run_id",
+)
+
 OVERLAY_COLUMNS: tuple[str, ...] = (
     "run_id",
     "run",

@@ -37,7 +37,7 @@ table = history.history_frame(runs, figures)
 st.dataframe(
     table,
     hide_index=True,
-    column_order=[c for c in history.HISTORY_COLUMNS if c != "error"],
+    column_order=history.SHOWN_COLUMNS,
     column_config={
         "run_id": st.column_config.TextColumn("Run", width="small"),
         "label": "Label",
@@ -124,15 +124,20 @@ elif len(picked) >= 2:
                 "better": "",
             },
         )
-    left, right = st.columns(2)
-    left.plotly_chart(charts_history.throughput_overlay(overlay), key="history_throughput")
-    metric = right.selectbox(
-        "Latency",
+    metric = st.selectbox(
+        "Latency chart",
         list(charts_history.LATENCY_METRICS),
         format_func=lambda m: charts_history.LATENCY_METRICS[m][1],
         key="history_latency_metric",
     )
-    right.plotly_chart(charts_history.latency_overlay(overlay, metric), key="history_latency")
+    # theme=None: the figures' own white style, as on the Results page.
+    left, right = st.columns(2)
+    left.plotly_chart(
+        charts_history.throughput_overlay(overlay), key="history_throughput", theme=None
+    )
+    right.plotly_chart(
+        charts_history.latency_overlay(overlay, metric), key="history_latency", theme=None
+    )
     for run_id in picked:
         title = esc_md(history.run_title(by_id[run_id]))
         page_link("pages/results.py", f"Open {title}", run=run_id)

@@ -103,6 +103,20 @@ def test_validate_endpoint_accepts(name, url, env):
     assert ep.validate_endpoint(name, url, env) is None
 
 
+def test_passwords_in_urls_are_never_repeated():
+    url = "ftp://admin:hunter2@gpu:8000/v1"
+    with pytest.raises(ValueError) as info:
+        ep.validate_endpoint("a", url, None)
+    assert "hunter2" not in str(info.value) and "***@gpu:8000" in str(info.value)
+    with pytest.raises(ValueError, match="user:password@") as info:
+        ep.validate_endpoint("a", "http://admin:hunter2@gpu:8000/v1", None)
+    status = ep.probe(Endpoint("x", "http://admin:hunter2@127.0.0.1:1/v1", None))
+    assert status.reachable is False and "hunter2" not in repr(status.error)
+    [row] = ep.status_rows([status])
+    assert row["url"] == "http://***@127.0.0.1:1/v1"
+    assert ep.redact_url("http://h:1/a@b") == "http://h:1/a@b"  # an @ in the path stays
+
+
 def test_url_key_folds_loopback_default_port_and_v1():
     assert ep.url_key("http://localhost:8000/v1/") == ep.url_key("http://127.0.0.1:8000")
     assert ep.url_key("HTTP://EXAMPLE.com/v1") == ep.url_key("http://example.com:80")
