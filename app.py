@@ -1,7 +1,14 @@
-"""servescope dashboard (placeholder until the dashboard lands)."""
+"""servescope dashboard: the router and frame (navigation and engine status sidebar).
+
+Run with `streamlit run app.py`. Every page is registered explicitly in lib/ui.PAGES;
+a page whose file is not there yet is left out, so the app never breaks.
+"""
 
 import streamlit as st
 
-st.set_page_config(page_title="servescope", layout="wide")
-st.title("servescope")
-st.write("Benchmark LLM serving engines side by side. Use `python -m lib.cli run --help` for now.")
+from lib import ui
+
+st.set_page_config(page_title="servescope", page_icon=":material/speed:", layout="wide")
+navigation = st.navigation(ui.registered_pages())
+ui.sidebar()
+navigation.run()

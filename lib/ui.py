@@ -1,0 +1,919 @@
+"""Shared Streamlit widgets: the one lib module that imports streamlit.
+
+Pages stay thin and call these. Rules kept here (DESIGN.md "Streamlit rules"):
+SQLite connections are opened per call and closed at once; long-lived objects (a
+run's request log) live in st.cache_resource; st.session_state holds only small ids
+(the shown run, the lane ids of the form); the live view is a fragment that reruns
+every second only while its run is active and reruns the page once when it ends.
+Model output is untrusted: it is shown with st.code / st.text, never as HTML or
+markdown; names that reach markdown (lane and endpoint names) are escaped first.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
+
+from lib import charts, endpoints, frames, jobs, results, store
+from lib.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib.runner import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+LIVE_EVERY_S = 1.0
+ENDPOINT_TTL_S = 10
+CONCURRENCY_OPTIONS = (1, 2, 4, 5, 8, 16, 32, 64)
+DEFAULT_CONCURRENCY = (1, 5)
+ENGINE_LABELS = {
+    "ollama": "Ollama",
+    "vllm": "vLLM",
+    "llama.cpp": "llama.cpp",
+    "openai": "OpenAI-compatible",
+}
+STATUS_COLORS = {
+    "pending": "orange",
+    "running": "blue",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "gray",
+}
+
+# (file, title, icon, default): registered only when the file exists, so a page that
+# another area has not delivered yet never breaks the app.
+PAGES: tuple[tuple[str, str, str, bool], ...] = (
+    ("pages/run.py", "Run", ":material/play_circle:", True),
+    ("pages/results.py", "Results", ":material/monitoring:", False),
+    ("pages/compare.py", "Compare", ":material/compare:", False),
+    ("pages/history.py", "History", ":material/history:", False),
+    ("pages/engines.py", "Engines", ":material/dns:", False),
+)
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$=^])")
+
+
+def esc_md(text: Any) -> str:
+    """Text safe inside Streamlit markdown: every markdown character escaped, so a
+    model or endpoint name cannot format, link or colour anything."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def fmt_num(value: Any, digits: int = 0, unit: str = "") -> str:
+    """A number for a tile or caption ("–" when missing)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    text = f"{value:,.{digits}f}"
+    return f"{text} {unit}".strip()
+
+
+# --- app frame ----------------------------------------------------------------------------
+
+
+def registered_pages() -> list[Any]:
+    """st.Page objects for the pages whose files exist, Run first and default."""
+    out = []
+    for path, title, icon, default in PAGES:
+        if (ROOT / path).exists():
+            out.append(st.Page(path, title=title, icon=icon, default=default))
+    return out
+
+
+@st.cache_data(ttl=ENDPOINT_TTL_S, show_spinner=False)
+def endpoint_statuses(db_key: str) -> list[endpoints.EndpointStatus]:
+    """Every configured endpoint, probed (cached ~10 s: the sidebar and Run page share it)."""
+    eps = endpoints.configured_endpoints(db_key)
+    return endpoints.probe_all(eps, timeout=2.0, secrets=_secrets())
+
+
+def _secrets() -> Mapping[str, Any] | None:
+    try:
+        return st.secrets if len(st.secrets) else None
+    except Exception:  # no secrets.toml: keys come from the environment only
+        return None
+
+
+def db_key() -> str:
+    """The store in use, as a cache key (tests point SERVESCOPE_DB elsewhere)."""
+    return str(store.db_path())
+
+
+def sidebar() -> None:
+    """Engine status (reachable, kind, version, models) and the sandbox's progress."""
+    with st.sidebar:
+        head, button = st.columns([3, 1], vertical_alignment="center")
+        head.markdown("**Engines**")
+        if button.button("", icon=":material/refresh:", key="sidebar-refresh", help="Probe again"):
+            endpoint_statuses.clear()
+        statuses = endpoint_statuses(db_key())
+        if not statuses:
+            st.caption("No endpoints configured. Add one on the Engines page.")
+        for status in statuses:
+            _endpoint_line(status)
+        _sandbox_box()
+
+
+def _endpoint_line(status: endpoints.EndpointStatus) -> None:
+    name = esc_md(status.endpoint.name)
+    if status.reachable and status.models:
+        dot = ":green[●]"
+    elif status.reachable:
+        dot = ":orange[●]"
+    else:
+        dot = ":red[●]"
+    st.markdown(f"{dot} **{name}**")
+    if status.reachable:
+        kind = ENGINE_LABELS.get(status.engine or "", status.engine or "unknown engine")
+        version = f" {status.version}" if status.version else ""
+        n = len(status.models)
+        st.caption(
+            f"{esc_md(kind + version)} · {n} model{'s' if n != 1 else ''}"
+            + (f" · {esc_md(status.error)}" if status.error else "")
+        )
+    else:
+        st.caption(f"unreachable · {esc_md(status.endpoint.url)}")
+
+
+def _sandbox_api() -> tuple[Any, Any] | None:
+    import os
+
+    if os.environ.get("SERVESCOPE_SANDBOX", "").lower() == "off":
+        return None
+    try:
+        import sandbox
+
+        status = getattr(sandbox, "status", None)
+        progress = getattr(sandbox, "progress", None)
+        if status is None or progress is None:  # older package layout
+            from sandbox import lifecycle
+
+            status, progress = lifecycle.status, lifecycle.progress
+        return status, progress
+    except Exception:
+        return None
+
+
+def _sandbox_box() -> None:
+    api = _sandbox_api()
+    if api is None:
+        return
+    status_fn, progress_fn = api
+    try:
+        record = progress_fn()
+    except Exception:
+        record = None
+    starting = bool(record and record.get("active"))
+
+    # Polls only while the sandbox comes up; otherwise drawn once per page run.
+    @st.fragment(run_every=2.0 if starting else None)
+    def box() -> None:
+        try:
+            rec = progress_fn()
+            engines = (status_fn() or {}).get("engines", [])
+        except Exception as exc:
+            st.caption(f"Sandbox: cannot read its state ({esc_md(type(exc).__name__)})")
+            return
+        if not rec and not engines:
+            return
+        st.markdown("**Sandbox**")
+        if rec and rec.get("active"):
+            phase = rec.get("phase", "")
+            st.info(f"starting… {esc_md(phase)}: {esc_md(rec.get('message', ''))}")
+        elif rec and rec.get("phase") == "failed":
+            st.warning(f"failed: {esc_md(rec.get('message', ''))}")
+        for eng in engines:
+            dot = ":green[●]" if eng.get("ready") else ":orange[●]"
+            st.caption(f"{dot} {esc_md(eng.get('name'))} · {esc_md(eng.get('base_url'))}")
+        if starting and rec and not rec.get("active"):
+            st.rerun()  # came up: refresh the endpoint list everywhere once
+
+    box()
+
+
+# --- the run form -------------------------------------------------------------------------
+
+
+@dataclass
+class LaneChoice:
+    """What the user picked for one lane: an endpoint (by name) and a model on it."""
+
+    endpoint: str | None
+    model: str | None
+
+
+def engine_label(kind: str | None) -> str:
+    """Ollama, vLLM, llama.cpp or OpenAI-compatible."""
+    return ENGINE_LABELS.get(kind or "", kind or "engine")
+
+
+def model_caption(info: Any) -> str:
+    """'Q4_K_M · 7.6B params · 4.68 GB · context 32,768' for a ModelInfo."""
+    row = endpoints.model_rows([info])[0]
+    parts = [
+        row["quantization"] or "quantization unknown",
+        f"{row['parameters']} params" if row["parameters"] else None,
+        f"{row['size_gb']:g} GB" if row["size_gb"] else None,
+        f"context {row['context_length']:,}" if row["context_length"] else None,
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+def build_lanes(
+    choices: Sequence[LaneChoice], statuses: Sequence[endpoints.EndpointStatus]
+) -> tuple[list[LaneSpec], list[str]]:
+    """LaneSpecs for the choices, or one-line reasons why they cannot run.
+
+    Catches what the user can fix on the page: no lanes, an unreachable endpoint, an
+    engine with no models, no model picked, the same endpoint and model twice.
+    """
+    if not choices:
+        return [], ["Add at least one lane: an endpoint and a model on it."]
+    by_name = {s.endpoint.name: s for s in statuses}
+    lanes: list[LaneSpec] = []
+    errors: list[str] = []
+    seen: dict[tuple[str, str], int] = {}
+    for pos, choice in enumerate(choices, start=1):
+        status = by_name.get(choice.endpoint or "")
+        if status is None:
+            errors.append(f"Lane {pos}: pick an endpoint.")
+            continue
+        name = status.endpoint.name
+        if not status.reachable:
+            reason = f" ({status.error})" if status.error else ""
+            errors.append(f"Lane {pos}: {name} is unreachable{reason}. Start it or pick another.")
+            continue
+        if not status.models:
+            errors.append(
+                f"Lane {pos}: {name} serves no models. Pull or load one first (Engines page)."
+            )
+            continue
+        if not choice.model:
+            errors.append(f"Lane {pos}: pick a model on {name}.")
+            continue
+        base_url = status.base_url or status.endpoint.url
+        key = (endpoints.url_key(base_url), choice.model)
+        if key in seen:
+            errors.append(f"Lane {pos} repeats lane {seen[key]}: same endpoint and model.")
+            continue
+        seen[key] = pos
+        lanes.append(
+            LaneSpec(
+                engine=(status.api or status.endpoint.api or "openai"),  # type: ignore[arg-type]
+                base_url=base_url,
+                model=choice.model,
+                name=f"{engine_label(status.engine)} · {choice.model}",
+                api_key_env=status.endpoint.api_key_env,
+            )
+        )
+    labels = [lane.name for lane in lanes]
+    for lane, choice in zip(lanes, [c for c in choices], strict=False):
+        if labels.count(lane.name) > 1:  # same engine kind and model on two hosts
+            lane.name = f"{lane.name} @ {choice.endpoint}"
+    return lanes, errors
+
+
+def prompts_from_text(text: str) -> list[Prompt]:
+    """Prompts typed in the text area: separated by a line of three dashes."""
+    parts = re.split(r"^\s*---\s*$", text or "", flags=re.M)
+    return [Prompt.from_text(p.strip()) for p in parts if p.strip()]
+
+
+def _lane_ids() -> list[int]:
+    if "lane_ids" not in st.session_state:
+        st.session_state["lane_ids"] = [0, 1]  # two lanes: the point is to compare
+    return st.session_state["lane_ids"]
+
+
+def lane_editor(statuses: Sequence[endpoints.EndpointStatus]) -> list[LaneChoice]:
+    """Rows of endpoint + model pickers, with add/remove; returns the choices."""
+    ids = _lane_ids()
+    names = [s.endpoint.name for s in statuses]
+    by_name = {s.endpoint.name: s for s in statuses}
+    choices: list[LaneChoice] = []
+    if not names:
+        st.warning("No engine endpoints are configured. Add one on the Engines page.")
+    for pos, lane_id in enumerate(list(ids)):
+        swatch = f":{charts.lane_color_name(pos)}[■]"
+        with st.container(border=True):
+            cols = st.columns([3, 4, 4, 1.3], vertical_alignment="bottom")
+            endpoint = cols[0].selectbox(
+                f"{swatch} Lane {pos + 1}: endpoint",
+                names,
+                index=min(pos, len(names) - 1) if names else None,
+                key=f"lane_ep_{lane_id}",
+                format_func=lambda n: _endpoint_option(by_name.get(n)),
+            )
+            status = by_name.get(endpoint or "")
+            models = [m.name for m in status.models] if status else []
+            model = cols[1].selectbox(
+                "Model",
+                models,
+                index=0 if models else None,
+                key=f"lane_model_{lane_id}",
+                placeholder="no models" if status else "pick an endpoint",
+            )
+            info = next((m for m in status.models if m.name == model), None) if status else None
+            if info is not None:
+                cols[2].caption(esc_md(model_caption(info)))
+            if cols[3].button("Remove", key=f"lane_rm_{lane_id}", icon=":material/close:"):
+                ids.remove(lane_id)
+                st.rerun()
+            if status is not None and not status.reachable:
+                st.error(f"{esc_md(status.endpoint.name)} is unreachable: {esc_md(status.error)}")
+            elif status is not None and not status.models:
+                st.warning(f"{esc_md(status.endpoint.name)} answers but serves no models.")
+        choices.append(LaneChoice(endpoint, model))
+    if st.button("Add lane", icon=":material/add:", key="lane_add"):
+        ids.append(max(ids, default=-1) + 1)
+        st.rerun()
+    return choices
+
+
+def _endpoint_option(status: endpoints.EndpointStatus | None) -> str:
+    if status is None:
+        return "?"
+    if not status.reachable:
+        return f"{status.endpoint.name} (unreachable)"
+    return f"{status.endpoint.name} ({engine_label(status.engine)})"
+
+
+def prompt_picker() -> tuple[list[Prompt], str | None]:
+    """Preset, typed prompts or an uploaded file; returns (prompts, error)."""
+    try:
+        from lib import workloads
+    except ImportError:
+        workloads = None  # type: ignore[assignment]
+    presets = dict(getattr(workloads, "PRESETS", {}) or {}) if workloads else {}
+    sources = (["Preset"] if presets else []) + ["Write prompts", "Upload a file"]
+    source = st.radio("Prompts", sources, horizontal=True, key="prompt_source")
+    if source == "Preset":
+        name = st.selectbox(
+            "Prompt preset",
+            list(presets),  # the registry's order: the team's own prompt first
+            key="prompt_preset",
+            format_func=lambda k: getattr(presets[k], "title", k),
+        )
+        preset = presets[name]
+        about = getattr(preset, "description", "") or ""
+        prompts = list(getattr(preset, "prompts", []) or [])
+        count = f"{len(prompts)} prompt{'s' if len(prompts) != 1 else ''}"
+        st.caption(esc_md(f"{count}. {about}"))
+        return prompts, None if prompts else "This preset has no prompts."
+    if source == "Write prompts":
+        text = st.text_area(
+            "Prompts (separate several with a line of ---)",
+            key="prompt_text",
+            height=120,
+            placeholder="다음 뉴스 기사를 JSON(title, content)으로 요약해 주세요: …",
+        )
+        prompts = prompts_from_text(text)
+        return prompts, None if prompts else "Write at least one prompt."
+    upload = st.file_uploader(
+        "Prompt file (.txt: one per line, .jsonl or .csv)",
+        type=["txt", "jsonl", "csv"],
+        key="prompt_file",
+    )
+    if upload is None:
+        return [], "Upload a prompt file."
+    try:
+        data = upload.getvalue()
+        prompts = list(workloads.load_prompts_from_bytes(upload.name, data))  # type: ignore[union-attr]
+    except Exception as exc:  # not text, bad JSON, empty: a message, never a traceback
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [], f"Cannot read {upload.name}: {reason}"
+    st.caption(f"{len(prompts)} prompts from {esc_md(upload.name)}")
+    return prompts, None if prompts else f"{upload.name} holds no prompts."
+
+
+def settings_inputs() -> dict[str, Any]:
+    """Sampling, load and run options; returns the values by RunConfig field."""
+    cols = st.columns(4)
+    concurrency = cols[0].multiselect(
+        "Concurrency levels (requests in flight)",
+        CONCURRENCY_OPTIONS,
+        default=list(DEFAULT_CONCURRENCY),
+        key="run_concurrency",
+    )
+    requests = cols[1].number_input(
+        "Requests per level", 1, 100_000, 10, step=1, key="run_requests"
+    )
+    max_tokens = cols[2].number_input("Max tokens", 1, 131_072, 128, step=16, key="run_max_tokens")
+    temperature = cols[3].number_input(
+        "Temperature", 0.0, 2.0, 0.0, step=0.1, format="%.2f", key="run_temperature"
+    )
+    cols = st.columns(4)
+    seed = cols[0].number_input("Seed", 0, 2**31 - 1, 0, step=1, key="run_seed")
+    parallel = cols[1].radio(
+        "Lanes",
+        ["One after another", "At the same time"],
+        key="run_parallel",
+        help="One after another is fair when lanes share a GPU.",
+    )
+    label = cols[2].text_input("Label", key="run_label", placeholder="e.g. sprint 5: Q4 vs AWQ")
+    with cols[3].expander("More settings"):
+        top_p = st.number_input("Top-p", 0.01, 1.0, 1.0, step=0.05, key="run_top_p")
+        ignore_eos = st.checkbox(
+            "Ignore EOS (always max tokens)", key="run_ignore_eos", help="vLLM extension"
+        )
+        timeout = st.number_input("Timeout per request (s)", 1.0, 3600.0, 120.0, key="run_timeout")
+        warmup = st.number_input("Warm-up requests per lane", 0, 1000, 1, key="run_warmup")
+    return {
+        "concurrency": sorted(int(c) for c in concurrency),
+        "requests": int(requests),
+        "warmup": int(warmup),
+        "sampling": Sampling(
+            max_tokens=int(max_tokens),
+            temperature=float(temperature),
+            top_p=float(top_p),
+            seed=int(seed),
+            ignore_eos=bool(ignore_eos),
+        ),
+        "timeout_s": float(timeout),
+        "label": label.strip(),
+        "lanes_parallel": parallel == "At the same time",
+    }
+
+
+def start_run(
+    lanes: Sequence[LaneSpec], prompts: Sequence[Prompt], values: Mapping[str, Any]
+) -> tuple[str | None, str | None]:
+    """Validate and start the run; returns (run_id, None) or (None, error message)."""
+    config = RunConfig(lanes=list(lanes), prompts=list(prompts), **values)
+    try:
+        validate_config(config)
+        return jobs.start(config, None, _lane_secrets(lanes)), None
+    except jobs.EndpointBusy as exc:
+        return None, f"Endpoint busy: {exc}"
+    except ConfigError as exc:
+        return None, f"Cannot start: {exc}"
+    except OSError as exc:
+        return None, f"Cannot start the run's process: {exc}"
+
+
+def _lane_secrets(lanes: Sequence[LaneSpec]) -> dict[str, str]:
+    """Keys from .streamlit/secrets.toml for the lanes' key variables (env wins)."""
+    out: dict[str, str] = {}
+    for lane in lanes:
+        if not lane.api_key_env:
+            continue
+        ep = endpoints.Endpoint(name="", url=lane.base_url, api=None, api_key_env=lane.api_key_env)
+        key = endpoints.resolve_api_key(ep, _secrets())
+        if key:
+            out[lane.api_key_env] = key
+    return out
+
+
+def run_form() -> None:
+    """The whole set-up form; starting a run shows it live on this page."""
+    statuses = endpoint_statuses(db_key())
+    st.markdown("##### Lanes")
+    choices = lane_editor(statuses)
+    st.markdown("##### Workload")
+    prompts, prompt_error = prompt_picker()
+    values = settings_inputs()
+    if st.button("Start run", type="primary", icon=":material/play_arrow:", key="run_start"):
+        lanes, errors = build_lanes(choices, statuses)
+        if prompt_error:
+            errors.append(prompt_error)
+        if not values["concurrency"]:
+            errors.append("Pick at least one concurrency level.")
+        if errors:
+            for error in errors:
+                st.error(esc_md(error))
+            return
+        run_id, error = start_run(lanes, prompts, values)
+        if error:
+            st.error(esc_md(error))
+            return
+        show_run(run_id)
+        st.session_state["scroll_top"] = True  # the live view is at the top of the page
+        st.rerun()
+
+
+# --- which run a page shows -------------------------------------------------------------
+
+
+def show_run(run_id: str | None) -> None:
+    """Remember the shown run in the URL (survives reloads) and the session (a small id)."""
+    if run_id:
+        st.session_state["active_run"] = run_id
+        if st.query_params.get("run") != run_id:
+            st.query_params["run"] = run_id
+    else:
+        st.session_state.pop("active_run", None)
+        if "run" in st.query_params:
+            del st.query_params["run"]
+
+
+def attached_run() -> str | None:
+    """The run the Run page follows: ?run=, else this session's, else any active run
+    (re-attaches after a reload or a dashboard restart)."""
+    run_id = st.query_params.get("run") or st.session_state.get("active_run")
+    if run_id:
+        return str(run_id)
+    active = jobs.active_runs()
+    return active[0]["run_id"] if active else None
+
+
+def run_picker() -> str | None:
+    """Results page: ?run=, else a picker of recent runs (newest first)."""
+    with store.opened() as conn:
+        runs = store.list_runs(conn, limit=100)
+    wanted = st.query_params.get("run") or st.session_state.get("active_run")
+    ids = [r["run_id"] for r in runs]
+    if wanted and wanted not in ids:
+        st.error(f"No run {esc_md(wanted)} in the store.")
+        wanted = None
+    if not runs:
+        st.info("No runs yet. Start one on the Run page.")
+        return None
+    labels = {r["run_id"]: _run_option(r) for r in runs}
+    chosen = st.selectbox(
+        "Run",
+        ids,
+        index=ids.index(wanted) if wanted else 0,
+        format_func=lambda rid: labels[rid],
+        key="results_run",
+    )
+    show_run(chosen)
+    return chosen
+
+
+def _run_option(run: Mapping[str, Any]) -> str:
+    when = datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M")
+    label = f"{run['label']} · " if run.get("label") else ""
+    return f"{label}{run['run_id']} · {run['status']} · {when}"
+
+
+# --- the run panel (live while active) ---------------------------------------------------
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _request_log(db: str, run_id: str) -> frames.RequestLog:
+    # One per (store, run), shared by every session that follows the run.
+    return frames.RequestLog(run_id)
+
+
+def run_panel(run_id: str, where: str) -> bool:
+    """Header, per-lane tiles and charts of a run; live (1 s) while it is active.
+
+    `where` ("run" or "results") keeps element keys unique per page. Returns False
+    when the store has no such run.
+    """
+    with store.opened() as conn:
+        run = store.get_run(conn, run_id)
+    if run is None:
+        st.error(f"No run {esc_md(run_id)} in the store.")
+        return False
+    was_active = run["status"] in jobs.ACTIVE
+    if st.session_state.pop("scroll_top", False):
+        _scroll_to_top()
+
+    @st.fragment(run_every=LIVE_EVERY_S if was_active else None)
+    def live() -> None:
+        now_active = _draw_run(run_id, where)
+        if was_active and not now_active:
+            st.rerun()  # once: the page redraws without the timer and with the results
+
+    live()
+    return True
+
+
+# A constant script, no data in it: after "Start run" (clicked at the foot of the form)
+# the browser would keep its scroll offset and show the middle of the live view.
+_SCROLL_TOP_JS = """<script>
+for (const el of window.parent.document.querySelectorAll(
+  '[data-testid="stMain"], [data-testid="stAppViewContainer"], section.main')) {
+  el.scrollTo({top: 0});
+}
+window.scrollTo({top: 0});
+</script>"""
+
+
+def _scroll_to_top() -> None:
+    st.html(_SCROLL_TOP_JS, unsafe_allow_javascript=True, width="content")
+
+
+def _draw_run(run_id: str, where: str) -> bool:
+    jobs.reconcile()  # a run whose process died is marked failed before it is drawn
+    with store.opened() as conn:
+        run = store.get_run(conn, run_id)
+        lanes = store.get_lanes(conn, run_id)
+        levels = store.get_levels(conn, run_id)
+        counts = store.count_requests(conn, run_id)
+        log = _request_log(db_key(), run_id)
+        log.refresh(conn)
+    if run is None:
+        st.error(f"Run {esc_md(run_id)} was deleted.")
+        return False
+    active = run["status"] in jobs.ACTIVE
+    config = run["config"]
+    rows = log.rows()
+    names = frames.lane_names(run, lanes)
+    colors = charts.lane_colors(names)
+    order = list(config.get("concurrency") or [])
+    t0 = frames.run_start(run, rows)
+    requests = frames.request_frame(rows, names, t0)
+    level_df = frames.level_frame(rows, names, order)
+    progress = frames.progress_frame(names, order, int(config.get("requests") or 0), counts, levels)
+    _run_header(run, active, where)
+    lane_tiles(names, frames.kpis(level_df, names), progress, active)
+    spans = frames.level_spans(levels, names, t0)
+    chart_grid(requests, level_df, spans, colors, order, run_id, where)
+    return active
+
+
+def _run_header(run: Mapping[str, Any], active: bool, where: str) -> None:
+    run_id = run["run_id"]
+    head, action = st.columns([5, 1], vertical_alignment="center")
+    title = run.get("label") or f"Run {run_id}"
+    head.markdown(f"### {esc_md(title)}")
+    started = run.get("started_at") or run["created_at"]
+    end = run.get("finished_at") or (time.time() if active else started)
+    mode = "lanes at the same time" if run["config"].get("lanes_parallel") else "lanes in turn"
+    bits = [
+        f":{STATUS_COLORS.get(run['status'], 'gray')}-badge[{run['status']}]",
+        f"run {esc_md(run_id)}",
+        datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+        f"{max(end - started, 0):.0f} s",
+        mode,
+    ]
+    head.markdown(" · ".join(bits))
+    if active:
+        if action.button("Cancel run", icon=":material/stop:", key=f"{where}-cancel-{run_id}"):
+            jobs.cancel(run_id)
+            st.toast("Cancelling: requests in flight are recorded as cancelled.")
+    elif where == "run":
+        with action:
+            page_link("pages/results.py", "Full results", run=run_id)
+            if st.button("New run", icon=":material/add:", key=f"run-new-{run_id}"):
+                show_run(None)  # back to an open form
+                st.rerun()
+    if run["status"] == "failed" and run.get("error"):
+        st.error(f"The run failed: {esc_md(run['error'])}")
+
+
+def lane_tiles(
+    names: Sequence[str],
+    kpis: Sequence[Mapping[str, Any]],
+    progress: pd.DataFrame,
+    active: bool,
+) -> None:
+    """One bordered box per lane: name in its colour, four KPIs, progress per level."""
+    per_row = min(max(len(names), 1), 3)
+    for start in range(0, len(names), per_row):
+        cols = st.columns(per_row)
+        for col, kpi in zip(cols, kpis[start : start + per_row], strict=False):
+            li = kpi["lane_idx"]
+            with col.container(border=True):
+                level = f" · concurrency {kpi['concurrency']}" if kpi["concurrency"] else ""
+                st.markdown(f":{charts.lane_color_name(li)}[■] **{esc_md(kpi['lane'])}**{level}")
+                m = st.columns(4)
+                m[0].metric("TTFT p50", fmt_num(kpi["ttft_p50_ms"], 0, "ms"))
+                m[1].metric("Tokens/s p50", fmt_num(kpi["tok_per_s_p50"], 1, "tok/s"))
+                m[2].metric("Output throughput", fmt_num(kpi["out_tok_per_s"], 0, "tok/s"))
+                m[3].metric("Errors", f"{kpi['failed']}")
+                mine = progress[progress["lane_idx"] == li]
+                if active:
+                    for row in mine.itertuples():
+                        failed = f", {row.failed} failed" if row.failed else ""
+                        st.progress(
+                            float(row.fraction),
+                            text=(
+                                f"c={row.concurrency}: {row.completed + row.failed}/{row.total}"
+                                f" requests{failed} · {row.status}"
+                            ),
+                        )
+                else:
+                    st.caption(
+                        " · ".join(
+                            f"c={r.concurrency}: {r.completed}/{r.total} done"
+                            + (f", {r.failed} failed" if r.failed else "")
+                            for r in mine.itertuples()
+                        )
+                    )
+
+
+def page_link(page: str, label: str, **query: str) -> None:
+    """st.page_link to a registered page, or a plain hint when the page runs on its own
+    (outside app.py's navigation, as in a single-page test)."""
+    try:
+        st.page_link(page, label=label, icon=":material/open_in_new:", query_params=query)
+    except StreamlitPageNotFoundError:
+        where = "&".join(f"{k}={v}" for k, v in query.items())
+        st.caption(esc_md(f"{label}: open {page} with ?{where}"))
+
+
+def _plot(fig: Any, key: str) -> None:
+    # theme=None: our white template, exactly as exported; stable key per run and chart.
+    st.plotly_chart(fig, key=key, theme=None, config={"displaylogo": False})
+
+
+def chart_grid(
+    requests: pd.DataFrame,
+    levels: pd.DataFrame,
+    spans: Sequence[Mapping[str, Any]],
+    colors: Mapping[str, str],
+    order: Sequence[int],
+    run_id: str,
+    where: str,
+) -> None:
+    """Six charts, two per row: the seed finding (timeline, E2E) first."""
+    rev = run_id  # uirevision: zoom and legend state survive the live redraws
+    row = st.columns(2)
+    with row[0]:
+        _plot(charts.latency_timeline(requests, colors, spans, rev), f"{where}-timeline-{run_id}")
+    with row[1]:
+        _plot(charts.e2el_box(requests, colors, order, rev), f"{where}-e2el-{run_id}")
+    row = st.columns(2)
+    with row[0]:
+        _plot(charts.throughput_vs_concurrency(levels, colors, rev), f"{where}-tput-{run_id}")
+    with row[1]:
+        _plot(charts.ttft_box(requests, colors, order, rev), f"{where}-ttft-{run_id}")
+    row = st.columns(2)
+    with row[0]:
+        _plot(charts.tokens_per_s_box(requests, colors, order, rev), f"{where}-toks-{run_id}")
+    with row[1]:
+        _plot(charts.tpot_box(requests, colors, order, rev), f"{where}-tpot-{run_id}")
+
+
+# --- results details ------------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _document(db: str, run_id: str, version: float | None) -> dict[str, Any]:
+    # `version` (finished_at) makes a re-finished run read anew; finished runs never change.
+    return results.run_document(db, run_id)
+
+
+SUMMARY_COLUMNS = {
+    "lane": st.column_config.TextColumn("Lane", width="medium", pinned=True),
+    "concurrency": st.column_config.NumberColumn("Concurrency", format="%d"),
+    "completed": st.column_config.NumberColumn("Completed", format="%d"),
+    "failed": st.column_config.NumberColumn("Failed", format="%d"),
+    "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.1f"),
+    "req_per_s": st.column_config.NumberColumn("Request rate (req/s)", format="%.2f"),
+    "out_tok_per_s": st.column_config.NumberColumn("Output throughput (tok/s)", format="%.1f"),
+    "ttft_p50_ms": st.column_config.NumberColumn("TTFT p50 (ms)", format="%.0f"),
+    "ttft_p99_ms": st.column_config.NumberColumn("TTFT p99 (ms)", format="%.0f"),
+    "tpot_p50_ms": st.column_config.NumberColumn("TPOT p50 (ms)", format="%.1f"),
+    "e2el_p50_ms": st.column_config.NumberColumn("E2E p50 (ms)", format="%.0f"),
+    "e2el_p99_ms": st.column_config.NumberColumn("E2E p99 (ms)", format="%.0f"),
+    "tok_per_s_p50": st.column_config.NumberColumn("Tokens/s p50 (tok/s)", format="%.1f"),
+}
+SERVER_COLUMNS = {
+    "lane": st.column_config.TextColumn("Lane", width="medium", pinned=True),
+    "concurrency": st.column_config.NumberColumn("Concurrency", format="%d"),
+    "client_ttft_p50_ms": st.column_config.NumberColumn("Client TTFT p50 (ms)", format="%.0f"),
+    "client_e2el_p50_ms": st.column_config.NumberColumn("Client E2E p50 (ms)", format="%.0f"),
+    "client_tok_per_s_p50": st.column_config.NumberColumn(
+        "Client tokens/s p50 (tok/s)", format="%.1f"
+    ),
+    "server_load_ms": st.column_config.NumberColumn("Server load (ms)", format="%.0f"),
+    "server_prompt_eval_ms": st.column_config.NumberColumn(
+        "Server prompt eval (ms)", format="%.0f"
+    ),
+    "server_queue_ms": st.column_config.NumberColumn("Server queue (ms)", format="%.0f"),
+    "server_eval_ms": st.column_config.NumberColumn("Server eval (ms)", format="%.0f"),
+    "server_eval_tokens_per_s": st.column_config.NumberColumn(
+        "Server eval rate (tok/s)", format="%.1f"
+    ),
+}
+LANE_COLUMNS = {
+    "lane": st.column_config.TextColumn("Lane", width="medium", pinned=True),
+    "engine": st.column_config.TextColumn("Engine"),
+    "version": st.column_config.TextColumn("Version"),
+    "api": st.column_config.TextColumn("API"),
+    "base_url": st.column_config.TextColumn("URL"),
+    "model": st.column_config.TextColumn("Model"),
+    "quantization": st.column_config.TextColumn("Quantization"),
+    "parameter_size": st.column_config.TextColumn("Parameters"),
+    "context_length": st.column_config.NumberColumn("Context length (tokens)", format="%d"),
+    "digest": st.column_config.TextColumn("Digest / root"),
+}
+SETTING_COLUMNS = {
+    "setting": st.column_config.TextColumn("Setting", width="medium"),
+    "value": st.column_config.TextColumn("Value", width="large"),
+}
+
+
+def _lane_styled(frame: pd.DataFrame, colors: Mapping[str, str]) -> Any:
+    """The lane column in its lane's colour, so tables read like the charts."""
+    if frame.empty or "lane" not in frame:
+        return frame
+    return frame.style.map(
+        lambda v: f"color: {colors.get(v, '#222222')}; font-weight: 600", subset=["lane"]
+    )
+
+
+def results_details(run_id: str) -> None:
+    """Summary table, quality, server timings, settings and answers of a finished run."""
+    with store.opened() as conn:
+        run = store.get_run(conn, run_id)
+    if run is None or run["status"] in jobs.ACTIVE:
+        st.caption("The summary table and the answers appear here when the run ends.")
+        return
+    doc = _document(db_key(), run_id, run.get("finished_at"))
+    names = [lane["name"] for lane in doc["lanes"]]
+    colors = charts.lane_colors(names)
+    st.markdown("#### Summary per lane and concurrency")
+    summary = frames.summary_frame(doc).drop(columns=["lane_idx"])
+    st.dataframe(
+        _lane_styled(summary, colors),
+        column_config=SUMMARY_COLUMNS,
+        hide_index=True,
+        key=f"summary-{run_id}",
+    )
+    quality_section(doc, colors)
+    server = frames.server_timings_frame(doc)
+    if not server.empty:
+        st.markdown("#### Engine-side timings (Ollama) beside the client's view")
+        st.caption("Medians per level. Queue ≈ total − load − prompt eval − eval.")
+        st.dataframe(_lane_styled(server, colors), column_config=SERVER_COLUMNS, hide_index=True)
+    st.markdown("#### Lanes: engine and model")
+    st.dataframe(
+        _lane_styled(frames.lane_info_frame(doc), colors),
+        hide_index=True,
+        column_config=LANE_COLUMNS,
+    )
+    st.markdown("#### Run settings, hardware and version")
+    settings = frames.settings_frame(doc)
+    half = (len(settings) + 1) // 2
+    left, right = st.columns(2)
+    for col, part in ((left, settings.iloc[:half]), (right, settings.iloc[half:])):
+        col.dataframe(part, hide_index=True, height="content", column_config=SETTING_COLUMNS)
+    answers_section(doc, run_id)
+
+
+def quality_section(doc: Mapping[str, Any], colors: Mapping[str, str]) -> None:
+    """Per-lane answer checks: language drift line and flag counts."""
+    quality = frames.quality_frame(doc)
+    if quality.empty:
+        return
+    st.markdown("#### Answer quality")
+    cols = st.columns(min(len(quality), 4))
+    names = list(colors)
+    for col, row in zip(cols, quality.itertuples(), strict=False):
+        li = names.index(row.lane) if row.lane in names else 0
+        with col.container(border=True):
+            st.markdown(f":{charts.lane_color_name(li)}[■] **{esc_md(row.lane)}**")
+            st.markdown(f"**{esc_md(row.language)}**")
+            flags = [
+                f"{code.replace('_', ' ')}: {getattr(row, code)}"
+                for code in quality.columns
+                if code not in ("lane", "checked", "language", "lang_drift")
+                and getattr(row, code, 0)
+            ]
+            st.caption(esc_md(" · ".join(flags) or "no other flags"))
+
+
+def answers_section(doc: Mapping[str, Any], run_id: str) -> None:
+    """The answers side by side per prompt, lanes as columns, shown as plain text."""
+    levels = frames.levels_of(doc)
+    if not levels:
+        return
+    st.markdown("#### Answers side by side")
+    level = st.selectbox(
+        "Concurrency level", levels, key=f"answers-level-{run_id}", format_func=lambda c: f"c={c}"
+    )
+    names = [lane["name"] for lane in doc["lanes"]]
+    for n, item in enumerate(frames.answers_by_prompt(doc, level), start=1):
+        with st.container(border=True):
+            st.caption(f"Prompt {n}")
+            st.text(item["prompt"][:2000])  # the user's text, shown as text
+            cols = st.columns(len(names))
+            for li, (col, name) in enumerate(zip(cols, names, strict=True)):
+                with col:
+                    st.markdown(f":{charts.lane_color_name(li)}[■] **{esc_md(name)}**")
+                    answers = item["answers"].get(name, [])
+                    if not answers:
+                        st.caption("no answer at this level")
+                        continue
+                    _answer(answers[0], len(answers))
+
+
+def _answer(req: Mapping[str, Any], count: int) -> None:
+    if req.get("error"):
+        st.error(f"failed: {esc_md(req['error'])}")
+        return
+    # Untrusted model output: a code block shows it verbatim, no markdown, no HTML.
+    st.code(req.get("output_text") or "", language=None, wrap_lines=True)
+    bits = [
+        f"{fmt_num(req.get('e2el_ms'), 0, 'ms')} E2E",
+        f"{req.get('output_tokens') or '?'} tokens",
+        f"finish: {req.get('finish_reason') or '?'}",
+    ]
+    if count > 1:
+        bits.append(f"first of {count} answers")
+    st.caption(esc_md(" · ".join(bits)))
+    flags = (req.get("quality") or {}).get("flags") or []
+    if flags:
+        # One box per answer; reasons quote the answer, so they are escaped like it.
+        lines = [f"**{esc_md(f.get('code'))}**: {esc_md(f.get('reason'))}" for f in flags]
+        st.warning("  \n".join(lines), icon=":material/flag:")

@@ -1,0 +1,21 @@
+"""Run page: set up lanes and a workload, start a run, watch it live."""
+
+import streamlit as st
+
+from lib import ui
+
+st.title("Run a benchmark")
+run_id = ui.attached_run()
+if run_id and ui.run_panel(run_id, "run"):
+    ui.show_run(run_id)
+    # The run stays on top; the form folds away so the live view is what one sees.
+    with st.expander("Start another run", icon=":material/add:"):
+        ui.run_form()
+else:
+    if run_id:
+        ui.show_run(None)  # a stale ?run= (deleted run): forget it
+    st.caption(
+        "Compare engines side by side: each lane is an endpoint and a model on it. "
+        "Lanes run one after another by default, so they do not share the GPU."
+    )
+    ui.run_form()
