@@ -637,6 +637,7 @@ _SUFFIX_RE = re.compile(
     re.IGNORECASE,
 )
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass
@@ -661,6 +662,21 @@ def base_model_name(model: str) -> str:
     return _SUFFIX_RE.sub("", model.rstrip("/"))
 
 
+def variant_source(served: ModelInfo) -> str | None:
+    """The repo id or folder whose quantization siblings can be named, or None.
+
+    A Hugging Face id (org/name) always can; a local folder only when its name ends in
+    a quantization (…-AWQ): "/models/hf" says nothing about what its siblings are called.
+    """
+    root = str(served.extra.get("root") or served.digest or "")
+    for candidate in (root, served.name):
+        if candidate and _HF_ID_RE.match(candidate):
+            return candidate
+    if "/" in root and _SUFFIX_RE.search(root.rstrip("/")):
+        return root.rstrip("/")
+    return None
+
+
 def vllm_variants(
     served: ModelInfo, base_url: str, gpu_memory_utilization: float = 0.9
 ) -> list[VllmVariant]:
@@ -668,11 +684,16 @@ def vllm_variants(
 
     `served` is the one model the endpoint serves (its `digest` or extra["root"] is
     vLLM's `root`: the --model path or repo id). The commands keep the port and the
-    context length so a lane pointed at this endpoint stays comparable.
+    context length so a lane pointed at this endpoint stays comparable. Empty when the
+    siblings cannot be named (see variant_source).
     """
-    root = str(served.extra.get("root") or served.digest or served.name)
-    current = guess_quantization(root, served.name) or served.quantization
-    base = base_model_name(root)
+    source = variant_source(served)
+    if source is None:
+        return []
+    current = guess_quantization(source) or (
+        guess_quantization(served.quantization) if served.quantization else None
+    )
+    base = base_model_name(source)
     try:
         parts = urlsplit(base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -684,6 +705,8 @@ def vllm_variants(
         if quant == current:
             continue  # the one already served (None: unquantized or unknown)
         model = base + suffix
+        if model == source:
+            continue  # no suffix on the served name: the bare base is what runs now
         # A local folder is served under its folder name; a repo under its id.
         served_name = model.rsplit("/", 1)[-1] if model.startswith(("/", ".", "~")) else model
         argv = ["vllm", "serve", model, "--served-model-name", served_name]

@@ -131,6 +131,11 @@ for status in statuses:
         if status.reachable and served is not None:
             st.text(ep.served_line(served))
             variants = ep.vllm_variants(served, status.base_url)
+            if status.engine == "vllm" and not variants:
+                st.caption(
+                    "No other quantization to suggest: the served model is a local folder "
+                    "whose name does not say its quantization."
+                )
             if status.engine == "vllm" and variants:
                 by_label = {v.label: v for v in variants}
                 choice = st.selectbox(

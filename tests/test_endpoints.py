@@ -460,3 +460,15 @@ def test_vllm_variants_unquantized_remote_and_local_paths():
     assert "'/srv/models/My Model-AWQ'" in awq.command  # quoted for copying
     assert "--max-model-len" not in awq.argv  # unknown: left to vLLM
     assert ep.base_model_name("Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4") == "Qwen/Qwen2.5-7B-Instruct"
+    # A local folder that does not name its quantization (the sandbox's): nothing to guess.
+    sandbox_model = ModelInfo("tiny-qwen2", digest="/work/.sandbox/models/tiny-qwen2/hf")
+    assert ep.vllm_variants(sandbox_model, "http://127.0.0.1:8000/v1") == []
+    # A custom served name over a repo id: the repo id names the siblings.
+    custom = ModelInfo("qwen", extra={"root": "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int8"})
+    got = [v.model for v in ep.vllm_variants(custom, "http://127.0.0.1:8000/v1")]
+    assert got[0] == "Qwen/Qwen2.5-7B-Instruct-AWQ"
+    assert "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int8" not in got
+    # The quantization a local config.json gave (lower case) still hides the served one.
+    served = ModelInfo("Org/Model", quantization="awq", digest="Org/Model")
+    models = [v.model for v in ep.vllm_variants(served, "http://h:8000/v1")]
+    assert models == ["Org/Model-GPTQ-Int4", "Org/Model-GPTQ-Int8", "Org/Model-FP8"]
