@@ -142,6 +142,7 @@ async def test_thinking_and_tool_calls_are_output(engine: OllamaEngine, srv: Oll
         ("malformed", "malformed NDJSON line from server"),
         ("reset", "connection lost mid-stream: "),
         ("close", "connection lost mid-stream: "),
+        ("drop", "connection lost before any output: "),
     ],
 )
 async def test_faults_become_one_line_errors(
@@ -150,7 +151,8 @@ async def test_faults_become_one_line_errors(
     r = await chat(engine, model=f"fault-{fault}")
     assert r.error is not None and r.error.startswith(expected), r.error
     assert "\n" not in r.error
-    assert len(r.chunk_times) == (0 if fault == "http503" else srv.script.fault_after)
+    mid_stream = fault not in ("http503", "drop")
+    assert len(r.chunk_times) == (srv.script.fault_after if mid_stream else 0)
     assert r.output_tokens is None and r.server is None
     assert (await chat(engine)).error is None  # the client is still usable
 

@@ -331,9 +331,12 @@ class OpenAICompatEngine:
     def _transport_text(self, exc: BaseException, st: _State) -> str:
         if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
             return f"timed out: {exc_text(exc)}"
-        if not st.started:
+        if st.started:
+            return f"connection lost mid-stream: {exc_text(exc)}"
+        if _caused_by(exc, httpx2.ConnectError):
             return f"cannot connect to {self.base_url}: {exc_text(exc)}"
-        return f"connection lost mid-stream: {exc_text(exc)}"
+        # Connected, but the server closed before answering (e.g. it crashed).
+        return f"no response from {self.base_url}: {exc_text(exc)}"
 
     async def _stream_raw(self, kwargs: dict[str, Any], st: _State) -> None:
         create = self._client.chat.completions.with_streaming_response.create
@@ -397,6 +400,17 @@ class OpenAICompatEngine:
             error=error,
             server=server,
         )
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _json(response: httpx.Response | None) -> Any:

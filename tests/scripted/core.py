@@ -25,7 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULTS = ("reset", "http503", "hang", "hang_headers", "error", "malformed", "close")
+# reset: TCP RST mid-stream; close: FIN mid-body; drop: FIN before any response;
+# hang: stall mid-stream; hang_headers: never answer; error: an error object mid-stream;
+# malformed: a broken line mid-stream; http503: refuse with the engine's 503 body.
+FAULTS = ("reset", "close", "drop", "hang", "hang_headers", "error", "malformed", "http503")
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
 _REASONS |= {500: "Internal Server Error", 503: "Service Unavailable"}

@@ -188,6 +188,9 @@ class OllamaServer(ScriptedServer):
             return True
         if fault == "hang_headers":
             return reply.hang()
+        if fault == "drop":  # the server process died while handling the request
+            reply.close()
+            return False
         options = body.get("options") or {}
         limit = options.get("num_predict")
         limit = 64 if limit is None or limit < 0 else limit

@@ -143,6 +143,9 @@ class OpenAIServer(ScriptedServer):
             return True
         if fault == "hang_headers":
             return reply.hang()
+        if fault == "drop":  # the server process died while handling the request
+            reply.close()
+            return False
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 16
         n_tokens = min(s.tokens, max_tokens) if s.tokens is not None else max_tokens
         finish = "length" if n_tokens >= max_tokens else "stop"
