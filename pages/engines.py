@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lib import endpoints as ep
-from lib import ui
+from lib import ui, variants
 from lib.engines.base import EngineError
 from lib.ui import esc_md
 
@@ -111,14 +111,14 @@ for status in statuses:
             if pulled:
                 bar = st.progress(0.0, text="Starting…")
 
-                def show(p: ep.PullProgress, bar=bar) -> None:
+                def show(p: variants.PullProgress, bar=bar) -> None:
                     text = esc_md(p.status or "…")
                     if p.fraction is not None:
                         text += f" — {p.completed / 1e9:.2f} of {p.total / 1e9:.2f} GB"
                     bar.progress(p.fraction or 0.0, text=text)
 
                 try:
-                    ep.pull_model(
+                    variants.pull_model(
                         status.base_url, tag, ep.resolve_api_key(e, secrets()), on_progress=show
                     )
                 except (ValueError, EngineError) as exc:
@@ -130,7 +130,7 @@ for status in statuses:
         served = ep.served_model(status)
         if status.reachable and served is not None:
             st.text(ep.served_line(served))
-            variants = ep.vllm_variants(served, status.base_url)
+            variants = variants.vllm_variants(served, status.base_url)
             if status.engine == "vllm" and not variants:
                 st.caption(
                     "No other quantization to suggest: the served model is a local folder "

@@ -10,6 +10,7 @@ import types
 import pytest
 
 from lib import endpoints as ep
+from lib import variants
 from lib.endpoints import Endpoint
 from lib.engines.base import EngineError
 from lib.records import ModelInfo
@@ -356,19 +357,19 @@ def test_model_rows():
 
 @pytest.mark.parametrize("tag", ["qwen2.5:7b-instruct-q8_0", "hf.co/org/Model-GGUF:Q4_K_M"])
 def test_validate_ollama_model_accepts(tag):
-    assert ep.validate_ollama_model(f" {tag} ") == tag
+    assert variants.validate_ollama_model(f" {tag} ") == tag
 
 
 @pytest.mark.parametrize("tag", ["", "bad name", "qwen;rm -rf /", "-x", ":tag", "a:b:c", "a/"])
 def test_validate_ollama_model_rejects(tag):
     with pytest.raises(ValueError) as info:
-        ep.validate_ollama_model(tag)
+        variants.validate_ollama_model(tag)
     assert "\n" not in str(info.value)
 
 
 def test_pull_reports_progress_and_adds_the_model(ollama):
-    seen: list[ep.PullProgress] = []
-    final = ep.pull_model(ollama.url, "qwen2.5:7b-instruct-q8_0", on_progress=seen.append)
+    seen: list[variants.PullProgress] = []
+    final = variants.pull_model(ollama.url, "qwen2.5:7b-instruct-q8_0", on_progress=seen.append)
     assert final.status == "success" and final.fraction == 1.0
     assert seen[0].status == "pulling manifest" and seen[0].fraction is None
     fractions = [p.fraction for p in seen if p.fraction is not None]
@@ -380,25 +381,27 @@ def test_pull_reports_progress_and_adds_the_model(ollama):
 
 def test_pull_errors_are_one_line(ollama):
     with pytest.raises(EngineError) as info:
-        ep.pull_model(ollama.url, "missing-model:latest")
+        variants.pull_model(ollama.url, "missing-model:latest")
     assert "file does not exist" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ValueError):
-        ep.pull_model(ollama.url, "not a tag")
+        variants.pull_model(ollama.url, "not a tag")
     assert ollama.recorded("/api/pull")[-1].body["model"] == "missing-model:latest"
     with pytest.raises(EngineError):
-        ep.pull_model(f"http://127.0.0.1:{free_port()}", "qwen2.5:7b")
+        variants.pull_model(f"http://127.0.0.1:{free_port()}", "qwen2.5:7b")
 
 
 def test_pull_progress_folds_layers():
     layers: dict[str, tuple[int, int]] = {}
-    assert ep.pull_progress(layers, {"status": "pulling manifest"}).fraction is None
-    ep.pull_progress(layers, {"status": "pulling a", "digest": "a", "total": 100})
-    p = ep.pull_progress(layers, {"status": "pulling b", "digest": "b", "total": 300})
+    assert variants.pull_progress(layers, {"status": "pulling manifest"}).fraction is None
+    variants.pull_progress(layers, {"status": "pulling a", "digest": "a", "total": 100})
+    p = variants.pull_progress(layers, {"status": "pulling b", "digest": "b", "total": 300})
     assert (p.completed, p.total) == (0, 400)
-    ep.pull_progress(layers, {"status": "pulling a", "digest": "a", "total": 100, "completed": 100})
-    p = ep.pull_progress(layers, {"digest": "b", "total": 300, "completed": 100})
+    variants.pull_progress(
+        layers, {"status": "pulling a", "digest": "a", "total": 100, "completed": 100}
+    )
+    p = variants.pull_progress(layers, {"digest": "b", "total": 300, "completed": 100})
     assert p.fraction == 0.5
-    assert ep.pull_progress(layers, {"status": "success"}).fraction == 1.0
+    assert variants.pull_progress(layers, {"status": "success"}).fraction == 1.0
 
 
 # --- quantization names and vLLM variants -----------------------------------------------
@@ -430,14 +433,14 @@ def test_vllm_variants_for_awq():
         context_length=8192,
         digest="Qwen/Qwen2.5-7B-Instruct-AWQ",
     )
-    variants = ep.vllm_variants(served, "http://127.0.0.1:8000/v1")
-    assert [(v.label, v.model, v.quantization) for v in variants] == [
+    found = variants.vllm_variants(served, "http://127.0.0.1:8000/v1")
+    assert [(v.label, v.model, v.quantization) for v in found] == [
         ("GPTQ-Int4", "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4", "GPTQ-Int4"),
         ("GPTQ-Int8", "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int8", "GPTQ-Int8"),
         ("FP8", "Qwen/Qwen2.5-7B-Instruct-FP8", "FP8"),
         ("unquantized (BF16)", "Qwen/Qwen2.5-7B-Instruct", None),
     ]
-    assert variants[0].command == (
+    assert found[0].command == (
         "vllm serve Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"
         " --served-model-name Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"
         " --max-model-len 8192 --gpu-memory-utilization 0.9 --port 8000 --host 127.0.0.1"
@@ -446,29 +449,31 @@ def test_vllm_variants_for_awq():
 
 def test_vllm_variants_unquantized_remote_and_local_paths():
     served = ModelInfo("qwen", digest="Qwen/Qwen2.5-7B-Instruct", context_length=32768)
-    variants = ep.vllm_variants(served, "https://gpu.example.com:9000/v1")
-    assert [v.quantization for v in variants] == ["AWQ", "GPTQ-Int4", "GPTQ-Int8", "FP8"]
-    assert variants[0].argv == [
+    found = variants.vllm_variants(served, "https://gpu.example.com:9000/v1")
+    assert [v.quantization for v in found] == ["AWQ", "GPTQ-Int4", "GPTQ-Int8", "FP8"]
+    assert found[0].argv == [
         "vllm", "serve", "Qwen/Qwen2.5-7B-Instruct-AWQ",
         "--served-model-name", "Qwen/Qwen2.5-7B-Instruct-AWQ",
         "--max-model-len", "32768", "--gpu-memory-utilization", "0.9", "--port", "9000",
     ]  # fmt: skip
     local = ModelInfo("tiny", digest="/srv/models/My Model-FP8")
-    [awq, *_] = ep.vllm_variants(local, "http://localhost:8000/v1")
+    [awq, *_] = variants.vllm_variants(local, "http://localhost:8000/v1")
     assert awq.model == "/srv/models/My Model-AWQ"
     assert awq.argv[4] == "My Model-AWQ"  # a folder is served under its folder name
     assert "'/srv/models/My Model-AWQ'" in awq.command  # quoted for copying
     assert "--max-model-len" not in awq.argv  # unknown: left to vLLM
-    assert ep.base_model_name("Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4") == "Qwen/Qwen2.5-7B-Instruct"
+    assert (
+        variants.base_model_name("Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4") == "Qwen/Qwen2.5-7B-Instruct"
+    )
     # A local folder that does not name its quantization (the sandbox's): nothing to guess.
     sandbox_model = ModelInfo("tiny-qwen2", digest="/work/.sandbox/models/tiny-qwen2/hf")
-    assert ep.vllm_variants(sandbox_model, "http://127.0.0.1:8000/v1") == []
+    assert variants.vllm_variants(sandbox_model, "http://127.0.0.1:8000/v1") == []
     # A custom served name over a repo id: the repo id names the siblings.
     custom = ModelInfo("qwen", extra={"root": "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int8"})
-    got = [v.model for v in ep.vllm_variants(custom, "http://127.0.0.1:8000/v1")]
+    got = [v.model for v in variants.vllm_variants(custom, "http://127.0.0.1:8000/v1")]
     assert got[0] == "Qwen/Qwen2.5-7B-Instruct-AWQ"
     assert "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int8" not in got
     # The quantization a local config.json gave (lower case) still hides the served one.
     served = ModelInfo("Org/Model", quantization="awq", digest="Org/Model")
-    models = [v.model for v in ep.vllm_variants(served, "http://h:8000/v1")]
+    models = [v.model for v in variants.vllm_variants(served, "http://h:8000/v1")]
     assert models == ["Org/Model-GPTQ-Int4", "Org/Model-GPTQ-Int8", "Org/Model-FP8"]
