@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,14 @@ from sandbox.lifecycle import ENGINE_NAMES, Interrupted, UpOptions, down, ensure
 from sandbox.models import choose, prepare
 from sandbox.paths import home
 from sandbox.state import Reporter
+
+
+def _env_engines() -> list[str]:
+    text = os.environ.get("SERVESCOPE_SANDBOX_ENGINES") or ",".join(ENGINE_NAMES)
+    try:
+        return _engines(text)
+    except argparse.ArgumentTypeError as exc:
+        raise SandboxError(f"SERVESCOPE_SANDBOX_ENGINES={text!r}: {exc}") from None
 
 
 def _engines(text: str) -> list[str]:
@@ -39,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--engines",
             type=_engines,
-            default=list(ENGINE_NAMES),
-            help="comma-separated subset of vllm,llama (default: both)",
+            default=None,
+            help="comma-separated subset of vllm,llama (default: $SERVESCOPE_SANDBOX_ENGINES "
+            "or both)",
         )
 
     def model_arg(p: argparse.ArgumentParser) -> None:
@@ -69,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ensure", help="start the sandbox unless an engine answers at the configured URLs"
     )
     p_ensure.add_argument("--background", action="store_true", help="start up and return")
+    engines_arg(p_ensure)
     return parser
 
 
@@ -92,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = home()
     report = Reporter(where, quiet=False)
     try:
+        if hasattr(args, "engines") and args.engines is None:
+            args.engines = _env_engines()
         if args.command == "install":
             ensure_installed(where, args.engines, report)
         elif args.command == "models":
@@ -113,10 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "status":
             return _print_status(status(where), args.json)
         elif args.command == "ensure":
-            ensure(args.background, report)
+            ensure(args.background, report, args.engines)
     except SandboxError as exc:
         print(exc.line(), file=sys.stderr, flush=True)
-        report.record("failed", exc.line())
+        extra = {"log": str(exc.log)} if exc.log else {}
+        report.record("failed", exc.line(), **extra)
         return 2
     except (Interrupted, KeyboardInterrupt):
         print(f"sandbox: {args.command} interrupted; stopped what it started", file=sys.stderr)

@@ -241,7 +241,8 @@ def _up_locked(where: Home, options: UpOptions, choice: Any, report: Reporter) -
             started.append((launch, proc, record))
             # Recorded at once, so `down` can stop it even if this `up` is killed.
             write_state({"engines": [r for _, _, r in started], "model": models.to_json()}, where)
-            report("start", f"{launch.name}: starting on {launch.base_url} (log {where.rel(launch.log)})")
+            log = where.rel(launch.log)
+            report("start", f"{launch.name}: starting on {launch.base_url} (log {log})")
         _wait_ready(started, options.timeout_s, report)
     except BaseException:
         _stop_engines(where, [r for _, _, r in started])
@@ -327,7 +328,7 @@ def _answers(kind: str, url: str) -> bool:
         return False
 
 
-def ensure(background: bool, report: Reporter) -> str:
+def ensure(background: bool, report: Reporter, names: Sequence[str] = ENGINE_NAMES) -> str:
     """Start the sandbox when no engine answers at the configured URLs.
 
     Returns what happened: "off", "found", "running", "starting" or "started".
@@ -348,13 +349,13 @@ def ensure(background: bool, report: Reporter) -> str:
         print(f"sandbox: sandbox engines are starting (pid {current.get('pid')})", flush=True)
         return "starting"
     if not background:
-        up(UpOptions(), report)
+        up(UpOptions(engines=names), report)
         return "started"
     where.ensure()
     log = where.logs / "up.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "up"],
+            [sys.executable, "-m", "sandbox", "up", "--engines", ",".join(names)],
             cwd=REPO_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

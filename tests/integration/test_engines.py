@@ -1,0 +1,152 @@
+"""The benchmark CLI against the real sandbox engines (vLLM CPU build and llama.cpp)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.engines, pytest.mark.timeout(1800)]
+
+KOREAN_PROMPT = "안녕하세요. 서울의 날씨를 한국어로 짧게 알려 주세요."
+SAMPLING = ("--temperature", "0", "--seed", "0")
+
+
+def _lane_args(engine: dict) -> list[str]:
+    return ["--engine", "openai", "--base-url", engine["base_url"], "--model", engine["models"][0]]
+
+
+def _requests(data: dict, lane: int = 0) -> list[dict]:
+    return [r for level in data["lanes"][lane]["levels"] for r in level["requests"]]
+
+
+def test_status_lists_every_engine_and_model(engines):
+    vllm, llama = engines["vllm"], engines["llama"]
+    for engine in (vllm, llama):
+        assert engine["kind"] == "openai"
+        assert engine["base_url"].endswith("/v1")
+        assert engine["ready"] is True
+        served = httpx.get(f"{engine['base_url']}/models", timeout=10).json()
+        assert {m["id"] for m in served["data"]} >= set(engine["models"])
+    assert vllm["name"].startswith("vllm")
+    assert llama["name"].startswith("llama")
+    # Every GGUF quantization variant is its own model on the one llama.cpp server.
+    variants = {m.rsplit("-", 1)[-1] for m in llama["models"]}
+    assert {"f16", "q8_0", "q4_0"} <= variants
+
+
+def test_vllm_stream_counts_tokens_from_usage(engines, cli):
+    """Token counts are the server's usage, checked against a non-streamed twin request."""
+    vllm = engines["vllm"]
+    rc, data, log = cli(
+        *_lane_args(vllm),
+        *("--prompt", KOREAN_PROMPT, "--concurrency", "1", "--requests", "3"),
+        *("--warmup", "1", "--max-tokens", "40", *SAMPLING),
+    )
+    assert rc == 0, log
+    requests = _requests(data)
+    assert len(requests) == 3
+    twin = httpx.post(
+        f"{vllm['base_url']}/chat/completions",
+        json={
+            "model": vllm["models"][0],
+            "messages": [{"role": "user", "content": KOREAN_PROMPT}],
+            "max_tokens": 40,
+            "temperature": 0,
+            "top_p": 1.0,
+            "seed": 0,
+        },
+        timeout=60,
+    ).json()
+    for request in requests:
+        assert request["error"] is None
+        assert request["output_tokens"] == twin["usage"]["completion_tokens"]
+        assert request["prompt_tokens"] == twin["usage"]["prompt_tokens"]
+        assert request["output_text"] == twin["choices"][0]["message"]["content"]
+
+
+def test_ttft_is_below_end_to_end_latency(engines, cli):
+    rc, data, log = cli(
+        *_lane_args(engines["vllm"]),
+        *("--prompt", "Explain continuous batching.", "--concurrency", "1,4"),
+        *("--requests", "4", "--warmup", "1", "--max-tokens", "64", "--ignore-eos", *SAMPLING),
+    )
+    assert rc == 0, log
+    for level in data["lanes"][0]["levels"]:
+        assert level["completed"] == 4 and level["failed"] == 0
+        assert 0 < level["ttft_ms"]["mean"] < level["e2el_ms"]["mean"]
+        for request in level["requests"]:
+            assert 0 < request["ttft_ms"] < request["e2el_ms"]
+
+
+def test_ignore_eos_gives_exactly_max_tokens_on_vllm(engines, cli):
+    rc, data, log = cli(
+        *_lane_args(engines["vllm"]),
+        *("--prompt", KOREAN_PROMPT, "--concurrency", "1,4", "--requests", "4"),
+        *("--warmup", "0", "--max-tokens", "77", "--ignore-eos", *SAMPLING),
+    )
+    assert rc == 0, log
+    requests = _requests(data)
+    assert len(requests) == 8
+    assert {r["output_tokens"] for r in requests} == {77}
+    assert {r["finish_reason"] for r in requests} == {"length"}
+
+
+def test_vllm_batches_concurrent_requests(engines, cli):
+    """Continuous batching: 8 concurrent streams give at least twice the tokens/s of one.
+
+    A ratio inside one run, so a slower or busier machine moves both levels alike.
+    """
+    rc, data, log = cli(
+        *_lane_args(engines["vllm"]),
+        *("--prompt", "Write a long story about a river.", "--concurrency", "1,8"),
+        *("--requests", "24", "--warmup", "2", "--max-tokens", "256", "--ignore-eos", *SAMPLING),
+    )
+    assert rc == 0, log
+    levels = {level["concurrency"]: level for level in data["lanes"][0]["levels"]}
+    assert levels[1]["completed"] == levels[8]["completed"] == 24
+    assert levels[1]["total_output_tokens"] == levels[8]["total_output_tokens"] == 24 * 256
+    ratio = levels[8]["output_throughput"] / levels[1]["output_throughput"]
+    assert ratio >= 2.0, (levels[1]["output_throughput"], levels[8]["output_throughput"])
+
+
+def test_every_llama_cpp_variant_answers(engines, cli):
+    llama = engines["llama"]
+    lanes = []
+    for model in llama["models"]:
+        lanes += ["--lane", "openai", llama["base_url"], model]
+    rc, data, log = cli(
+        *lanes,
+        *("--prompt", KOREAN_PROMPT, "--concurrency", "1", "--requests", "2"),
+        *("--warmup", "1", "--max-tokens", "24", *SAMPLING),
+    )
+    assert rc == 0, log
+    assert [lane["model"] for lane in data["lanes"]] == llama["models"]
+    for lane in data["lanes"]:
+        level = lane["levels"][0]
+        assert level["completed"] == 2 and level["failed"] == 0, lane["model"]
+        for request in level["requests"]:
+            assert request["error"] is None
+            assert request["output_text"].strip(), lane["model"]
+            # llama-cpp-python 0.3.36 streams carry no usage; a count, when given, is bounded.
+            assert request["output_tokens"] is None or 0 < request["output_tokens"] <= 24
+            assert 0 < request["ttft_ms"] <= request["e2el_ms"]
+
+
+def test_vllm_metrics_are_readable(engines, cli):
+    vllm = engines["vllm"]
+    rc, _, log = cli(
+        *_lane_args(vllm),
+        *("--prompt", "hello", "--concurrency", "1", "--requests", "2", "--warmup", "0"),
+        *("--max-tokens", "16", "--ignore-eos", *SAMPLING),
+    )
+    assert rc == 0, log
+    metrics = httpx.get(vllm["base_url"].removesuffix("/v1") + "/metrics", timeout=10).text
+    lines = [line for line in metrics.splitlines() if line.startswith("vllm:")]
+    names = {line.split("{")[0].split(" ")[0] for line in lines}
+    assert {"vllm:num_requests_running", "vllm:generation_tokens_total"} <= names
+    generated = [
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("vllm:generation_tokens_total")
+    ]
+    assert generated and sum(generated) >= 32
