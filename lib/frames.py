@@ -35,6 +35,8 @@ SLIM_FIELDS: tuple[str, ...] = (
     "prompt_tokens",
     "output_tokens",
     "error",
+    "lang_drift",  # from the request's quality record: drifted from the prompt's language?
+    "drift_lang",  # ... and to which language
 )
 
 REQUEST_COLUMNS: tuple[str, ...] = (
@@ -114,6 +116,9 @@ class RequestLog:
         with self._lock:
             new = store.get_requests(conn, self.run_id, since_id=self.last_id)
             for rec in new:
+                q = rec.get("quality") or {}
+                rec["lang_drift"] = q.get("lang_drift") if q else None
+                rec["drift_lang"] = (q.get("lang") or {}).get("detected") if q else None
                 self._rows.append(tuple(rec.get(f) for f in SLIM_FIELDS))
             if new:
                 self.last_id = new[-1]["id"]
@@ -306,6 +311,20 @@ def kpis(levels: pd.DataFrame, names: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
+def drift_lines(rows: Iterable[Mapping[str, Any]], names: Sequence[str]) -> dict[str, str]:
+    """Per lane with checked answers: "4/5 drifted to Chinese" (lib.quality's wording)."""
+    from lib import quality  # optional module of another area: imported where used
+
+    checks: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("lang_drift") is None:
+            continue
+        checks.setdefault(r["lane_idx"], []).append(
+            {"lang_drift": r["lang_drift"], "lang": {"detected": r.get("drift_lang")}}
+        )
+    return {_name(names, li): quality.drift_summary(found) for li, found in checks.items()}
+
+
 def level_spans(
     levels: Sequence[Mapping[str, Any]],
     names: Sequence[str],
@@ -398,6 +417,8 @@ def settings_frame(document: Mapping[str, Any]) -> pd.DataFrame:
         rows.append((key, _text(value)))
     hardware = env.get("hardware") or {}
     for key, value in hardware.items() if isinstance(hardware, dict) else []:
+        if key.endswith("_bytes") and isinstance(value, int | float):
+            key, value = key.removesuffix("_bytes") + " (GB)", f"{value / 1e9:.1f}"
         rows.append((f"Hardware: {key}", _text(value)))
     if env.get("tool_version"):
         rows.append(("servescope version", str(env["tool_version"])))

@@ -623,7 +623,8 @@ def _draw_run(run_id: str, where: str) -> bool:
     level_df = frames.level_frame(rows, names, order)
     progress = frames.progress_frame(names, order, int(config.get("requests") or 0), counts, levels)
     _run_header(run, active, where)
-    lane_tiles(names, frames.kpis(level_df, names), progress, active)
+    drift = frames.drift_lines(rows, names)
+    lane_tiles(names, frames.kpis(level_df, names), progress, active, drift)
     spans = frames.level_spans(levels, names, t0)
     chart_grid(requests, level_df, spans, colors, order, run_id, where)
     return active
@@ -664,8 +665,10 @@ def lane_tiles(
     kpis: Sequence[Mapping[str, Any]],
     progress: pd.DataFrame,
     active: bool,
+    drift: Mapping[str, str] | None = None,
 ) -> None:
-    """One bordered box per lane: name in its colour, four KPIs, progress per level."""
+    """One bordered box per lane: name in its colour, four KPIs, progress per level,
+    and the language check of its answers ("4/5 drifted to Chinese")."""
     per_row = min(max(len(names), 1), 3)
     for start in range(0, len(names), per_row):
         cols = st.columns(per_row)
@@ -679,6 +682,9 @@ def lane_tiles(
                 m[1].metric("Tokens/s p50", fmt_num(kpi["tok_per_s_p50"], 1, "tok/s"))
                 m[2].metric("Output throughput", fmt_num(kpi["out_tok_per_s"], 0, "tok/s"))
                 m[3].metric("Errors", f"{kpi['failed']}")
+                if drift and kpi["lane"] in drift:
+                    line = esc_md(f"Answers: {drift[kpi['lane']]}")
+                    st.markdown(f":material/translate: **{line}**")
                 mine = progress[progress["lane_idx"] == li]
                 if active:
                     for row in mine.itertuples():
@@ -752,35 +758,37 @@ def _document(db: str, run_id: str, version: float | None) -> dict[str, Any]:
     return results.run_document(db, run_id)
 
 
+# In reading order: the headline figures first, so a narrow screen cuts off the least.
 SUMMARY_COLUMNS = {
     "lane": st.column_config.TextColumn("Lane", width="medium", pinned=True),
     "concurrency": st.column_config.NumberColumn("Concurrency", format="%d"),
+    "out_tok_per_s": st.column_config.NumberColumn("Output throughput (tok/s)", format="%.1f"),
+    "req_per_s": st.column_config.NumberColumn("Request rate (req/s)", format="%.2f"),
+    "ttft_p50_ms": st.column_config.NumberColumn("TTFT p50 (ms)", format="%.0f"),
+    "ttft_p99_ms": st.column_config.NumberColumn("TTFT p99 (ms)", format="%.0f"),
+    "e2el_p50_ms": st.column_config.NumberColumn("E2E p50 (ms)", format="%.0f"),
+    "e2el_p99_ms": st.column_config.NumberColumn("E2E p99 (ms)", format="%.0f"),
+    "tpot_p50_ms": st.column_config.NumberColumn("TPOT p50 (ms)", format="%.1f"),
+    "tok_per_s_p50": st.column_config.NumberColumn("Tokens/s p50 (tok/s)", format="%.1f"),
     "completed": st.column_config.NumberColumn("Completed", format="%d"),
     "failed": st.column_config.NumberColumn("Failed", format="%d"),
     "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.1f"),
-    "req_per_s": st.column_config.NumberColumn("Request rate (req/s)", format="%.2f"),
-    "out_tok_per_s": st.column_config.NumberColumn("Output throughput (tok/s)", format="%.1f"),
-    "ttft_p50_ms": st.column_config.NumberColumn("TTFT p50 (ms)", format="%.0f"),
-    "ttft_p99_ms": st.column_config.NumberColumn("TTFT p99 (ms)", format="%.0f"),
-    "tpot_p50_ms": st.column_config.NumberColumn("TPOT p50 (ms)", format="%.1f"),
-    "e2el_p50_ms": st.column_config.NumberColumn("E2E p50 (ms)", format="%.0f"),
-    "e2el_p99_ms": st.column_config.NumberColumn("E2E p99 (ms)", format="%.0f"),
-    "tok_per_s_p50": st.column_config.NumberColumn("Tokens/s p50 (tok/s)", format="%.1f"),
 }
+# Client TTFT beside the server's queue: the queue is where Ollama's TTFT goes.
 SERVER_COLUMNS = {
     "lane": st.column_config.TextColumn("Lane", width="medium", pinned=True),
     "concurrency": st.column_config.NumberColumn("Concurrency", format="%d"),
     "client_ttft_p50_ms": st.column_config.NumberColumn("Client TTFT p50 (ms)", format="%.0f"),
-    "client_e2el_p50_ms": st.column_config.NumberColumn("Client E2E p50 (ms)", format="%.0f"),
-    "client_tok_per_s_p50": st.column_config.NumberColumn(
-        "Client tokens/s p50 (tok/s)", format="%.1f"
-    ),
+    "server_queue_ms": st.column_config.NumberColumn("Server queue (ms)", format="%.0f"),
     "server_load_ms": st.column_config.NumberColumn("Server load (ms)", format="%.0f"),
     "server_prompt_eval_ms": st.column_config.NumberColumn(
         "Server prompt eval (ms)", format="%.0f"
     ),
-    "server_queue_ms": st.column_config.NumberColumn("Server queue (ms)", format="%.0f"),
+    "client_e2el_p50_ms": st.column_config.NumberColumn("Client E2E p50 (ms)", format="%.0f"),
     "server_eval_ms": st.column_config.NumberColumn("Server eval (ms)", format="%.0f"),
+    "client_tok_per_s_p50": st.column_config.NumberColumn(
+        "Client tokens/s p50 (tok/s)", format="%.1f"
+    ),
     "server_eval_tokens_per_s": st.column_config.NumberColumn(
         "Server eval rate (tok/s)", format="%.1f"
     ),
@@ -827,6 +835,7 @@ def results_details(run_id: str) -> None:
     st.dataframe(
         _lane_styled(summary, colors),
         column_config=SUMMARY_COLUMNS,
+        column_order=list(SUMMARY_COLUMNS),
         hide_index=True,
         key=f"summary-{run_id}",
     )
@@ -835,7 +844,12 @@ def results_details(run_id: str) -> None:
     if not server.empty:
         st.markdown("#### Engine-side timings (Ollama) beside the client's view")
         st.caption("Medians per level. Queue ≈ total − load − prompt eval − eval.")
-        st.dataframe(_lane_styled(server, colors), column_config=SERVER_COLUMNS, hide_index=True)
+        st.dataframe(
+            _lane_styled(server, colors),
+            column_config=SERVER_COLUMNS,
+            column_order=list(SERVER_COLUMNS),
+            hide_index=True,
+        )
     st.markdown("#### Lanes: engine and model")
     st.dataframe(
         _lane_styled(frames.lane_info_frame(doc), colors),

@@ -4,7 +4,6 @@ import streamlit as st
 
 from lib import ui
 
-st.title("Run a benchmark")
 run_id = ui.attached_run()
 if run_id and ui.run_panel(run_id, "run"):
     ui.show_run(run_id)
@@ -14,6 +13,7 @@ if run_id and ui.run_panel(run_id, "run"):
 else:
     if run_id:
         ui.show_run(None)  # a stale ?run= (deleted run): forget it
+    st.title("Run a benchmark")
     st.caption(
         "Compare engines side by side: each lane is an endpoint and a model on it. "
         "Lanes run one after another by default, so they do not share the GPU."

@@ -163,4 +163,4 @@ def test_through_app_navigation(db):
     at.switch_page("pages/results.py").run()
     assert not at.exception
     assert at.dataframe[0].value["lane"].nunique() == 2
-    assert "Results" in _texts(at.title)
+    assert at.selectbox(key="results_run").value == run_id

@@ -1,0 +1,216 @@
+"""The dashboard in a real browser: headless Debian Chromium at 1600×900 via Playwright.
+
+Starts the scripted engine pair (tests/browser/engines.py: Ollama queueing in one slot,
+vLLM batching and drifting to Chinese) and `streamlit run app.py` on free ports with a
+store in a temporary folder, sets up two lanes on the Run page, starts a run, watches
+the live view advance, opens the results, and saves screenshots to artifacts/ (look at
+them: they are what a team pastes into a retro). Waits are on conditions, never sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser.engines import OLLAMA_MODEL, VLLM_MODEL
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1600, "height": 900}
+# Sum of "c=N: done/total requests" over every progress bar on the page.
+PROGRESS_JS = """() => {
+  let done = 0;
+  for (const m of document.body.innerText.matchAll(/c=\\d+: (\\d+)\\/(\\d+) requests/g)) {
+    done += Number(m[1]);
+  }
+  return done;
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop one process we started, by its own handle."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture
+def engines() -> Iterator[dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.browser.engines", "--ttft-ms", "120", "--gap-ms", "25"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""  # blocks until READY or exit
+        found = re.match(r"READY ollama=(\d+) vllm=(\d+)", line)
+        assert found, f"scripted engines did not start: {line!r}"
+        yield {
+            "ollama": f"http://127.0.0.1:{found.group(1)}",
+            "vllm": f"http://127.0.0.1:{found.group(2)}/v1",
+        }
+    finally:
+        _stop(proc)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def dashboard(tmp_path, engines) -> Iterator[str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SERVESCOPE_DB": str(tmp_path / "store.db"),
+        "SERVESCOPE_OLLAMA_URL": engines["ollama"],
+        "SERVESCOPE_VLLM_URL": engines["vllm"],
+        "SERVESCOPE_SANDBOX": "off",
+    }
+    log = (tmp_path / "streamlit.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # poll the health endpoint: the condition is "the server answers"
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        assert proc.poll() is None, (tmp_path / "streamlit.log").read_text()
+        assert time.monotonic() < deadline, "streamlit did not come up in 60 s"
+        time.sleep(0.25)
+    try:
+        yield url
+    finally:
+        _stop(proc)
+        log.close()
+        from lib import jobs  # cancel a run the test may have left behind
+
+        for run in jobs.active_runs(env["SERVESCOPE_DB"]):
+            jobs.cancel(run["run_id"], env["SERVESCOPE_DB"])
+
+
+def _full_height_shot(page, path: Path, height: int) -> None:
+    """Streamlit scrolls inside its own container: a taller viewport shows it all."""
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+    page.locator(".js-plotly-plot").last.wait_for()
+    page.screenshot(path=str(path))
+    page.set_viewport_size(VIEWPORT)
+
+
+def test_run_live_and_results_in_chromium(dashboard):
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(30_000)
+            page.goto(dashboard)
+
+            # Two lanes, one per engine, each with its model and what is known of it.
+            expect(page.get_by_text("Lane 2: endpoint")).to_be_visible()
+            sidebar = page.get_by_test_id("stSidebar")
+            expect(sidebar.get_by_text("Ollama 0.9.0 · 2 models")).to_be_visible()
+            expect(sidebar.get_by_text("vLLM 0.9.1 · 1 model")).to_be_visible()
+            models = page.get_by_role("combobox", name="Model")
+            expect(models.nth(0)).to_have_value(OLLAMA_MODEL)
+            expect(models.nth(1)).to_have_value(VLLM_MODEL)
+            expect(page.get_by_text("Q4_K_M · 7.6B params · 4.68 GB")).to_be_visible()
+            page.get_by_label("Requests per level", exact=True).fill("5")
+            page.get_by_label("Max tokens", exact=True).fill("48")
+            label = page.get_by_label("Label")
+            label.fill("Ollama Q4_K_M vs vLLM AWQ, 5 at once")
+            label.press("Enter")
+            expect(page.get_by_label("Max tokens", exact=True)).to_have_value("48")
+            page.get_by_role("button", name="Start run").click()
+
+            # Live: the run's header, then progress that grows between two reads.
+            expect(page.get_by_text("running", exact=True)).to_be_visible()
+            page.wait_for_function(f"({PROGRESS_JS})() >= 3")
+            first = page.evaluate(PROGRESS_JS)
+            page.wait_for_function(f"({PROGRESS_JS})() > {first}")
+            assert "?run=" in page.url  # the run id is in the URL: a reload re-attaches
+            # Both lanes under way (Ollama done, vLLM going) for the live screenshot.
+            page.wait_for_function(f"({PROGRESS_JS})() >= 13")
+            expect(page.locator(".js-plotly-plot")).to_have_count(6)
+            expect(page.get_by_text("E2E latency of each request over time")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "run_live.png"))
+
+            # The end: one rerun drops the timer; the bars give way to a summary line.
+            expect(page.get_by_text("completed", exact=True)).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("c=1: 5/5 done · c=5: 5/5 done").first).to_be_visible()
+            page.locator(".js-plotly-plot").last.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "run_done.png"))
+
+            # Results: charts, the table with units, quality, answers as text.
+            page.get_by_text("Full results").first.click()
+            expect(page.get_by_text("Summary per lane and concurrency")).to_be_visible()
+            assert "/results?run=" in page.url
+            expect(page.get_by_text("Output throughput (tok/s)").first).to_be_visible()
+            expect(page.get_by_text(re.compile(r"\d+/\d+ drifted to Chinese"))).to_be_visible()
+            expect(page.get_by_text("Answers side by side")).to_be_visible()
+            expect(page.locator(".js-plotly-plot")).to_have_count(6)
+            page.screenshot(path=str(ARTIFACTS / "results.png"))
+            _full_height_shot(page, ARTIFACTS / "results_full.png", 4200)
+
+            # A reload of the results URL opens the same run.
+            page.reload()
+            expect(page.get_by_text("Summary per lane and concurrency")).to_be_visible()
+        finally:
+            browser.close()
+    for name in ("run_live.png", "run_done.png", "results.png", "results_full.png"):
+        assert (ARTIFACTS / name).stat().st_size > 20_000, name
