@@ -1,0 +1,297 @@
+"""The facts of a run that the HTML report and the PNG card both state.
+
+Pure reads over `results.run_document` plus the store rows the charts need: the title
+and date, a one-line hardware summary, endpoints without scheme or credentials, known
+engine settings, memory each lane held (from its telemetry), and the default level a
+card shows. Strings here are untrusted where they come from engines or users; the
+report and the card escape them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from lib import charts, results, store
+
+# vLLM engine settings worth a line in a retro (from its cache_config_info labels).
+VLLM_SETTINGS = (
+    "gpu_memory_utilization",
+    "enable_prefix_caching",
+    "block_size",
+    "cache_dtype",
+    "kv_cache_memory_bytes",
+    "num_gpu_blocks",
+)
+
+
+@dataclass
+class RunView:
+    """Everything a report or card draws: the results document plus the store rows the
+    charts need (send times), lane names safe for Plotly, colours and endpoints."""
+
+    doc: dict[str, Any]
+    run: dict[str, Any]
+    rows: list[dict[str, Any]]
+    levels: list[dict[str, Any]]
+    colors: dict[str, str]  # by lane name, for tables
+    chart_names: list[str]
+    chart_colors: dict[str, str]  # by chart name
+    order: list[int]
+    endpoints: dict[str, str] = field(default_factory=dict)
+
+
+def load_view(db: str | os.PathLike[str] | None, run_id: str) -> RunView:
+    """Read a run for a report. Raises results.RunNotFound."""
+    doc = results.run_document(db, run_id)
+    with store.opened(db) as conn:
+        run = store.get_run(conn, run_id) or {}
+        rows = store.get_requests(conn, run_id)
+        levels = store.get_levels(conn, run_id)
+    names = [lane["name"] for lane in doc["lanes"]]
+    # Plotly reads <b>, <br>, <a href> in trace names as markup: chart names get look-alike
+    # angle brackets, so a lane name can neither format a chart nor put a link in it.
+    chart_names = [n.replace("<", "‹").replace(">", "›") for n in names]
+    return RunView(
+        doc=doc,
+        run=run,
+        rows=rows,
+        levels=levels,
+        colors=charts.lane_colors(names),
+        chart_names=chart_names,
+        chart_colors=charts.lane_colors(chart_names),
+        order=list(doc["settings"].get("concurrency") or []),
+        endpoints={lane["name"]: endpoint_text(lane["base_url"]) for lane in doc["lanes"]},
+    )
+
+
+def fmt(value: Any, digits: int = 0, unit: str = "") -> str:
+    """A number for people: thousands separators, fixed digits, '–' when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    text = f"{value:,.{digits}f}"
+    return f"{text} {unit}" if unit else text
+
+
+def truncate(text: str, limit: int) -> str:
+    """At most `limit` characters, with an ellipsis when cut."""
+    text = text or ""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)].rstrip() + "…"
+
+
+def run_title(doc: Mapping[str, Any]) -> str:
+    """The run's label, else its id."""
+    return doc.get("label") or f"Run {doc['run_id']}"
+
+
+def run_date(doc: Mapping[str, Any]) -> str:
+    """When the run was created, local time with its zone."""
+    when = datetime.fromtimestamp(doc["created_at"]).astimezone()
+    return when.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def hardware_summary(env: Mapping[str, Any]) -> str:
+    """One line: GPUs (grouped by name), CPU, RAM."""
+    hw = env.get("hardware") or {}
+    gpu = hw.get("gpu") or {}
+    parts = []
+    if gpu.get("available") and gpu.get("gpus"):
+        groups: dict[str, list[int]] = {}
+        for g in gpu["gpus"]:
+            groups.setdefault(str(g.get("name")), []).append(g.get("memory_total_bytes") or 0)
+        for name, mems in groups.items():
+            parts.append(f"{len(mems)}× {name} ({fmt(mems[0] / 2**30, 0, 'GiB')})")
+    else:
+        parts.append("no GPU")
+    cores = hw.get("cpu_cores_usable") or hw.get("cpu_cores_logical")
+    if hw.get("cpu_model") or cores:
+        parts.append(f"{hw.get('cpu_model') or 'CPU'}, {cores or '?'} cores")
+    if hw.get("ram_total_bytes"):
+        parts.append(f"{fmt(hw['ram_total_bytes'] / 2**30, 0, 'GiB')} RAM")
+    return " · ".join(parts)
+
+
+def endpoint_text(url: str) -> str:
+    """host:port/path: no scheme (the report names no URL), credentials or query."""
+    _, _, rest = url.partition("://") if "://" in url else ("", "", url)
+    netloc, slash, path = rest.partition("/")
+    netloc = netloc.rsplit("@", 1)[-1]
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    return f"{netloc}{slash}{path}".rstrip("/")
+
+
+def engine_kind(lane: Mapping[str, Any]) -> str:
+    """vllm, ollama, llama.cpp or openai (what the endpoint said it is)."""
+    return str((lane.get("engine_info") or {}).get("kind") or lane.get("engine") or "")
+
+
+def engine_settings(doc: Mapping[str, Any], lane: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Known engine settings of a lane: context length, Ollama num_ctx, vLLM cache config."""
+    out = []
+    info = lane.get("engine_info") or {}
+    if info.get("context_length"):
+        out.append(("context", fmt(info["context_length"])))
+    if engine_kind(lane) == "ollama" and doc["settings"].get("num_ctx"):
+        out.append(("num_ctx", fmt(doc["settings"]["num_ctx"])))
+    for s in lane.get("telemetry") or []:
+        if s["source"] == "vllm" and s["name"] == "cache_config_info":
+            labels = s.get("labels") or {}
+            for key in VLLM_SETTINGS:
+                if key in labels:
+                    value = labels[key]
+                    if key.endswith("_bytes") and str(value).isdigit():
+                        value = fmt(int(value) / 2**30, 1, "GiB")
+                    out.append((key, str(value)))
+            break
+    return out
+
+
+def memory_series(lane: Mapping[str, Any]) -> tuple[str, list[tuple[float, float]]]:
+    """(what was measured, [(t seconds since run start, bytes)]) for a lane.
+
+    Best source first: NVML memory of the lane's engine processes (summed per sample
+    time); else Ollama's /api/ps model size (VRAM part, or all of it when on CPU); else
+    the whole GPU's used memory while the lane ran. ("", []) when none was sampled.
+    """
+    samples = lane.get("telemetry") or []
+    kind = engine_kind(lane)
+    by_t: dict[float, float] = {}
+    for s in samples:
+        labels = s.get("labels") or {}
+        if s["name"] == "process_memory_used_bytes" and labels.get("engine") == kind:
+            by_t[s["t"]] = by_t.get(s["t"], 0.0) + s["value"]
+    if by_t:
+        return "GPU, engine processes", sorted(by_t.items())
+    ollama: dict[str, list[tuple[float, float]]] = {"size_vram": [], "size": []}
+    for s in samples:
+        if s["source"] == "ollama" and s["name"] in ollama:
+            ollama[s["name"]].append((s["t"], s["value"]))
+    if any(v > 0 for _, v in ollama["size_vram"]):
+        return "VRAM, Ollama", ollama["size_vram"]
+    if ollama["size"]:
+        return "model size, Ollama", ollama["size"]
+    for s in samples:
+        if s["source"] == "nvml" and s["name"] == "memory_used_bytes":
+            by_t[s["t"]] = by_t.get(s["t"], 0.0) + s["value"]
+    return ("GPU, whole device", sorted(by_t.items())) if by_t else ("", [])
+
+
+def level_window(view: RunView, lane_idx: int, concurrency: int) -> tuple[float, float] | None:
+    """When a lane's level ran, in seconds since the run started (the telemetry's t)."""
+    start = view.run.get("started_at") or view.doc["created_at"]
+    for lv in view.levels:
+        if lv["lane_idx"] == lane_idx and lv["concurrency"] == concurrency and lv["started_at"]:
+            end = lv.get("finished_at") or lv["started_at"]
+            return lv["started_at"] - start, end - start
+    return None
+
+
+def peak_memory(view: RunView, lane_idx: int, concurrency: int | None) -> tuple[float | None, str]:
+    """Peak bytes while the level ran (one sampling interval of slack either side), else
+    over the whole lane; and what was measured ("" when nothing was)."""
+    label, points = memory_series(view.doc["lanes"][lane_idx])
+    if not points:
+        return None, ""
+    window = level_window(view, lane_idx, concurrency) if concurrency is not None else None
+    if window:
+        inside = [v for t, v in points if window[0] - 1.5 <= t <= window[1] + 1.5]
+        if inside:
+            return max(inside), label
+    return max(v for _, v in points), label
+
+
+def lane_level(lane: Mapping[str, Any], concurrency: int | None) -> dict[str, Any] | None:
+    """The lane's level summary at a concurrency, if it ran."""
+    for level in lane.get("levels", []):
+        if level["concurrency"] == concurrency:
+            return level
+    return None
+
+
+def default_concurrency(doc: Mapping[str, Any]) -> int | None:
+    """The highest level every lane measured something at (else the highest any did):
+    where the engines differ most, and a fair comparison."""
+    measured = [
+        {lv["concurrency"] for lv in lane.get("levels", []) if lv.get("completed")}
+        for lane in doc.get("lanes", [])
+    ]
+    common = set.intersection(*measured) if measured else set()
+    pool = common or set().union(*measured) if measured else set()
+    return max(pool) if pool else None
+
+
+def lane_kpis(view: RunView, concurrency: int | None) -> list[dict[str, Any]]:
+    """Per lane, what the card shows: who it is, its level's headline figures, peak
+    memory, and its answer checks over the whole run."""
+    from lib import quality  # another area's module, imported where used (as frames does)
+
+    out = []
+    for idx, lane in enumerate(view.doc["lanes"]):
+        info = lane.get("engine_info") or {}
+        level = lane_level(lane, concurrency) or {}
+        peak, label = peak_memory(view, idx, concurrency)
+        checks = [r["quality"] for lv in lane["levels"] for r in lv["requests"] if r.get("quality")]
+        flags = quality.summarize_flags(checks) if checks else {}
+        out.append(
+            {
+                "name": lane["name"],
+                "color": view.colors[lane["name"]],
+                "engine": engine_kind(lane),
+                "version": info.get("version"),
+                "model": lane["model"],
+                "quantization": info.get("quantization"),
+                "parameter_size": info.get("parameter_size"),
+                "completed": level.get("completed"),
+                "failed": level.get("failed"),
+                "ttft_p50_ms": (level.get("ttft_ms") or {}).get("p50"),
+                "tok_per_s_p50": (level.get("tokens_per_s") or {}).get("p50"),
+                "out_tok_per_s": level.get("output_throughput"),
+                "peak_memory_bytes": peak,
+                "memory_source": label,
+                "checked": len(checks),
+                "language": quality.drift_summary(checks) if checks else None,
+                "flags": {code: n for code, n in flags.items() if n and code != "lang_drift"},
+                "drifted": flags.get("lang_drift", 0),
+            }
+        )
+    return out
+
+
+def answer_pair(doc: Mapping[str, Any], concurrency: int | None) -> dict[str, Any] | None:
+    """One prompt with each lane's first answer: preferably one where the lanes' answer
+    checks disagree (one drifted, one did not), then the shortest. Texts are untrusted.
+
+    Returns {"prompt", "answers": [{"lane", "text", "error", "flags"}]} or None.
+    """
+    from lib import frames
+
+    items = frames.answers_by_prompt(doc, concurrency, limit=200)
+    if not items and concurrency is not None:
+        items = frames.answers_by_prompt(doc, None, limit=200)
+    best, best_key = None, None
+    for item in items:
+        answers = []
+        for lane in doc["lanes"]:
+            reqs = item["answers"].get(lane["name"]) or [{}]
+            req = reqs[0]
+            codes = sorted({f["code"] for f in (req.get("quality") or {}).get("flags") or []})
+            answers.append(
+                {
+                    "lane": lane["name"],
+                    "text": req.get("output_text") or "",
+                    "error": req.get("error"),
+                    "flags": codes,
+                }
+            )
+        differ = len({tuple(a["flags"]) for a in answers}) > 1
+        length = sum(len(a["text"]) for a in answers) + len(item["prompt"])
+        key = (not differ, length)
+        if best_key is None or key < best_key:
+            best, best_key = {"prompt": item["prompt"], "answers": answers}, key
+    return best
