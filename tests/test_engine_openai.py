@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 
 from lib.engines import make_engine
@@ -312,3 +313,18 @@ async def test_clock_starts_when_the_request_is_written(srv: OpenAIServer):
         await eng.aclose()
     assert_matches_truth(r, srv, 0.030)
     assert r.t_send >= t_call + 0.05
+
+
+async def test_fault_chosen_per_server_or_by_header(engine: OpenAICompatEngine, srv: OpenAIServer):
+    srv.script.fault = "error"  # every request of this server
+    r = await chat(engine)
+    assert r.error is not None and r.error.startswith("server error mid-stream")
+    srv.script.fault = None
+    body = {"model": MODEL, "messages": PROMPT.messages, "stream": True}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            srv.base_url + "/chat/completions", json=body, headers={"x-scripted-fault": "http503"}
+        )
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "ServiceUnavailableError"
+    assert srv.recorded(CHAT)[-1].fault == "http503"
