@@ -397,13 +397,20 @@ def lane_summaries(data: ReviewData, concurrency: int | None = None) -> list[Lan
 # After sentence-ending punctuation: CJK answers have few newlines, so a line diff would
 # be one '-' line against one '+' line; sentences make the difference readable.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+_WORD = re.compile(r"\w")
 MAX_DIFF_CHARS = 20_000
 
 
 def _units(text: str) -> list[str]:
     out = []
     for line in text[:MAX_DIFF_CHARS].splitlines():
-        out += [s for s in _SENTENCE_END.split(line) if s.strip()] or [line]
+        pieces: list[str] = []
+        for piece in _SENTENCE_END.split(line):
+            if pieces and not _WORD.search(piece):
+                pieces[-1] += piece  # a closing quote or brace stays with its sentence
+            elif piece.strip():
+                pieces.append(piece)
+        out += pieces or [line]
     return out
 
 
@@ -577,6 +584,7 @@ def win_rates(
                 "win_rate": score / n if n else None,
                 "ci_low": ci[0] if ci else None,
                 "ci_high": ci[1] if ci else None,
+                "interval": f"{ci[0]:.0%} – {ci[1]:.0%}" if ci else "",
             }
         )
     return out
@@ -654,6 +662,11 @@ def votes_export(db: Db, run_id: str) -> list[dict[str, Any]]:
         return []
     with store.opened(db) as conn:
         votes = store.get_votes(conn, run_id)
+    return export_rows(data, votes)
+
+
+def export_rows(data: ReviewData, votes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """votes_export over a run already loaded and its votes already read."""
     by_id = {a.request_id: a for a in data.answers.values()}
     names = data.lanes
     out = []
@@ -663,7 +676,7 @@ def votes_export(db: Db, run_id: str) -> list[dict[str, Any]]:
         prompt = prompt_of(data, v["prompt_idx"])
         out.append(
             {
-                "run_id": run_id,
+                "run_id": data.run_id,
                 "vote_id": v["id"],
                 "created_at": datetime.fromtimestamp(v["created_at"], UTC).isoformat(),
                 "voter": v["voter"],
