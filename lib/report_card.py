@@ -22,17 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from lib.report_facts import (
+    ConcurrencyError,
     RunView,
     answer_pair,
-    default_concurrency,
     fmt,
     hardware_summary,
     lane_kpis,
     load_view,
+    resolve_concurrency,
     run_date,
     run_title,
     truncate,
 )
+
+__all__ = ["ConcurrencyError", "RenderError", "card_html", "png_bytes", "render_png", "write_png"]
 
 WIDTH, HEIGHT = 1600, 900
 MAX_LANES = 4  # more do not fit readably; the card says how many were left out
@@ -49,10 +52,6 @@ ENGINE_NAMES = {
 
 class RenderError(RuntimeError):
     """The PNG could not be made (no browser, or the browser failed); one-line message."""
-
-
-class ConcurrencyError(ValueError):
-    """The asked-for concurrency level is not in the run."""
 
 
 def _e(value: Any) -> str:
@@ -116,12 +115,7 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src d
 def card_html(view: RunView, concurrency: int | None = None) -> str:
     """The card page for a loaded run at one concurrency level (default: the highest
     level every lane measured). Raises ConcurrencyError for a level the run lacks."""
-    levels = sorted({lv["concurrency"] for lane in view.doc["lanes"] for lv in lane["levels"]})
-    if concurrency is None:
-        concurrency = default_concurrency(view.doc)
-    elif concurrency not in levels:
-        have = ", ".join(map(str, levels)) or "none"
-        raise ConcurrencyError(f"concurrency {concurrency} is not in this run (levels: {have})")
+    concurrency = resolve_concurrency(view.doc, concurrency)
     kpis = lane_kpis(view, concurrency)
     shown, hidden = kpis[:MAX_LANES], len(kpis) - MAX_LANES
     settings = view.doc["settings"]

@@ -214,6 +214,22 @@ def lane_level(lane: Mapping[str, Any], concurrency: int | None) -> dict[str, An
     return None
 
 
+class ConcurrencyError(ValueError):
+    """The asked-for concurrency level is not in the run."""
+
+
+def resolve_concurrency(doc: Mapping[str, Any], concurrency: int | None) -> int | None:
+    """The level to headline: the one asked for (ConcurrencyError if the run lacks it),
+    else `default_concurrency`."""
+    if concurrency is None:
+        return default_concurrency(doc)
+    levels = sorted({lv["concurrency"] for lane in doc["lanes"] for lv in lane["levels"]})
+    if concurrency not in levels:
+        have = ", ".join(map(str, levels)) or "none"
+        raise ConcurrencyError(f"concurrency {concurrency} is not in this run (levels: {have})")
+    return concurrency
+
+
 def default_concurrency(doc: Mapping[str, Any]) -> int | None:
     """The highest level every lane measured something at (else the highest any did):
     where the engines differ most, and a fair comparison."""

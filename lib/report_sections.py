@@ -1,0 +1,384 @@
+"""The sections of the HTML report, each a function from a loaded run to escaped HTML.
+
+Every dynamic string goes through `_e` (html.escape, quotes included) or `_cell`; the
+figures come from lib/charts.py over lib/frames.py's frames, as on the Results page,
+and travel as JSON data blocks (`charts_section`) that lib/report.py's runner script
+draws. Nothing here names a URL: endpoints appear as host:port/path.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from lib import charts, frames
+from lib.report_facts import (
+    RunView,
+    engine_settings,
+    fmt,
+    hardware_summary,
+    lane_kpis,
+    memory_series,
+    run_date,
+    run_title,
+    truncate,
+)
+
+ANSWER_PROMPTS = 5  # prompts shown with their answers side by side
+ANSWER_CHARS = 3000  # per answer in the report; the full text is in the exports
+PROMPT_CHARS = 1500
+
+
+def _e(value: Any) -> str:
+    """Escaped text for HTML (quotes too: some of it lands in attributes)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _cell(value: Any) -> str:
+    """An escaped table cell; missing values (None, NaN from pandas) read '–'."""
+    if value is None or value == "" or (isinstance(value, float) and value != value):
+        return "–"
+    return _e(value)
+
+
+def _json_for_script(text: str) -> str:
+    # Inside <script> only "</script" and "<!--" matter; escaping every <, > and & keeps
+    # the JSON valid and leaves no markup at all. U+2028/9 end lines in old JS parsers.
+    for raw, safe in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(raw, safe)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _swatch(color: str) -> str:
+    return f'<span class="sw" style="background:{_e(color)}"></span>'
+
+
+def _lane_cell(name: str, colors: Mapping[str, str]) -> str:
+    return f'<td class="lane">{_swatch(colors.get(name, "#555555"))}{_e(name)}</td>'
+
+
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool] = ()
+) -> str:
+    """Rows of cells that are already HTML (escaped by the caller)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            if cell.startswith("<td"):
+                cells.append(cell)
+            else:
+                cls = ' class="num"' if i < len(numeric) and numeric[i] else ""
+                cells.append(f"<td{cls}>{cell}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<div class="wide"><table><tr>{head}</tr>{"".join(body)}</table></div>'
+
+
+def header(view: RunView) -> str:
+    doc = view.doc
+    status = _e(doc["status"])
+    bits = [
+        f'<span class="status {status}">{status}</span>',
+        f"run {_e(doc['run_id'])}",
+        _e(run_date(doc)),
+        f"{len(doc['lanes'])} lanes",
+    ]
+    out = f"<h1>{_e(run_title(doc))}</h1><p class='meta'>{' · '.join(bits)}</p>"
+    out += f"<p class='meta'>{_e(hardware_summary(doc.get('environment') or {}))}</p>"
+    if doc.get("error"):
+        out += f"<p class='error'>The run failed: {_e(doc['error'])}</p>"
+    return out
+
+
+def headline(view: RunView, concurrency: int | None) -> str:
+    """Each lane's engine, model and headline figures at one level: the card, as a table."""
+    if concurrency is None:
+        return ""
+    rows = []
+    for k in lane_kpis(view, concurrency):
+        engine = " ".join(str(x) for x in (k["engine"], k["version"]) if x)
+        mem = k["peak_memory_bytes"]
+        memory = f"{fmt(mem / 2**30, 1)} GiB ({k['memory_source']})" if mem is not None else "–"
+        flags = ", ".join(f"{n} {code.replace('_', ' ')}" for code, n in k["flags"].items())
+        rows.append(
+            [
+                _lane_cell(k["name"], view.colors),
+                _cell(engine),
+                _cell(k["model"]),
+                _cell(" · ".join(str(x) for x in (k["quantization"], k["parameter_size"]) if x)),
+                _e(fmt(k["ttft_p50_ms"], 1)),
+                _e(fmt(k["tok_per_s_p50"], 1)),
+                _e(fmt(k["out_tok_per_s"], 1)),
+                _e(memory),
+                _cell("; ".join(x for x in (k["language"], flags) if x)),
+            ]
+        )
+    headers = ["Lane", "Engine", "Model", "Quantization", "TTFT p50 (ms)"]
+    headers += ["Tokens/s p50", "Output throughput (tok/s)", "Peak memory", "Answer checks"]
+    numeric = [False, False, False, False, True, True, True, True, False]
+    return f"<h2>At concurrency {concurrency}</h2>" + _table(headers, rows, numeric)
+
+
+def settings_section(view: RunView) -> str:
+    settings = frames.settings_frame(view.doc)
+    rows = [
+        [_e(r.setting), _e(r.value)]
+        for r in settings.itertuples()
+        if not str(r.setting).startswith("Hardware:")
+    ]
+    hw = _hardware_rows(view.doc.get("environment") or {})
+    return (
+        "<h2>Run settings and hardware</h2><div class='cols'><div>"
+        + _table(["Setting", "Value"], rows)
+        + "</div><div>"
+        + _table(["Hardware", "Value"], hw)
+        + "</div></div>"
+    )
+
+
+def _hardware_rows(env: Mapping[str, Any]) -> list[list[str]]:
+    hw = env.get("hardware") or {}
+    gpu = hw.get("gpu") or {}
+    rows = []
+    if gpu.get("available"):
+        for g in gpu.get("gpus") or []:
+            mem = fmt((g.get("memory_total_bytes") or 0) / 2**30, 0, "GiB")
+            rows.append([f"GPU {_e(g.get('index'))}", _e(f"{g.get('name')} ({mem})")])
+        if gpu.get("driver"):
+            rows.append(["GPU driver", _e(gpu["driver"])])
+    else:
+        rows.append(["GPU", _e(f"none ({gpu.get('reason') or 'not recorded'})")])
+    cores = hw.get("cpu_cores_usable") or hw.get("cpu_cores_logical")
+    rows.append(["CPU", _e(f"{hw.get('cpu_model') or '–'}, {cores or '?'} cores usable")])
+    if hw.get("ram_total_bytes"):
+        rows.append(["RAM", _e(fmt(hw["ram_total_bytes"] / 2**30, 0, "GiB"))])
+    for key, label in (("os", "OS"), ("python", "Python")):
+        if hw.get(key):
+            rows.append([label, _e(hw[key])])
+    if env.get("tool_version"):
+        rows.append(["servescope", _e(env["tool_version"])])
+    return rows
+
+
+def lanes_section(view: RunView) -> str:
+    info = frames.lane_info_frame(view.doc)
+    rows = []
+    for lane, r in zip(view.doc["lanes"], info.itertuples(), strict=True):
+        settings = "; ".join(f"{k}: {v}" for k, v in engine_settings(view.doc, lane))
+        rows.append(
+            [
+                _lane_cell(lane["name"], view.colors),
+                _cell(r.engine),
+                _cell(r.version),
+                _cell(r.model),
+                _cell(r.quantization),
+                _cell(r.parameter_size),
+                _e(fmt(r.context_length)),
+                _e(view.endpoints[lane["name"]]),
+                _e(truncate(str(r.digest or "–"), 24)),
+                _e(settings or "–"),
+            ]
+        )
+    headers = ["Lane", "Engine", "Version", "Model", "Quantization", "Parameters"]
+    headers += ["Context", "Endpoint", "Digest / root", "Engine settings"]
+    return "<h2>Engines and models</h2>" + _table(headers, rows)
+
+
+SUMMARY_HEADERS = {
+    "concurrency": ("Concurrency", 0),
+    "completed": ("Completed", 0),
+    "failed": ("Failed", 0),
+    "duration_s": ("Duration (s)", 2),
+    "req_per_s": ("Requests/s", 2),
+    "out_tok_per_s": ("Output throughput (tok/s)", 1),
+    "ttft_p50_ms": ("TTFT p50 (ms)", 1),
+    "ttft_p99_ms": ("TTFT p99 (ms)", 1),
+    "tpot_p50_ms": ("TPOT p50 (ms)", 2),
+    "e2el_p50_ms": ("E2E p50 (ms)", 0),
+    "e2el_p99_ms": ("E2E p99 (ms)", 0),
+    "tok_per_s_p50": ("Tokens/s p50 (per request)", 1),
+}
+
+
+def summary_section(view: RunView) -> str:
+    summary = frames.summary_frame(view.doc)
+    rows = []
+    for rec in summary.to_dict("records"):
+        cells = [_lane_cell(rec["lane"], view.colors)]
+        cells += [_e(fmt(rec[k], digits)) for k, (_, digits) in SUMMARY_HEADERS.items()]
+        rows.append(cells)
+    headers = ["Lane", *(h for h, _ in SUMMARY_HEADERS.values())]
+    note = (
+        "<p class='note'>Per level: output throughput = all output tokens ÷ the level's "
+        "duration; tokens/s per request = output tokens ÷ its E2E latency (one user's view). "
+        "Warm-up requests are left out. Definitions as vLLM's <code>bench serve</code>.</p>"
+    )
+    table = _table(headers, rows, [False, *([True] * len(SUMMARY_HEADERS))])
+    return "<h2>Summary per lane and concurrency</h2>" + table + note + _server_table(view)
+
+
+SERVER_HEADERS = {
+    "concurrency": "Concurrency",
+    "client_ttft_p50_ms": "Client TTFT (ms)",
+    "client_e2el_p50_ms": "Client E2E (ms)",
+    "client_tok_per_s_p50": "Client tokens/s",
+    "server_load_ms": "Load (ms)",
+    "server_prompt_eval_ms": "Prompt eval (ms)",
+    "server_queue_ms": "Queue (ms)",
+    "server_eval_ms": "Eval (ms)",
+    "server_eval_tokens_per_s": "Eval rate (tok/s)",
+}
+
+
+def _server_table(view: RunView) -> str:
+    server = frames.server_timings_frame(view.doc)
+    if server.empty:
+        return ""
+    cols = [c for c in SERVER_HEADERS if c in server.columns]
+    rows = [
+        [
+            _lane_cell(rec["lane"], view.colors),
+            *(_e(fmt(rec[c], 0 if c == "concurrency" else 1)) for c in cols),
+        ]
+        for rec in server.to_dict("records")
+    ]
+    headers = ["Lane", *(SERVER_HEADERS[c] for c in cols)]
+    return (
+        "<h3>Engine-side timings (Ollama), medians, beside the client's view</h3>"
+        + _table(headers, rows, [False, *([True] * len(cols))])
+        + "<p class='note'>Queue ≈ total − load − prompt eval − eval.</p>"
+    )
+
+
+def figures(view: RunView) -> list[go.Figure]:
+    rows, names, colors, order = view.rows, view.chart_names, view.chart_colors, view.order
+    t0 = frames.run_start(view.run, rows)
+    requests = frames.request_frame(rows, names, t0)
+    levels = frames.level_frame(rows, names, order)
+    spans = frames.level_spans(view.levels, names, t0, now=view.run.get("finished_at"))
+    return [
+        charts.throughput_vs_concurrency(levels, colors),
+        charts.ttft_box(requests, colors, order),
+        charts.e2el_box(requests, colors, order),
+        charts.tokens_per_s_box(requests, colors, order),
+        charts.tpot_box(requests, colors, order),
+        charts.latency_timeline(requests, colors, spans),
+        memory_figure(view),
+    ]
+
+
+def memory_figure(view: RunView) -> go.Figure:
+    """Memory each lane held over the run (GiB), from the telemetry beside it."""
+    fig = charts.base_figure(
+        "Memory over the run",
+        charts.TIME_TITLE,
+        "Memory (GiB)",
+        "GPU memory of the engine's processes (NVML), else the model's size as Ollama reports it.",
+    )
+    drawn = 0
+    for lane, name in zip(view.doc["lanes"], view.chart_names, strict=True):
+        label, points = memory_series(lane)
+        if not points:
+            continue
+        drawn += 1
+        color = view.chart_colors[name]
+        fig.add_trace(
+            go.Scatter(
+                x=[t for t, _ in points],
+                y=[v / 2**30 for _, v in points],
+                mode="lines+markers",
+                name=f"{name} ({label})",
+                line={"color": color, "width": 2.5, "shape": "hv"},
+                marker={"color": color, "size": 5},
+                hovertemplate="%{x:.1f} s: %{y:.2f} GiB<extra>%{fullData.name}</extra>",
+            )
+        )
+    if not drawn:
+        reason = ((view.doc.get("environment") or {}).get("telemetry") or {}).get("nvml")
+        text = "No memory telemetry in this run" + (f" (NVML {reason})" if reason else "")
+        charts._no_data(fig, truncate(text, 90))
+    return fig
+
+
+def charts_section(figures: Sequence[go.Figure]) -> str:
+    cells, data = [], []
+    for i, fig in enumerate(figures):
+        cells.append(f'<div class="chart" id="fig{i}"></div>')
+        payload = _json_for_script(fig.to_json())
+        data.append(
+            f'<script type="application/json" class="fig" data-target="fig{i}">{payload}</script>'
+        )
+    note = (
+        "<p class='note'>Interactive charts (hover, zoom, legend toggles); "
+        "they need JavaScript, the tables above do not.</p>"
+    )
+    return "<h2>Charts</h2>" + note + f'<div class="charts">{"".join(cells)}</div>' + "".join(data)
+
+
+def quality_section(view: RunView) -> str:
+    quality = frames.quality_frame(view.doc)
+    if quality.empty:
+        return "<h2>Answer quality</h2><p class='note'>No answer checks recorded.</p>"
+    codes = [c for c in quality.columns if c not in ("lane", "checked", "language")]
+    rows = []
+    for rec in quality.to_dict("records"):
+        cells = [_lane_cell(rec["lane"], view.colors), _e(rec["checked"]), _e(rec["language"])]
+        for code in codes:
+            n = int(rec.get(code) or 0)
+            cells.append("<span class='zero'>0</span>" if n == 0 else f"<b>{n}</b>")
+        rows.append(cells)
+    headers = ["Lane", "Answers checked", "Language", *(c.replace("_", " ") for c in codes)]
+    return "<h2>Answer quality flags</h2>" + _table(
+        headers, rows, [False, True, False, *([True] * len(codes))]
+    )
+
+
+def answers_section(view: RunView) -> str:
+    levels = frames.levels_of(view.doc)
+    if not levels:
+        return ""
+    level = levels[0]
+    items = frames.answers_by_prompt(view.doc, level, limit=ANSWER_PROMPTS)
+    out = [
+        "<h2>Sample answers side by side</h2>",
+        f"<p class='note'>First {len(items)} prompts at concurrency {level}, the first answer "
+        "of each lane. Model output is shown as plain text.</p>",
+    ]
+    for n, item in enumerate(items, start=1):
+        out.append(f"<h3>Prompt {n}</h3>")
+        out.append(f'<div class="prompt">{_e(truncate(item["prompt"], PROMPT_CHARS))}</div>')
+        out.append('<div class="answers">')
+        for lane in view.doc["lanes"]:
+            answers = item["answers"].get(lane["name"], [])
+            out.append(_answer_html(lane["name"], answers, view.colors))
+        out.append("</div>")
+    return "".join(out)
+
+
+def _answer_html(name: str, answers: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) -> str:
+    head = f'<div class="lane">{_swatch(colors.get(name, "#555555"))}{_e(name)}</div>'
+    if not answers:
+        return f'<div class="answer">{head}<p class="note">no answer at this level</p></div>'
+    req = answers[0]
+    if req.get("error"):
+        body = f'<p class="error">failed: {_e(req["error"])}</p>'
+    else:
+        text = req.get("output_text") or ""
+        shown = truncate(text, ANSWER_CHARS)
+        more = len(text) - ANSWER_CHARS
+        body = f'<pre class="text">{_e(shown)}</pre>'
+        if more > 0:
+            body += f'<p class="note">… {more:,} more characters in the exports.</p>'
+        bits = [
+            f"{fmt(req.get('e2el_ms'), 0, 'ms')} E2E",
+            f"{req.get('output_tokens') or '?'} tokens",
+            f"finish: {req.get('finish_reason') or '?'}",
+        ]
+        body += f'<p class="note">{_e(" · ".join(bits))}</p>'
+    for flag in (req.get("quality") or {}).get("flags") or []:
+        body += f'<p class="flag">⚑ {_e(flag.get("code"))}: {_e(flag.get("reason"))}</p>'
+    return f'<div class="answer">{head}{body}</div>'

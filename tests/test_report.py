@@ -1,0 +1,403 @@
+"""The HTML report and the PNG card: offline, escaped, the stated size; the CLI handlers.
+
+One run is recorded through the real CLI against scripted Ollama and vLLM servers; then
+one answer, one error, a lane name and the label are rewritten in the store with markup
+(as a hostile model or user could produce), and every output is checked against them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import struct
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lib import cli, cli_reports, report, report_card, report_facts, results
+from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
+
+EVIL_ANSWER = (
+    "<script>alert(1)</script><img src=x onerror=alert(2)> see http://evil.example/x\n"
+    'line two\r\nline three\rline four, "quoted", =1+2'
+)
+EVIL_ERROR = "HTTP 503 <b>down</b>"
+EVIL_LANE = "<b>evil</b> lane"
+EVIL_LABEL = "retro <i>demo</i>"
+
+
+def record_run(folder: Path) -> tuple[Path, str]:
+    """A finished two-lane run (levels 1 and 2) in a fresh store, with hostile text."""
+    db = folder / "s.db"
+    ollama = OllamaServer(OllamaScript(ttft_ms=20, gap_ms=3))
+    vllm = OpenAIServer(OpenAIScript(ttft_ms=20, gap_ms=3, models=["Qwen/Qwen2.5-7B-AWQ"]))
+    with ollama, vllm:
+        code = cli.main(
+            [
+                "run",
+                "--lane", "ollama", ollama.url, "qwen2.5:7b-instruct-q4_K_M",
+                "--lane", "openai", vllm.base_url, "Qwen/Qwen2.5-7B-AWQ",
+                "--prompt", "AI 기술에 대한 짧은 뉴스 기사를 써 주세요.",
+                "--concurrency", "1,2",
+                "--requests", "3",
+                "--max-tokens", "8",
+                "--label", "plain",
+                "--db", str(db),
+                "--quiet",
+            ]
+        )  # fmt: skip
+    assert code == 0
+    conn = sqlite3.connect(db)
+    try:
+        run_id = conn.execute("SELECT run_id FROM runs").fetchone()[0]
+        first = "SELECT MIN(id) FROM requests WHERE lane_idx = ? AND concurrency = 1 AND warmup = 0"
+        ollama_first = conn.execute(first, (0,)).fetchone()[0]
+        vllm_first = conn.execute(first, (1,)).fetchone()[0]
+        conn.execute(
+            "UPDATE requests SET output_text = ? WHERE id = ?", (EVIL_ANSWER, ollama_first)
+        )
+        conn.execute(
+            "UPDATE requests SET error = ?, ttft_ms = NULL, e2el_ms = NULL, tpot_ms = NULL,"
+            " tokens_per_s = NULL, output_text = '' WHERE id = ?",
+            (EVIL_ERROR, vllm_first),
+        )
+        conn.execute("UPDATE lanes SET name = ? WHERE lane_idx = 1", (EVIL_LANE,))
+        conn.execute("UPDATE runs SET label = ?", (EVIL_LABEL,))
+        conn.commit()
+    finally:
+        conn.close()
+    return db, run_id
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, str]:
+    return record_run(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def page(run) -> str:
+    db, run_id = run
+    return report.html_report(db, run_id)
+
+
+class Tags(HTMLParser):
+    """Every start tag with its attributes; text outside <script> and <style>; the
+    contents of each <script> (with its attributes) and <style>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self.styles: list[str] = []
+        self.text: list[tuple[str, str]] = []  # (class of the enclosing <pre> or "", text)
+        self._open: tuple[str, dict[str, str | None]] | None = None
+        self._pre: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag in ("script", "style"):
+            self._open = (tag, dict(attrs))
+            if tag == "script":
+                self.scripts.append((dict(attrs), ""))
+            else:
+                self.styles.append("")
+        elif tag == "pre":
+            self._pre = dict(attrs).get("class") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._open = None
+        elif tag == "pre":
+            self._pre = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open and self._open[0] == "script":
+            attrs, text = self.scripts[-1]
+            self.scripts[-1] = (attrs, text + data)
+        elif self._open:
+            self.styles[-1] += data
+        else:
+            self.text.append((self._pre or "", data))
+
+
+def parse(page: str) -> Tags:
+    tags = Tags()
+    tags.feed(page)
+    tags.close()
+    return tags
+
+
+# --- the HTML report ------------------------------------------------------------------
+
+
+def test_html_names_no_network_resource(page):
+    tags = parse(page)
+    fetching = {"link", "iframe", "frame", "object", "embed", "base", "form", "img", "video"}
+    fetching |= {"audio", "source", "track", "input", "image", "use"}
+    assert not [t for t, _ in tags.tags if t in fetching]
+    for tag, attrs in tags.tags:
+        for name, value in attrs.items():
+            assert name not in ("src", "href", "srcset", "action", "poster", "formaction"), tag
+            assert "://" not in (value or ""), (tag, name, value)
+            assert not (value or "").startswith("//"), (tag, name, value)
+    for css in tags.styles:
+        assert "url(" not in css and "@import" not in css
+    # Text outside scripts: the one URL is the model's, inside its escaped answer block.
+    for where, text in tags.text:
+        if re.search(r"https?://|(^|\s)//\w", text):
+            assert where == "text" and "evil.example" in text, text
+    assert any(where == "text" and "http://evil.example/x" in text for where, text in tags.text)
+
+
+def test_html_inlines_plotly_and_allows_only_its_own_scripts(page):
+    from plotly.offline import get_plotlyjs
+
+    tags = parse(page)
+    code = [text for attrs, text in tags.scripts if attrs.get("type") != "application/json"]
+    data = [
+        (attrs, text) for attrs, text in tags.scripts if attrs.get("type") == "application/json"
+    ]
+    assert all("src" not in attrs for attrs, _ in tags.scripts)
+    assert len(code) == 2 and code[0] == get_plotlyjs()  # the bundle, byte for byte
+    assert len(data) == 7 and all(json.loads(text)["data"] is not None for _, text in data)
+    csp = next(a["content"] for t, a in tags.tags if t == "meta" and a.get("http-equiv"))
+    assert "default-src 'none'" in csp and "connect-src 'none'" in csp
+    script_src = re.search(r"script-src ([^;]+);", csp).group(1).split()
+    hashes = {
+        "'sha256-" + base64.b64encode(hashlib.sha256(c.encode()).digest()).decode() + "'"
+        for c in code
+    }
+    assert set(script_src) == hashes  # exactly our two scripts run; nothing inline else
+
+
+def test_html_escapes_answers_errors_names_and_label(page):
+    for raw in ("<script>alert(1)", "<img src=x", "<b>down</b>", "<b>evil</b>", "<i>demo</i>"):
+        assert raw not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "HTTP 503 &lt;b&gt;down&lt;/b&gt;" in page
+    assert "&lt;b&gt;evil&lt;/b&gt; lane" in page and "retro &lt;i&gt;demo&lt;/i&gt;" in page
+    # In the charts the lane name cannot become Plotly markup either.
+    figures = [json.loads(t) for a, t in parse(page).scripts if a.get("type") == "application/json"]
+    names = {trace.get("name") for fig in figures for trace in fig["data"]}
+    assert "‹b›evil‹/b› lane" in names and not any("<" in (n or "") for n in names)
+
+
+def test_html_states_settings_hardware_engines_and_quality(page, run):
+    db, run_id = run
+    doc = results.run_document(db, run_id)
+    text = " ".join(t for _, t in parse(page).text)
+    for needle in (
+        "At concurrency 2",
+        "Summary per lane and concurrency",
+        "Answer quality flags",
+        "Engines and models",
+        "Q4_K_M",
+        "AWQ",
+        "Max tokens",
+        "CPU",
+        "Sample answers side by side",
+        "0.33.0",  # the scripted engines' version
+    ):
+        assert needle in text, needle
+    # Endpoints appear as host:port/path: no scheme, nothing that reads as a URL.
+    for lane in doc["lanes"]:
+        assert lane["base_url"] not in page
+        assert report_facts.endpoint_text(lane["base_url"]) in text
+    # The summary rows are the results document's, to the digit shown.
+    level = doc["lanes"][0]["levels"][1]
+    assert f"{level['output_throughput']:,.1f}" in text
+
+
+@pytest.mark.browser
+def test_html_opens_offline_in_chromium_and_draws_every_chart(page, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    path = tmp_path / "report.html"
+    path.write_text(page, encoding="utf-8")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    args += ["--disable-component-update", "--disable-sync", "--no-first-run"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        try:
+            tab = browser.new_page(viewport={"width": 1440, "height": 900})
+            requests, problems, dialogs = [], [], []
+            tab.on("request", lambda r: requests.append(r.url))
+            tab.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            tab.on("pageerror", lambda e: problems.append(str(e)))
+            tab.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            tab.goto(path.as_uri())
+            tab.wait_for_function(
+                "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 7"
+            )
+            drawn = tab.evaluate("document.querySelectorAll('.js-plotly-plot').length")
+        finally:
+            browser.close()
+    assert requests == [path.as_uri()]
+    assert drawn == 7
+    assert problems == [] and dialogs == []  # no CSP refusal, no script of the answer ran
+
+
+def test_report_rejects_a_level_the_run_lacks(run):
+    db, run_id = run
+    with pytest.raises(report_facts.ConcurrencyError, match=r"levels: 1, 2"):
+        report.html_report(db, run_id, concurrency=8)
+    with pytest.raises(results.RunNotFound):
+        report.html_bytes(db, "no-such-run")
+
+
+# --- the card ------------------------------------------------------------------------------
+
+
+def png_header_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_card_is_a_1600x900_png(run, tmp_path):
+    db, run_id = run
+    data = report.png_bytes(db, run_id)
+    assert png_header_size(data) == (1600, 900)
+    out = report_card.write_png(db, run_id, tmp_path / "card.png", concurrency=1)
+    assert png_header_size(out.read_bytes()) == (1600, 900)
+
+
+def test_card_page_escapes_and_runs_no_script(run):
+    db, run_id = run
+    view = report_facts.load_view(db, run_id)
+    page = report_card.card_html(view, 1)
+    assert "<script" not in page and "<img" not in page and "<b>evil" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # the hostile answer is the pair
+    assert "default-src 'none'" in page and "script-src" not in page
+    assert "at concurrency 1" in page and "card: c=1" in page
+    with pytest.raises(report_facts.ConcurrencyError):
+        report_card.card_html(view, 3)
+
+
+def test_no_browser_is_one_clear_line(run, monkeypatch, tmp_path):
+    db, run_id = run
+    monkeypatch.delenv(report_card.BROWSER_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no chromium on PATH
+    with pytest.raises(report_card.RenderError) as caught:
+        report.png_bytes(db, run_id)
+    message = str(caught.value)
+    assert "\n" not in message and "no Chromium or Chrome found" in message
+
+
+def test_a_failing_browser_is_named_with_its_last_words(run, monkeypatch, tmp_path):
+    db, run_id = run
+    fake = tmp_path / "chrome"
+    fake.write_text("#!/bin/sh\necho 'warming up' >&2\necho 'cannot open display' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(report_card.BROWSER_ENV, str(fake))
+    with pytest.raises(report_card.RenderError, match=r"made no PNG \(exit 3\): cannot open"):
+        report.png_bytes(db, run_id)
+    monkeypatch.setenv(report_card.BROWSER_ENV, str(tmp_path / "missing"))
+    with pytest.raises(report_card.RenderError, match="not an executable browser"):
+        report.png_bytes(db, run_id)
+
+
+# --- facts -----------------------------------------------------------------------------------
+
+
+def lane(kind: str, telemetry: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"engine": kind, "engine_info": {"kind": kind}, "telemetry": telemetry}
+
+
+def sample(t: float, source: str, name: str, value: float, **labels: str) -> dict[str, Any]:
+    return {"t": t, "source": source, "name": name, "value": value, "labels": labels}
+
+
+def test_memory_prefers_the_engines_own_processes():
+    gib = 2.0**30
+    samples = [
+        sample(1, "nvml", "process_memory_used_bytes", 2 * gib, engine="vllm", pid="1"),
+        sample(1, "nvml", "process_memory_used_bytes", 1 * gib, engine="vllm", pid="2"),
+        sample(1, "nvml", "process_memory_used_bytes", 9 * gib, engine="ollama", pid="3"),
+        sample(1, "nvml", "memory_used_bytes", 20 * gib, gpu="0"),
+        sample(2, "nvml", "process_memory_used_bytes", 4 * gib, engine="vllm", pid="1"),
+    ]
+    assert report_facts.memory_series(lane("vllm", samples)) == (
+        "GPU, engine processes",
+        [(1, 3 * gib), (2, 4 * gib)],
+    )
+    ollama = [sample(1, "ollama", "size", 5e9), sample(1, "ollama", "size_vram", 0.0)]
+    assert report_facts.memory_series(lane("ollama", ollama)) == ("model size, Ollama", [(1, 5e9)])
+    ollama.append(sample(2, "ollama", "size_vram", 4e9))
+    assert report_facts.memory_series(lane("ollama", ollama))[0] == "VRAM, Ollama"
+    whole = [sample(1, "nvml", "memory_used_bytes", 7.0, gpu="0")]
+    whole.append(sample(1, "nvml", "memory_used_bytes", 3.0, gpu="1"))
+    assert report_facts.memory_series(lane("llama.cpp", whole)) == (
+        "GPU, whole device",
+        [(1, 10.0)],
+    )
+    assert report_facts.memory_series(lane("openai", [])) == ("", [])
+
+
+def test_default_level_is_the_highest_every_lane_measured():
+    def doc(*lanes: list[int]) -> dict[str, Any]:
+        return {
+            "lanes": [
+                {"levels": [{"concurrency": c, "completed": 1} for c in levels]} for levels in lanes
+            ]
+        }
+
+    assert report_facts.default_concurrency(doc([1, 4, 16], [1, 4])) == 4
+    assert report_facts.default_concurrency(doc([1, 4], [8])) == 8
+    assert report_facts.default_concurrency(doc()) is None
+
+
+def test_endpoint_text_drops_scheme_credentials_and_query():
+    text = report_facts.endpoint_text("https://user:secret@gpu.lan:8000/v1/?key=abc#x")
+    assert text == "gpu.lan:8000/v1"
+    assert report_facts.endpoint_text("http://127.0.0.1:11434") == "127.0.0.1:11434"
+
+
+# --- the CLI handlers (as lib.cli will wire them) ------------------------------------------
+
+
+def parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    top = cli._Parser(prog="python -m lib.cli")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=cli._Parser)
+    return top, cli_reports.add_subcommands(sub)
+
+
+def call(*argv: str) -> int:
+    top, handlers = parser()
+    args = top.parse_args(list(argv))
+    return handlers[args.command](args)
+
+
+def test_cli_report_writes_both_files(run, tmp_path, capsys):
+    db, run_id = run
+    html_path, png_path = tmp_path / "r.html", tmp_path / "c.png"
+    code = call("report", run_id, "--html", str(html_path), "--png", str(png_path),
+                "--concurrency", "1", "--db", str(db))  # fmt: skip
+    assert code == 0
+    assert "At concurrency 1" in html_path.read_text(encoding="utf-8")
+    assert png_header_size(png_path.read_bytes()) == (1600, 900)
+    out = capsys.readouterr().out
+    assert f"wrote {html_path}" in out and f"wrote {png_path}" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["RUN"], "give --html FILE, --png FILE or both"),
+        (["RUN", "--png", "OUT/c.png", "--concurrency", "64"], "concurrency 64 is not in"),
+        (["nope", "--html", "OUT/r.html"], "no run 'nope'"),
+        (["RUN", "--html", "OUT/missing/r.html"], "folder"),
+    ],
+)
+def test_cli_report_errors_are_one_line_and_write_nothing(run, tmp_path, argv, message):
+    db, run_id = run
+    argv = [a.replace("RUN", run_id).replace("OUT", str(tmp_path)) for a in argv]
+    with pytest.raises(cli.UsageError, match=re.escape(message)):
+        call("report", *argv, "--db", str(db))
+    assert os.listdir(tmp_path) == []
