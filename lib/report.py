@@ -70,7 +70,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 .prompt { background: var(--soft); border-left: 3px solid #999; padding: 8px 12px; margin: 6px 0;
   white-space: pre-wrap; word-break: break-word; }
 .answers { display: grid; gap: 12px; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); }
-.answer { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; }
+.answer { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; min-width: 0; }
+.answer .lane { white-space: normal; overflow-wrap: anywhere; }
 pre.text { white-space: pre-wrap; word-break: break-word; margin: 6px 0; font: 13px/1.45
   ui-monospace, "DejaVu Sans Mono", "Noto Sans Mono CJK KR", monospace; }
 .flag { color: #8a4b00; font-size: 13px; margin: 2px 0; }

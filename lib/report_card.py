@@ -50,6 +50,15 @@ ENGINE_NAMES = {
 }
 
 
+# What the memory figure is, by its source (report_facts.memory_series), in few words.
+MEMORY_LABELS = {
+    "GPU, engine processes": "peak GPU memory",
+    "VRAM, Ollama": "VRAM (Ollama)",
+    "model size, Ollama": "model size (Ollama)",
+    "GPU, whole device": "peak GPU memory, all",
+}
+
+
 class RenderError(RuntimeError):
     """The PNG could not be made (no browser, or the browser failed); one-line message."""
 
@@ -65,12 +74,16 @@ _CSS = """
 html, body { width: 1600px; height: 900px; overflow: hidden; background: #fff; }
 body { font-family: Inter, "Source Sans Pro", "Segoe UI", Helvetica, Arial, "Noto Sans CJK KR",
   "Noto Sans CJK JP", "Noto Sans CJK SC", sans-serif; color: #1f2328; padding: 34px 44px 0; }
-.top { display: flex; justify-content: space-between; align-items: flex-end; height: 92px; }
+.top { display: flex; justify-content: space-between; align-items: flex-end; height: 92px;
+  gap: 32px; }
+.top > div:first-child { flex: 1 1 auto; min-width: 0; }
 .brand { font-size: 17px; letter-spacing: .12em; text-transform: uppercase; color: #0072B2;
   font-weight: 700; }
-h1 { font-size: 40px; line-height: 1.15; max-width: 900px; white-space: nowrap; overflow: hidden;
+h1 { font-size: 40px; line-height: 1.15; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis; }
-.when { text-align: right; font-size: 19px; color: #57606a; line-height: 1.45; max-width: 640px; }
+.when { flex: 0 1 auto; max-width: 720px; text-align: right; font-size: 19px; color: #57606a;
+  line-height: 1.45; }
+.when div { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .when b { color: #1f2328; }
 .lanes { display: flex; gap: 22px; margin-top: 18px; height: 372px; }
 .lane { flex: 1 1 0; min-width: 0; background: #f6f8fa; border-radius: 12px; padding: 16px 20px;
@@ -82,6 +95,7 @@ h1 { font-size: 40px; line-height: 1.15; max-width: 900px; white-space: nowrap; 
 .quant { font-size: 17px; color: #57606a; margin-top: 2px; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis; }
 .kpis { display: grid; grid-template-columns: 1fr 1fr; gap: 16px 16px; margin-top: 16px; }
+.kpis > div { min-width: 0; }
 .v { font-size: 52px; font-weight: 800; line-height: 1.05; font-variant-numeric: tabular-nums;
   white-space: nowrap; }
 .v small { font-size: 22px; font-weight: 600; color: #57606a; margin-left: 5px; }
@@ -93,7 +107,7 @@ h1 { font-size: 40px; line-height: 1.15; max-width: 900px; white-space: nowrap; 
 .best { display: inline-block; font-size: 12px; font-weight: 700; color: #fff; background: var(--c);
   border-radius: 8px; padding: 1px 7px; margin-left: 6px; vertical-align: 3px; }
 .q { margin-top: auto; font-size: 19px; padding-top: 8px; border-top: 1px solid #d0d7de;
-  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; }
 .q.warn { color: #b3261e; font-weight: 700; }
 .bottom { display: flex; gap: 22px; margin-top: 18px; height: 300px; }
 .chart { flex: 0 0 690px; }
@@ -123,15 +137,15 @@ def card_html(view: RunView, concurrency: int | None = None) -> str:
         f"<b>{_e(run_date(view.doc))}</b>",
         _e(hardware_summary(view.doc.get("environment") or {})),
         _e(
-            f"at concurrency {concurrency} · {settings.get('requests')} requests per level · "
-            f"max {settings.get('max_tokens')} tokens · temperature {settings.get('temperature')}"
+            f"concurrency {concurrency} · {settings.get('requests')} requests per level · "
+            f"max {settings.get('max_tokens')} tokens · temp. {settings.get('temperature')}"
         ),
     ]
     more = f" · {hidden} more lanes in the report" if hidden > 0 else ""
     body = (
         '<div class="top"><div><div class="brand">servescope · benchmark card</div>'
         f"<h1>{_e(truncate(run_title(view.doc), 60))}</h1></div>"
-        f'<div class="when">{"<br>".join(when)}</div></div>'
+        f'<div class="when">{"".join(f"<div>{w}</div>" for w in when)}</div></div>'
         f'<div class="lanes">{"".join(_lane_box(k, shown) for k in shown)}</div>'
         '<div class="bottom"><div class="chart"><h2>Output throughput vs concurrency (tok/s)</h2>'
         f"{throughput_svg(view, concurrency)}</div>"
@@ -171,10 +185,10 @@ def _lane_box(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str:
         )
 
     mem = k["peak_memory_bytes"]
-    mem_label = f"peak memory ({k['memory_source']})" if mem is not None else "peak memory"
+    mem_label = MEMORY_LABELS.get(k["memory_source"], "peak memory")
     kpis = (
         kpi("ttft_p50_ms", 0 if (k["ttft_p50_ms"] or 0) >= 10 else 1, "ms", "TTFT p50", False)
-        + kpi("tok_per_s_p50", 1, "tok/s", "tokens/s p50 per request", True)
+        + kpi("tok_per_s_p50", 1, "tok/s", "tokens/s p50", True)
         + kpi("out_tok_per_s", 0, "tok/s", "output throughput", True)
         + (
             f'<div><div class="v">{_e(fmt(mem / 2**30, 1) if mem is not None else "–")}'

@@ -275,7 +275,7 @@ def test_card_page_escapes_and_runs_no_script(run):
     assert "<script" not in page and "<img" not in page and "<b>evil" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # the hostile answer is the pair
     assert "default-src 'none'" in page and "script-src" not in page
-    assert "at concurrency 1" in page and "card: c=1" in page
+    assert "concurrency 1 · 3 requests per level" in page and "card: c=1" in page
     with pytest.raises(report_facts.ConcurrencyError):
         report_card.card_html(view, 3)
 
