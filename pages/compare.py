@@ -100,7 +100,9 @@ def lane_summary(scope: int | None) -> None:
     for n, s in enumerate(review.lane_summaries(data, scope)):
         with cols[n % len(cols)].container(border=True):
             st.markdown(f":{charts.lane_color_name(s.lane_idx)}[■] **{esc_md(s.name)}**")
-            st.markdown(esc_md(s.line))
+            line = esc_md(s.line)  # our own words and numbers, escaped all the same
+            # Bold and an icon rather than a colour: colours name lanes on these pages.
+            st.markdown(f":material/flag: **{line}**" if s.flagged else line)
             st.caption(f"{s.flagged} of {s.answers} answers flagged")
 
 
@@ -115,27 +117,29 @@ def votes_section(votes: list[dict], scope: int | None) -> None:
         f"{len(votes)} votes in this run, all reviewers; rates {where}. Ties count as half a"
         " win; “both bad” votes are counted but left out of the rate. 95 % Wilson interval."
     )
-    table, chart = st.columns([3, 2])
-    table.dataframe(
-        rows,
-        hide_index=True,
-        column_order=["lane", "win_rate", "interval", "wins", "losses", "ties", "both_bad"],
-        column_config={
-            "lane": st.column_config.TextColumn("Lane", width="medium"),
-            "win_rate": st.column_config.ProgressColumn(
-                "Win rate", format="percent", min_value=0.0, max_value=1.0
-            ),
-            "interval": "95 % interval",
-            "wins": "Wins",
-            "losses": "Losses",
-            "ties": "Ties",
-            "both_bad": "Both bad",
-        },
-    )
-    colors = charts.lane_colors(list(data.lanes.values()))
-    chart.plotly_chart(
-        review.win_rate_figure(rows, colors), key=f"compare-winrate-{run_id}", theme=None
-    )
+    if not rows:
+        st.info("No votes at this level yet.")
+    else:
+        st.dataframe(
+            rows,
+            hide_index=True,
+            column_order=["lane", "win_rate", "interval", "wins", "losses", "ties", "both_bad"],
+            column_config={
+                "lane": st.column_config.TextColumn("Lane", width="large"),
+                "win_rate": st.column_config.ProgressColumn(
+                    "Win rate", format="percent", min_value=0.0, max_value=1.0
+                ),
+                "interval": "95 % interval",
+                "wins": "Wins",
+                "losses": "Losses",
+                "ties": "Ties",
+                "both_bad": "Both bad",
+            },
+        )
+        colors = charts.lane_colors(list(data.lanes.values()))
+        st.plotly_chart(
+            review.win_rate_figure(rows, colors), key=f"compare-winrate-{run_id}", theme=None
+        )
     st.download_button(
         "Download votes (CSV)",
         review.votes_csv(review.export_rows(data, votes)),
@@ -212,11 +216,14 @@ lane_a = c1.selectbox(
 lane_b = c2.selectbox(
     "Lane B", lane_ids, index=1, format_func=data.lanes.get, key=f"compare_b_{run_id}"
 )
-level = c3.selectbox(
-    "Concurrency",
-    [None, *data.levels],
-    format_func=lambda c: "All levels" if c is None else f"c={c}",
-    key=f"compare_level_{run_id}",
+level = (
+    c3.selectbox(
+        "Concurrency",
+        [0, *data.levels],  # 0: every level (a real level is at least 1)
+        format_func=lambda c: f"c={c}" if c else "All levels",
+        key=f"compare_level_{run_id}",
+    )
+    or None
 )
 sends = c4.selectbox(
     "Sends per prompt",

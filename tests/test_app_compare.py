@@ -124,12 +124,14 @@ def test_seed_finding_summary_badges_filters_and_diff(db):
     make_run(db)
     at = page("seed")
     md = texts(at.markdown)
-    assert "4/10 drifted to Chinese · 1 JSON invalid" in md  # vLLM AWQ, every level
-    assert "1/10 drifted to Chinese · 0 JSON invalid" in md  # Ollama
+    assert (
+        ":material/flag: **4/10 drifted to Chinese · 1 JSON invalid**" in md
+    )  # vLLM AWQ, every level
+    assert ":material/flag: **1/10 drifted to Chinese · 0 JSON invalid**" in md  # Ollama
     at.selectbox(key="compare_level_seed").set_value(5)
     rerun(at)
     md = texts(at.markdown)
-    assert "4/5 drifted to Chinese · 0 JSON invalid" in md
+    assert ":material/flag: **4/5 drifted to Chinese · 0 JSON invalid**" in md
     assert sum("lang drift → Chinese" in m for m in md) == 5  # badges: 1 Ollama + 4 vLLM
     assert texts(at.code).count(ZH_JSON) == 5
 
@@ -191,6 +193,13 @@ def test_blind_vote_is_stored_revealed_counted_and_undone(db):
     assert at.dataframe and at.download_button
     rows = review.votes_export(db, "seed")
     assert [(r["voter"], r["winner"]) for r in rows] == [("kim", NAMES[right])]
+    other = 5 if item.concurrency == 1 else 1  # win rates follow the level picked
+    at.selectbox(key="compare_level_seed").set_value(other)
+    rerun(at)
+    assert "No votes at this level yet." in texts(at.info)
+    assert "0 of 5 voted" in at.progress[0].text
+    at.selectbox(key="compare_level_seed").set_value(0)
+    rerun(at)
 
     at.button(key="compare-undo").click()
     rerun(at)
