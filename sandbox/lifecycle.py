@@ -149,7 +149,7 @@ def _stop_engines(where: Home, recorded: list[dict[str, Any]]) -> list[str]:
     stopped = []
     for engine in recorded:
         try:
-            if processes.stop(int(engine["pgid"]), str(engine["token"])):
+            if processes.stop(int(engine["pgid"]), str(engine["token"]), str(engine["marker"])):
                 stopped.append(str(engine.get("name")))
         except (KeyError, TypeError, ValueError):
             continue
@@ -191,7 +191,8 @@ def _up_locked(where: Home, options: UpOptions, choice: Any, report: Reporter) -
         current = status(where)["engines"]
         names = {e["name"] for e in current if e["ready"]}
         if names >= {wanted[e] for e in options.engines}:
-            report("ready", "already running: " + ", ".join(e["base_url"] for e in current))
+            urls = ", ".join(e["base_url"] for e in current)
+            report("ready", f"already running: {urls} (run down first to change anything)")
             return status(where)
         # A half-dead earlier start: clear it so ports and state are free again.
         _stop_engines(where, recorded)

@@ -155,6 +155,7 @@ def _write_ggufs(where: Home, hf_dir: Path, out_dir: Path, name: str, log: Path)
         target = out_dir / f"{name}-{quant}.gguf"
         quantize = [str(where.python("llama")), str(SCRIPTS_DIR / "_quantize.py")]
         _run([*quantize, str(base), str(target), quant], log, f"quantizing {target.name}")
+    base.unlink()  # not served; for a 0.5B model it would be 2 GB
 
 
 def _cached(directory: Path, recipe: str) -> bool:

@@ -108,8 +108,12 @@ def is_ours(pid: int, token: str, marker: str) -> bool:
     return carries_token(pid, token) and any(marker in part for part in cmdline(pid))
 
 
-def stop(pgid: int, token: str, grace_s: float = 20.0) -> bool:
+def stop(pgid: int, token: str, marker: str, grace_s: float = 20.0) -> bool:
     """Stop the process group ``pgid`` and every straggler carrying ``token``.
+
+    The group is signalled only while its leader is ours (token and ``marker`` in its
+    command line), so a recycled group id belonging to someone else is never hit;
+    stragglers (vLLM's renamed engine core, say) are recognised by the token alone.
 
     SIGTERM first (vLLM shuts its engine core down cleanly), SIGKILL after ``grace_s``.
     Returns True when something was stopped.
@@ -117,9 +121,7 @@ def stop(pgid: int, token: str, grace_s: float = 20.0) -> bool:
     pids = set(processes_with_token(token))
     if not pids:
         return False
-    # The group is signalled only when its leader is still one of ours, so a recycled
-    # group id belonging to someone else is never hit.
-    group_ok = pgid in pids
+    group_ok = pgid in pids and is_ours(pgid, token, marker)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if group_ok:
             with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -76,6 +76,10 @@ def engines() -> Iterator[dict[str, dict[str, Any]]]:
         (leases / str(os.getpid())).touch()
         already = [e for e in sandbox_status()["engines"] if e["ready"]]
         result = run_sandbox("up", timeout=UP_TIMEOUT_S)
+        # Kept for the figures of a fresh install (install, model and start-up times).
+        log = sandbox_home() / "logs" / "pytest-up.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(result.stdout + result.stderr, encoding="utf-8")
         if not already and result.returncode == 0:
             (leases / "started-by-tests").touch()
     assert result.returncode == 0, (
