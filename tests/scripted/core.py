@@ -43,6 +43,7 @@ class Recorded:
     headers: dict[str, str]
     body: Any  # parsed JSON, or the raw text when it is not JSON
     t_recv: float  # perf_counter when the whole request had arrived
+    t_head: float = 0.0  # perf_counter when its request line was read
     fault: str | None = None
     sent: list[float] = field(default_factory=list)  # output-chunk write times
     tokens: list[int] = field(default_factory=list)  # tokens in each output chunk
@@ -54,6 +55,7 @@ class Recorded:
             "headers": self.headers,
             "body": self.body,
             "t_recv": self.t_recv,
+            "t_head": self.t_head,
             "fault": self.fault,
             "sent": self.sent,
             "tokens": self.tokens,
@@ -260,6 +262,7 @@ class ScriptedServer:
         try:
             while True:
                 line = await reader.readline()
+                t_head = time.perf_counter()
                 if not line.strip():
                     break
                 method, target, _ = line.decode("latin-1").split(" ", 2)
@@ -275,7 +278,7 @@ class ScriptedServer:
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
                 path = target.split("?", 1)[0]
-                rec = Recorded(method, path, headers, body, t_recv)
+                rec = Recorded(method, path, headers, body, t_recv, t_head)
                 if self.record_paths is None or path in self.record_paths:
                     self.requests.append(rec)
                 reply = Reply(reader, writer)
