@@ -9,6 +9,7 @@ report and the card escape them.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -36,13 +37,20 @@ class RunView:
 
     doc: dict[str, Any]
     run: dict[str, Any]
-    rows: list[dict[str, Any]]
     levels: list[dict[str, Any]]
     colors: dict[str, str]  # by lane name, for tables
     chart_names: list[str]
     chart_colors: dict[str, str]  # by chart name
     order: list[int]
     endpoints: dict[str, str] = field(default_factory=dict)
+    db: str | os.PathLike[str] | None = None
+
+    @functools.cached_property
+    def rows(self) -> list[dict[str, Any]]:
+        """Measured request rows with send times, read when a chart first needs them (the
+        card never does: for a long run this read is most of its time)."""
+        with store.opened(self.db) as conn:
+            return store.get_requests(conn, self.doc["run_id"])
 
 
 def load_view(db: str | os.PathLike[str] | None, run_id: str) -> RunView:
@@ -50,7 +58,6 @@ def load_view(db: str | os.PathLike[str] | None, run_id: str) -> RunView:
     doc = results.run_document(db, run_id)
     with store.opened(db) as conn:
         run = store.get_run(conn, run_id) or {}
-        rows = store.get_requests(conn, run_id)
         levels = store.get_levels(conn, run_id)
     names = [lane["name"] for lane in doc["lanes"]]
     # Plotly reads <b>, <br>, <a href> in trace names as markup: chart names get look-alike
@@ -59,13 +66,13 @@ def load_view(db: str | os.PathLike[str] | None, run_id: str) -> RunView:
     return RunView(
         doc=doc,
         run=run,
-        rows=rows,
         levels=levels,
         colors=charts.lane_colors(names),
         chart_names=chart_names,
         chart_colors=charts.lane_colors(chart_names),
         order=list(doc["settings"].get("concurrency") or []),
         endpoints={lane["name"]: endpoint_text(lane["base_url"]) for lane in doc["lanes"]},
+        db=db,
     )
 
 
