@@ -250,3 +250,31 @@ def test_run_page_alone_shows_a_stale_run_id_as_message(env):
     assert not at.exception
     assert any("No run gone-run" in t for t in _plain(at.error))
     assert "run" not in at.query_params  # forgotten: a reload opens the form
+
+
+def test_sidebar_shows_the_sandbox_coming_up(tmp_path, monkeypatch):
+    import sandbox
+
+    monkeypatch.setenv("SERVESCOPE_DB", str(tmp_path / "store.db"))
+    monkeypatch.delenv("SERVESCOPE_SANDBOX", raising=False)
+    monkeypatch.setenv("SERVESCOPE_SANDBOX_HOME", str(tmp_path / "sandbox"))
+    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", "")
+    monkeypatch.setenv("SERVESCOPE_VLLM_URL", "")
+    record = {"phase": "install", "message": "installing vllm (40 s)", "active": True}
+    engines = [
+        {"name": "vllm", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "ready": False}
+    ]
+    monkeypatch.setattr(sandbox, "progress", lambda: dict(record))
+    monkeypatch.setattr(sandbox, "status", lambda: {"engines": engines})
+    st.cache_data.clear()
+    at = _app()
+    assert not at.exception
+    assert any("starting… install: installing vllm (40 s)" in t for t in _plain(at.sidebar.info))
+    assert any("vllm · http://127.0.0.1:9/v1" in t for t in _plain(at.sidebar.caption))
+
+    record.update(phase="failed", message="vllm exited with code 1", active=False)
+    # A new session: AppTest drops the sidebar's elements on a rerun of an app whose
+    # st.navigation owns the sidebar (a real browser keeps them; see the browser test).
+    at = _app()
+    assert not at.exception
+    assert any("failed: vllm exited with code 1" in t for t in _plain(at.sidebar.warning))

@@ -142,11 +142,21 @@ def dashboard(tmp_path, engines) -> Iterator[str]:
             jobs.cancel(run["run_id"], env["SERVESCOPE_DB"])
 
 
+# The page between two reruns: no element marked stale (faded), the six charts drawn once.
+SETTLED_JS = """() => document.querySelectorAll('[data-stale="true"]').length === 0
+  && document.querySelectorAll('.js-plotly-plot').length === 6"""
+
+
+def _settled_shot(page, path: Path) -> None:
+    """A screenshot of a settled page: a live view redraws every second."""
+    page.wait_for_function(SETTLED_JS)
+    page.screenshot(path=str(path))
+
+
 def _full_height_shot(page, path: Path, height: int) -> None:
     """Streamlit scrolls inside its own container: a taller viewport shows it all."""
     page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
-    page.locator(".js-plotly-plot").last.wait_for()
-    page.screenshot(path=str(path))
+    _settled_shot(page, path)
     page.set_viewport_size(VIEWPORT)
 
 
@@ -154,6 +164,8 @@ def test_run_live_and_results_in_chromium(dashboard):
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
+    # Two shared cores: a rerun can take seconds under load; every wait is a condition.
+    expect.set_options(timeout=30_000)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -187,24 +199,28 @@ def test_run_live_and_results_in_chromium(dashboard):
             # Both lanes under way (Ollama done, vLLM going) for the live screenshot.
             page.wait_for_function(f"({PROGRESS_JS})() >= 13")
             expect(page.locator(".js-plotly-plot")).to_have_count(6)
-            expect(page.get_by_text("E2E latency of each request over time")).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "run_live.png"))
+            expect(page.get_by_text("E2E latency of each request over time").first).to_be_visible()
+            _settled_shot(page, ARTIFACTS / "run_live.png")
 
             # The end: one rerun drops the timer; the bars give way to a summary line.
             expect(page.get_by_text("completed", exact=True)).to_be_visible(timeout=90_000)
             expect(page.get_by_text("c=1: 5/5 done · c=5: 5/5 done").first).to_be_visible()
-            page.locator(".js-plotly-plot").last.wait_for()
-            page.screenshot(path=str(ARTIFACTS / "run_done.png"))
+            _settled_shot(page, ARTIFACTS / "run_done.png")
 
             # Results: charts, the table with units, quality, answers as text.
-            page.get_by_text("Full results").first.click()
+            # The run's end reruns the page once: click the link of the settled page.
+            results_link = page.get_by_text("Full results")
+            expect(results_link).to_have_count(1)
+            results_link.click()
+            page.wait_for_url(re.compile(r"/results\?run="))
             expect(page.get_by_text("Summary per lane and concurrency")).to_be_visible()
             assert "/results?run=" in page.url
+            expect(sidebar.get_by_text("Ollama 0.9.0 · 2 models")).to_be_visible()  # kept
             expect(page.get_by_text("Output throughput (tok/s)").first).to_be_visible()
-            expect(page.get_by_text(re.compile(r"\d+/\d+ drifted to Chinese"))).to_be_visible()
+            expect(page.get_by_text(re.compile(r"^\d+/\d+ drifted to Chinese$"))).to_be_visible()
             expect(page.get_by_text("Answers side by side")).to_be_visible()
             expect(page.locator(".js-plotly-plot")).to_have_count(6)
-            page.screenshot(path=str(ARTIFACTS / "results.png"))
+            _settled_shot(page, ARTIFACTS / "results.png")
             _full_height_shot(page, ARTIFACTS / "results_full.png", 4200)
 
             # A reload of the results URL opens the same run.
