@@ -13,7 +13,7 @@ Part `accuracy`: concurrency 1 and 32, with the adapter's fast SSE reader ("raw"
 with openai-python's stream objects ("sdk"). Part `capacity`: 64 and 256 concurrent
 streams at growing chunk rates, reporting chunks/s received, lag, and CPU use.
 
-    .venv/bin/python bench/timing_accuracy.py                # both parts, ~2 min
+    .venv/bin/python bench/timing_accuracy.py                # both parts, ~3 min
     .venv/bin/python bench/timing_accuracy.py --part capacity --json out.json
 """
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from lib.engines import make_engine
-from lib.engines.base import EngineError, EngineUnreachable
+from lib.engines.base import Engine, EngineError, EngineUnreachable
 from lib.engines.detect import detect
 from lib.engines.ollama import OllamaEngine
 from lib.engines.openai_compat import OpenAICompatEngine
@@ -100,9 +100,10 @@ async def test_invalid_urls(url: str, why: str):
 
 
 def test_make_engine_kinds():
-    assert isinstance(make_engine("ollama", "http://h:11434/"), OllamaEngine)
+    ollama = make_engine("ollama", "http://h:11434/")
+    assert isinstance(ollama, OllamaEngine) and isinstance(ollama, Engine)
     eng = make_engine("openai", "http://h:8000")
-    assert isinstance(eng, OpenAICompatEngine)
+    assert isinstance(eng, OpenAICompatEngine) and isinstance(eng, Engine)
     assert (eng.base_url, eng.root, eng.flavor) == ("http://h:8000/v1", "http://h:8000", None)
     custom = make_engine("openai", "https://gw.example.com/openai/v1/")
     assert custom.base_url == "https://gw.example.com/openai/v1"

@@ -2,9 +2,9 @@
 
 Native rather than Ollama's /v1 because only the native final chunk carries the
 server-side durations (load, prompt eval, eval), reference/engine_apis.md §1.3.
-ollama-python has no version() and its pydantic models drop fields it does not know
-(e.g. /api/ps `context_length` on older clients), so /api/version and /api/ps are
-read with httpx.
+ollama-python has no version() and its pydantic models drop fields they do not declare
+(0.6.3's ModelDetails has no `context_length`), so /api/version and /api/ps are read
+raw with httpx, and check_model takes the context length from /api/show's model_info.
 """
 
 from __future__ import annotations

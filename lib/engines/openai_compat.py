@@ -2,14 +2,11 @@
 
 The official client builds and sends every request and maps HTTP errors to its
 exception classes. The stream body is read as SSE lines and each `data:` payload is
-`json.loads`-ed here: openai-python's per-chunk pydantic models cost ~75 µs of CPU
-per chunk against ~10 µs for this (bench/timing_accuracy.py), which caps one client
-process at ~13k chunks/s and delays every chunk time under load. `parser="sdk"` keeps
-the SDK's own stream objects for comparison.
-
-TTFT rules follow reference/engine_apis.md §2.10: the role-only opening chunk, SSE
-comments and usage-only chunks carry no output; content, reasoning, tool calls and
-an empty-string content without a role do.
+`json.loads`-ed here: openai-python's per-chunk pydantic models cost ~80 µs of CPU per
+chunk against ~11 µs for this (BENCHMARKS.md, "Timing accuracy and client limits"),
+which halves what one client process can read and delays every chunk time under load.
+`parser="sdk"` keeps the SDK's own stream objects for comparison. What counts as output
+(TTFT rules, reference/engine_apis.md §2.10) is in lib/engines/sse.py.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -36,78 +32,8 @@ from lib.engines.common import (
     root_of,
     send_clock,
 )
+from lib.engines.sse import StreamError, StreamState, scan_chunk, scan_sdk_chunk
 from lib.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
-
-
-class _StreamError(Exception):
-    """An error object sent inside the stream (`data: {"error": ...}`)."""
-
-
-@dataclass
-class _State:
-    times: list[float] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    usage: dict[str, Any] | None = None
-    timings: dict[str, Any] | None = None
-    metrics: dict[str, Any] | None = None
-    finish: str | None = None
-    started: bool = False  # response headers arrived
-
-
-def _scan(obj: Any, now: float, st: _State) -> None:
-    """Account for one parsed SSE payload (a dict) arriving at `now`."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"unexpected SSE payload {one_line(obj, 60)}")
-    if err := obj.get("error"):
-        msg = err.get("message") if isinstance(err, dict) else err
-        raise _StreamError(one_line(msg or err, 200))
-    if usage := obj.get("usage"):
-        st.usage = usage
-    if timings := obj.get("timings"):
-        st.timings = timings  # llama.cpp
-    if metrics := obj.get("metrics"):
-        st.metrics = metrics  # vLLM --enable-per-request-metrics
-    bearing = False
-    for choice in obj.get("choices") or ():
-        delta = choice.get("delta") or {}
-        content = delta.get("content")
-        if content:
-            st.text.append(content)
-            bearing = True
-        elif content == "" and not delta.get("role"):
-            bearing = True  # a token that decoded to ""
-        if delta.get("reasoning") or delta.get("reasoning_content") or delta.get("tool_calls"):
-            bearing = True
-        if reason := choice.get("finish_reason"):
-            st.finish = reason
-    if bearing:
-        st.times.append(now)
-
-
-def _scan_sdk(chunk: Any, now: float, st: _State) -> None:
-    """`_scan` for openai-python's ChatCompletionChunk objects."""
-    extra = chunk.model_extra or {}
-    if chunk.usage is not None:
-        st.usage = chunk.usage.model_dump()
-    if extra.get("timings"):
-        st.timings = extra["timings"]
-    if extra.get("metrics"):
-        st.metrics = extra["metrics"]
-    bearing = False
-    for choice in chunk.choices:
-        delta = choice.delta
-        dx = delta.model_extra or {}
-        if delta.content:
-            st.text.append(delta.content)
-            bearing = True
-        elif delta.content == "" and not delta.role:
-            bearing = True
-        if dx.get("reasoning") or dx.get("reasoning_content") or delta.tool_calls:
-            bearing = True
-        if choice.finish_reason:
-            st.finish = choice.finish_reason
-    if bearing:
-        st.times.append(now)
 
 
 def _status_text(exc: openai.APIStatusError) -> str:
@@ -297,7 +223,7 @@ class OpenAICompatEngine:
         }
         if extra_body:
             kwargs["extra_body"] = extra_body
-        st = _State()
+        st = StreamState()
         error: str | None = None
         t_call = time.perf_counter()
         try:
@@ -313,7 +239,7 @@ class OpenAICompatEngine:
             error = f"HTTP {exc.status_code}: {_status_text(exc)}"
             if exc.status_code == 404:
                 error = f"model '{model}' not found (HTTP 404): {_status_text(exc)}"
-        except (_StreamError, openai.APIError) as exc:
+        except (StreamError, openai.APIError) as exc:
             if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
                 error = self._transport_text(exc, st)
             else:
@@ -328,7 +254,7 @@ class OpenAICompatEngine:
         # t0: headers written (common.send_clock); before the call if never sent.
         return self._result(st, sent[0] if sent else t_call, t_done, error)
 
-    def _transport_text(self, exc: BaseException, st: _State) -> str:
+    def _transport_text(self, exc: BaseException, st: StreamState) -> str:
         if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
             return f"timed out: {exc_text(exc)}"
         if st.started:
@@ -338,7 +264,7 @@ class OpenAICompatEngine:
         # Connected, but the server closed before answering (e.g. it crashed).
         return f"no response from {self.base_url}: {exc_text(exc)}"
 
-    async def _stream_raw(self, kwargs: dict[str, Any], st: _State) -> None:
+    async def _stream_raw(self, kwargs: dict[str, Any], st: StreamState) -> None:
         create = self._client.chat.completions.with_streaming_response.create
         async with create(**kwargs) as response:
             st.started = True
@@ -361,23 +287,23 @@ class OpenAICompatEngine:
                     except TimeoutError:
                         pass
                     return
-                _scan(json.loads(payload), time.perf_counter(), st)
+                scan_chunk(json.loads(payload), time.perf_counter(), st)
             if data:
                 payload = "\n".join(data)
                 if not payload.startswith("[DONE]"):
-                    _scan(json.loads(payload), time.perf_counter(), st)
+                    scan_chunk(json.loads(payload), time.perf_counter(), st)
 
-    async def _stream_sdk(self, kwargs: dict[str, Any], st: _State) -> None:
+    async def _stream_sdk(self, kwargs: dict[str, Any], st: StreamState) -> None:
         stream = await self._client.chat.completions.create(**kwargs)
         st.started = True
         try:
             async for chunk in stream:
-                _scan_sdk(chunk, time.perf_counter(), st)
+                scan_sdk_chunk(chunk, time.perf_counter(), st)
         finally:
             await stream.close()
 
     @staticmethod
-    def _result(st: _State, t_send: float, t_done: float, error: str | None) -> RequestResult:
+    def _result(st: StreamState, t_send: float, t_done: float, error: str | None) -> RequestResult:
         usage, timings = st.usage or {}, st.timings or {}
         out = usage.get("completion_tokens")
         if out is None:
