@@ -499,10 +499,12 @@ def run_form() -> None:
 # --- which run a page shows -------------------------------------------------------------
 
 
-def show_run(run_id: str | None) -> None:
-    """Remember the shown run in the URL (survives reloads) and the session (a small id)."""
+def show_run(run_id: str | None, follow: bool = True) -> None:
+    """Put the shown run in the URL (survives reloads); with `follow`, also remember it
+    as the run this session's Run page follows (a small id in the session)."""
     if run_id:
-        st.session_state["active_run"] = run_id
+        if follow:
+            st.session_state["active_run"] = run_id
         if st.query_params.get("run") != run_id:
             st.query_params["run"] = run_id
     else:
@@ -541,7 +543,7 @@ def run_picker() -> str | None:
         format_func=lambda rid: labels[rid],
         key="results_run",
     )
-    show_run(chosen)
+    show_run(chosen, follow=False)  # browsing results must not move the Run page
     return chosen
 
 

@@ -71,6 +71,7 @@ def test_finished_run(db):
     at = _open(run_id)
     assert not at.exception
     assert at.selectbox(key="results_run").value == run_id
+    assert "active_run" not in at.session_state  # browsing results leaves the Run page be
     markdown = " ".join(_texts(at.markdown))
     assert "seed: Ollama Q4 vs vLLM AWQ" in markdown
     assert ":green-badge[completed]" in markdown
