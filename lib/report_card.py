@@ -32,6 +32,7 @@ from lib.report_facts import (
     resolve_concurrency,
     run_date,
     run_title,
+    scrub_urls,
     truncate,
 )
 
@@ -119,6 +120,9 @@ h1 { font-size: 40px; line-height: 1.15; white-space: nowrap; overflow: hidden;
   padding: 2px 10px; max-height: 100px; overflow: hidden; word-break: break-word; }
 .ans b { color: var(--c); }
 .ans .fl { color: #b3261e; font-weight: 700; }
+.bad { color: #b3261e; }
+.problem { font-size: 26px; color: #b3261e; padding: 24px; background: #fdecea; border-radius: 12px;
+  width: 100%; }
 .foot { position: absolute; left: 44px; right: 44px; bottom: 12px; font-size: 14px; color: #6e7781;
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 """
@@ -137,16 +141,24 @@ def card_html(view: RunView, concurrency: int | None = None) -> str:
         f"<b>{_e(run_date(view.doc))}</b>",
         _e(hardware_summary(view.doc.get("environment") or {})),
         _e(
-            f"concurrency {concurrency} · {settings.get('requests')} requests per level · "
+            (f"concurrency {concurrency}" if concurrency is not None else "no level ran")
+            + f" · {settings.get('requests')} requests per level · "
             f"max {settings.get('max_tokens')} tokens · temp. {settings.get('temperature')}"
         ),
     ]
     more = f" · {hidden} more lanes in the report" if hidden > 0 else ""
+    # A run that did not complete says so at the top; with no lane, its error fills the card.
+    state = view.doc["status"]
+    status = f' · <span class="bad">{_e(state)}</span>' if state != "completed" else ""
+    problem = (
+        f'<div class="problem">The run {_e(state)}: '
+        f"{_e(truncate(scrub_urls(view.doc.get('error') or 'no lane was measured'), 300))}</div>"
+    )
     body = (
-        '<div class="top"><div><div class="brand">servescope · benchmark card</div>'
+        f'<div class="top"><div><div class="brand">servescope · benchmark card{status}</div>'
         f"<h1>{_e(truncate(run_title(view.doc), 60))}</h1></div>"
         f'<div class="when">{"".join(f"<div>{w}</div>" for w in when)}</div></div>'
-        f'<div class="lanes">{"".join(_lane_box(k, shown) for k in shown)}</div>'
+        f'<div class="lanes">{"".join(_lane_box(k, shown) for k in shown) or problem}</div>'
         '<div class="bottom"><div class="chart"><h2>Output throughput vs concurrency (tok/s)</h2>'
         f"{throughput_svg(view, concurrency)}</div>"
         f'<div class="pair">{_pair_html(view, concurrency)}</div></div>'
@@ -205,13 +217,13 @@ def _lane_box(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _quality_line(k: Mapping[str, Any]) -> str:
-    if not k["checked"]:
-        return '<div class="q">no answer checks</div>'
-    bits = [k["language"] or ""]
-    bits += [f"{n} {code.replace('_', ' ')}" for code, n in k["flags"].items()]
     failed = k["failed"] or 0
-    if failed:
-        bits.insert(0, f"{failed} failed")
+    bits = [f"{failed} of {failed + (k['completed'] or 0)} failed"] if failed else []
+    if k["checked"]:
+        bits.append(k["language"] or "")
+        bits += [f"{n} {code.replace('_', ' ')}" for code, n in k["flags"].items()]
+    else:
+        bits.append("no answer checks")
     warn = " warn" if k["drifted"] or failed else ""
     return f'<div class="q{warn}">⚑ {_e(" · ".join(bits))}</div>'
 
@@ -227,7 +239,7 @@ def _pair_html(view: RunView, concurrency: int | None) -> str:
     for a in pair["answers"][:MAX_LANES]:
         color = view.colors.get(a["lane"], "#555555")
         if a["error"]:
-            text = f"failed: {a['error']}"
+            text = f"failed: {scrub_urls(a['error'])}"
         else:
             text = " ".join(a["text"].split()) or "(empty answer)"
         flags = ", ".join(c.replace("_", " ") for c in a["flags"])
@@ -260,6 +272,7 @@ def throughput_svg(
     top = max(y for _, pts in series for _, y in pts) or 1.0
     step = _nice_step(top / 4)
     ymax = step * math.ceil(top / step)
+    digits = max(0, -math.floor(math.log10(step)))  # 0.5 steps need one digit
     left, right, upper, lower = 70, 24, 26, 48
     pad = 36  # px: the first and last points sit inside the plot, not on its edges
     log = len(xs) > 2 and xs[-1] / max(xs[0], 1) >= 8  # as charts.throughput_vs_concurrency
@@ -281,7 +294,8 @@ def throughput_svg(
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
         )
         parts.append(
-            f'<text x="{left - 8}" y="{y + 5:.1f}" text-anchor="end">{_e(fmt(i * step, 0))}</text>'
+            f'<text x="{left - 8}" y="{y + 5:.1f}" text-anchor="end">{_e(fmt(i * step, digits))}'
+            "</text>"
         )
     for x in xs:
         parts.append(f'<text x="{sx(x):.1f}" y="{height - 26}" text-anchor="middle">{x}</text>')

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,9 +61,7 @@ def load_view(db: str | os.PathLike[str] | None, run_id: str) -> RunView:
         run = store.get_run(conn, run_id) or {}
         levels = store.get_levels(conn, run_id)
     names = [lane["name"] for lane in doc["lanes"]]
-    # Plotly reads <b>, <br>, <a href> in trace names as markup: chart names get look-alike
-    # angle brackets, so a lane name can neither format a chart nor put a link in it.
-    chart_names = [n.replace("<", "‹").replace(">", "›") for n in names]
+    chart_names = [chart_text(n) for n in names]
     return RunView(
         doc=doc,
         run=run,
@@ -131,6 +130,27 @@ def endpoint_text(url: str) -> str:
     netloc = netloc.rsplit("@", 1)[-1]
     path = path.split("?", 1)[0].split("#", 1)[0]
     return f"{netloc}{slash}{path}".rstrip("/")
+
+
+_STOP = r"\s)\]\"'>"  # where a URL in a message ends
+_URL = re.compile(rf"\b[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^\s/@]*@)?([^?#{_STOP}]*)(?:[?#][^{_STOP}]*)?")
+
+
+def scrub_urls(text: str) -> str:
+    """A message with each URL cut to host:port/path: no scheme, user:password@ or query
+    ("cannot connect to gpu.lan:8000/v1"). Engine errors name endpoints, and the report
+    names no URL and no credential."""
+    return _URL.sub(lambda m: m.group(1), text or "")
+
+
+def chart_text(text: str) -> str:
+    """Text that Plotly draws (trace names, hover data) with no markup left in it.
+
+    Plotly reads <b>, <br> and <a href> in such text as markup, so angle brackets become
+    look-alikes (‹ ›): a lane name or an error can neither format a chart nor put a link
+    in it. URLs are cut as in `scrub_urls`.
+    """
+    return scrub_urls(text).replace("<", "‹").replace(">", "›")
 
 
 def engine_kind(lane: Mapping[str, Any]) -> str:
@@ -238,14 +258,16 @@ def resolve_concurrency(doc: Mapping[str, Any], concurrency: int | None) -> int 
 
 
 def default_concurrency(doc: Mapping[str, Any]) -> int | None:
-    """The highest level every lane measured something at (else the highest any did):
-    where the engines differ most, and a fair comparison."""
+    """The highest level every lane completed a request at (else the highest any did,
+    else the highest that ran): where the engines differ most, and a fair comparison."""
     measured = [
         {lv["concurrency"] for lv in lane.get("levels", []) if lv.get("completed")}
         for lane in doc.get("lanes", [])
     ]
     common = set.intersection(*measured) if measured else set()
-    pool = common or set().union(*measured) if measured else set()
+    pool = common or (set().union(*measured) if measured else set())
+    # A run whose every request failed still has levels: headline the highest.
+    pool = pool or {lv["concurrency"] for lane in doc.get("lanes", []) for lv in lane["levels"]}
     return max(pool) if pool else None
 
 

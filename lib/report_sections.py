@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from lib import charts, frames
 from lib.report_facts import (
     RunView,
+    chart_text,
     engine_settings,
     fmt,
     hardware_summary,
@@ -24,6 +25,7 @@ from lib.report_facts import (
     memory_series,
     run_date,
     run_title,
+    scrub_urls,
     truncate,
 )
 
@@ -90,7 +92,7 @@ def header(view: RunView) -> str:
     out = f"<h1>{_e(run_title(doc))}</h1><p class='meta'>{' · '.join(bits)}</p>"
     out += f"<p class='meta'>{_e(hardware_summary(doc.get('environment') or {}))}</p>"
     if doc.get("error"):
-        out += f"<p class='error'>The run failed: {_e(doc['error'])}</p>"
+        out += f"<p class='error'>The run failed: {_e(scrub_urls(doc['error']))}</p>"
     return out
 
 
@@ -258,6 +260,9 @@ def figures(view: RunView) -> list[go.Figure]:
     rows, names, colors, order = view.rows, view.chart_names, view.chart_colors, view.order
     t0 = frames.run_start(view.run, rows)
     requests = frames.request_frame(rows, names, t0)
+    # The timeline shows each failed request's error on hover: our text, but it names
+    # endpoints and may hold markup from a server's error body.
+    requests["error"] = [chart_text(e) if isinstance(e, str) else e for e in requests["error"]]
     levels = frames.level_frame(rows, names, order)
     spans = frames.level_spans(view.levels, names, t0, now=view.run.get("finished_at"))
     return [
@@ -365,7 +370,7 @@ def _answer_html(name: str, answers: Sequence[Mapping[str, Any]], colors: Mappin
         return f'<div class="answer">{head}<p class="note">no answer at this level</p></div>'
     req = answers[0]
     if req.get("error"):
-        body = f'<p class="error">failed: {_e(req["error"])}</p>'
+        body = f'<p class="error">failed: {_e(scrub_urls(req["error"]))}</p>'
     else:
         text = req.get("output_text") or ""
         shown = truncate(text, ANSWER_CHARS)

@@ -28,7 +28,7 @@ EVIL_ANSWER = (
     "<script>alert(1)</script><img src=x onerror=alert(2)> see http://evil.example/x\n"
     'line two\r\nline three\rline four, "quoted", =1+2'
 )
-EVIL_ERROR = "HTTP 503 <b>down</b>"
+EVIL_ERROR = "HTTP 503 <b>down</b> at http://user:pw@gpu.lan:8000/v1/chat?key=sk-123"
 EVIL_LANE = "<b>evil</b> lane"
 EVIL_LABEL = "retro <i>demo</i>"
 
@@ -181,12 +181,21 @@ def test_html_escapes_answers_errors_names_and_label(page):
     for raw in ("<script>alert(1)", "<img src=x", "<b>down</b>", "<b>evil</b>", "<i>demo</i>"):
         assert raw not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;" in page
-    assert "HTTP 503 &lt;b&gt;down&lt;/b&gt;" in page
+    # Our own messages name endpoints without scheme, credentials or query.
+    assert "HTTP 503 &lt;b&gt;down&lt;/b&gt; at gpu.lan:8000/v1/chat" in page
+    assert "user:pw" not in page and "sk-123" not in page
     assert "&lt;b&gt;evil&lt;/b&gt; lane" in page and "retro &lt;i&gt;demo&lt;/i&gt;" in page
     # In the charts the lane name cannot become Plotly markup either.
     figures = [json.loads(t) for a, t in parse(page).scripts if a.get("type") == "application/json"]
     names = {trace.get("name") for fig in figures for trace in fig["data"]}
     assert "‹b›evil‹/b› lane" in names and not any("<" in (n or "") for n in names)
+    hover = [
+        str(trace.get("customdata"))
+        for fig in figures
+        for trace in fig["data"]
+        if "failed" in (trace.get("name") or "")
+    ]
+    assert hover and "HTTP 503 ‹b›down‹/b› at gpu.lan:8000/v1/chat" in hover[0]
 
 
 def test_html_states_settings_hardware_engines_and_quality(page, run):
@@ -303,6 +312,36 @@ def test_a_failing_browser_is_named_with_its_last_words(run, monkeypatch, tmp_pa
         report.png_bytes(db, run_id)
 
 
+def test_failed_runs_still_report(tmp_path):
+    from lib import store
+    from lib.records import LaneSpec, Prompt, RunConfig
+
+    db = tmp_path / "f.db"
+    url = "http://user:pw@gpu.lan:8000/v1"
+    config = RunConfig(
+        lanes=[LaneSpec(engine="openai", base_url=url, model="m")],
+        prompts=[Prompt.from_text("hi")],
+        concurrency=[1, 2],
+    ).to_dict()
+    with store.opened(db) as conn:
+        store.create_run(conn, "none", config, "", {}, status="failed")
+        store.update_run(conn, "none", error=f"cannot connect to {url}")
+        store.create_run(conn, "allfail", config, "", {}, status="completed")
+        store.add_lane(conn, "allfail", 0, "vllm:m", "openai", url, "m", {"kind": "vllm"}, {})
+        failed = {"run_id": "allfail", "lane_idx": 0, "concurrency": 1, "warmup": False}
+        failed |= {"prompt_idx": 0, "t_send": 10.0, "t_done": 11.0, "error": "timeout"}
+        store.add_requests(conn, [failed | {"idx": i} for i in range(3)])
+        store.set_level(conn, "allfail", 0, 1, "completed", 10.0, 11.0)
+    page = report.html_report(db, "none")
+    card = report_card.card_html(report_facts.load_view(db, "none"))
+    for text in (page, card):
+        assert "cannot connect to gpu.lan:8000/v1" in text and "user:pw" not in text
+    assert "failed</span>" in card and "no level ran" in card
+    card = report_card.card_html(report_facts.load_view(db, "allfail"))
+    assert "3 of 3 failed" in card and "concurrency 1 ·" in card
+    assert "At concurrency 1" in report.html_report(db, "allfail")
+
+
 # --- facts -----------------------------------------------------------------------------------
 
 
@@ -357,6 +396,8 @@ def test_endpoint_text_drops_scheme_credentials_and_query():
     text = report_facts.endpoint_text("https://user:secret@gpu.lan:8000/v1/?key=abc#x")
     assert text == "gpu.lan:8000/v1"
     assert report_facts.endpoint_text("http://127.0.0.1:11434") == "127.0.0.1:11434"
+    message = "cannot connect to https://u:p@gpu.lan:8000/v1?key=k (http://h:1/x#f)."
+    assert report_facts.scrub_urls(message) == "cannot connect to gpu.lan:8000/v1 (h:1/x)."
 
 
 # --- the CLI handlers (as lib.cli will wire them) ------------------------------------------
