@@ -20,7 +20,9 @@ Commands (``python -m sandbox ...``): ``install``, ``models``, ``up``, ``down``,
        "updated_at": "2026-01-01T12:00:00+00:00",
        "pid": 1234,                          # the `up` process
        "elapsed_s": 61.2,                    # since that `up` began
-       "log": ".../.sandbox/logs/up.log"}
+       "log": ".../.sandbox/logs/up.log"}    # the details: up.log for a background
+                                             # `up`, the failing step's log on
+                                             # "failed", else null
 
   ``progress()`` adds ``"active"``: True while that ``up`` is still working.
 

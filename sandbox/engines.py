@@ -17,6 +17,8 @@ HOST = "127.0.0.1"
 VLLM_DEFAULT_PORT = 8000  # the dashboard's default vLLM URL, so `make run` finds it
 LLAMA_DEFAULT_PORT = 8080
 MAX_MODEL_LEN = 1024
+# Engine (venv) name -> the name status() reports.
+DISPLAY_NAMES = {"vllm": "vllm", "llama": "llama.cpp"}
 
 
 @dataclass
@@ -50,7 +52,8 @@ def vllm_launch(where: Home, models: ModelSet, port: int, max_model_len: int) ->
     args += ["--dtype", "float32", "--seed", "0"]
     # 1 GiB of KV cache: ample for the sandbox model, small enough for a shared machine.
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
-    return Launch("vllm", "vllm", port, args, [models.name], module, where.logs / "vllm.log", env)
+    log = where.logs / "vllm.log"
+    return Launch(DISPLAY_NAMES["vllm"], "vllm", port, args, [models.name], module, log, env)
 
 
 def llama_launch(where: Home, models: ModelSet, port: int, max_model_len: int) -> Launch:
@@ -81,9 +84,8 @@ def llama_launch(where: Home, models: ModelSet, port: int, max_model_len: int) -
     config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     module = "llama_cpp.server"
     args = [str(where.python("llama")), "-m", module, "--config_file", str(config_file)]
-    return Launch(
-        "llama.cpp", "llama", port, args, list(models.ggufs), module, where.logs / "llama.log"
-    )
+    log = where.logs / "llama.log"
+    return Launch(DISPLAY_NAMES["llama"], "llama", port, args, list(models.ggufs), module, log)
 
 
 def served_models(base_url: str, timeout: float = 2.0) -> list[str] | None:

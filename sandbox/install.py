@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -50,7 +50,6 @@ class VenvSpec:
     needs_torch: bool = False
     # Import checked after installing, so a broken venv fails here and not at start-up.
     check_import: str = ""
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     def stamp(self) -> dict[str, object]:
         """What the stamp file must say for the venv to be reused."""
@@ -149,13 +148,14 @@ def _run_logged(args: Sequence[str], log: Path, env: dict[str, str]) -> int:
                 _RUNNING.discard(proc)
 
 
-def install_one(where: Home, spec: VenvSpec, report: Report) -> None:
-    """Create ``spec``'s venv and pip-install its pins; raises SandboxError on failure."""
+def install_one(where: Home, spec: VenvSpec, extra: Sequence[str] = ()) -> None:
+    """Create ``spec``'s venv and pip-install its pins (``extra``: more pip arguments, e.g.
+    where torch comes from); raises SandboxError naming the log on failure."""
     log = where.logs / f"install-{spec.name}.log"
     log.write_text("", encoding="utf-8")
     venv = where.venv(spec.name)
     python = where.python(spec.name)
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", **spec.extra_env}
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)  # the project's path must not leak into the engine venv
     (venv / STAMP_NAME).unlink(missing_ok=True)
 
@@ -164,7 +164,6 @@ def install_one(where: Home, spec: VenvSpec, report: Report) -> None:
         if rc != 0:
             raise SandboxError(f"{what} failed (exit code {rc})", log)
 
-    extra = torch_source_args() if spec.needs_torch else []
     if not python.exists():
         step([sys.executable, "-m", "venv", str(venv)], f"creating the {spec.name} venv")
     # The pip that ships with Python 3.11 resolves vLLM's large dependency set slowly.
@@ -199,9 +198,9 @@ def ensure_installed(where: Home, names: Sequence[str], report: Report) -> dict[
             report("install", f"{name}: reusing {where.rel(where.venv(name))} ({_pins(name)})")
     if not todo:
         return timings
+    # Where torch comes from is settled first, so an unreachable source fails at once.
+    torch_args = torch_source_args() if any(s.needs_torch for s in todo) else []
     for spec in todo:
-        if spec.needs_torch:
-            torch_source_args()  # fail on an unreachable torch source before any download
         log = where.rel(where.logs / f"install-{spec.name}.log")
         report("install", f"{spec.name}: installing {_pins(spec.name)} (log {log})")
 
@@ -211,7 +210,7 @@ def ensure_installed(where: Home, names: Sequence[str], report: Report) -> dict[
 
     def worker(spec: VenvSpec) -> None:
         try:
-            install_one(where, spec, report)
+            install_one(where, spec, torch_args if spec.needs_torch else ())
             done[spec.name] = time.monotonic() - started
         except BaseException as exc:  # handed to the main thread, which raises it
             errors[spec.name] = exc

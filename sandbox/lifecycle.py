@@ -25,7 +25,7 @@ from sandbox import engines, processes
 from sandbox.engines import MAX_MODEL_LEN
 from sandbox.errors import SandboxError
 from sandbox.install import ensure_installed
-from sandbox.models import choose, prepare, venvs_needed
+from sandbox.models import ModelChoice, choose, prepare, venvs_needed
 from sandbox.paths import REPO_ROOT, Home, home
 from sandbox.state import Reporter, clear_state, now_iso, read_progress, read_state, write_state
 
@@ -184,13 +184,14 @@ def up(options: UpOptions, report: Reporter) -> dict[str, Any]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _up_locked(where: Home, options: UpOptions, choice: Any, report: Reporter) -> dict[str, Any]:
+def _up_locked(
+    where: Home, options: UpOptions, choice: ModelChoice, report: Reporter
+) -> dict[str, Any]:
     recorded = read_state(where)["engines"]
-    wanted = {"vllm": "vllm", "llama": "llama.cpp"}
     if recorded:
         current = status(where)["engines"]
         names = {e["name"] for e in current if e["ready"]}
-        if names >= {wanted[e] for e in options.engines}:
+        if names >= {engines.DISPLAY_NAMES[e] for e in options.engines}:
             urls = ", ".join(e["base_url"] for e in current)
             report("ready", f"already running: {urls} (run down first to change anything)")
             return status(where)

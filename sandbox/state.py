@@ -60,6 +60,15 @@ def read_progress(where: Home | None = None) -> dict[str, Any] | None:
     return _read_json((where or home()).progress_file)
 
 
+def _stdout_log(where: Home) -> str | None:
+    """``logs/up.log`` when this process writes its output there (a background ``up``)."""
+    up_log = where.logs / "up.log"
+    try:
+        return str(up_log) if os.path.samestat(os.fstat(1), os.stat(up_log)) else None
+    except OSError:
+        return None
+
+
 class Reporter:
     """Prints progress lines and mirrors the latest one into ``progress.json``."""
 
@@ -67,6 +76,7 @@ class Reporter:
         self.home = where or home()
         self.quiet = quiet
         self.started = time.monotonic()
+        self.own_log = _stdout_log(self.home)
 
     def __call__(self, phase: str, message: str, **extra: Any) -> None:
         """Report one step: ``phase`` is install, models, start, ready, failed or stopped."""
@@ -82,7 +92,7 @@ class Reporter:
             "updated_at": now_iso(),
             "pid": os.getpid(),
             "elapsed_s": round(time.monotonic() - self.started, 1),
-            "log": str(self.home.logs / "up.log"),
+            "log": self.own_log,
         }
         record.update(extra)
         try:
