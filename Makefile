@@ -18,13 +18,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-# Debian's chromium drives the browser test (Playwright's own browser download
-# does not work on machines without general internet).
+# Debian's chromium drives the browser test and renders the PNG card (Playwright's own
+# browser download does not work on machines without general internet); the Noto CJK
+# fonts draw the Korean, Chinese and Japanese answers instead of empty boxes.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-		echo "installing Debian's chromium for the browser test"; \
+	@{ command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; } || { \
+		echo "installing Debian's chromium and CJK fonts for the browser tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			chromium fonts-noto-cjk >/dev/null; }
 
 run: $(STAMP)
 	@$(PY) -m sandbox ensure --background || true

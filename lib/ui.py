@@ -49,11 +49,11 @@ STATUS_COLORS = {
 # (file, title, icon, default): registered only when the file exists, so a page that
 # another area has not delivered yet never breaks the app.
 PAGES: tuple[tuple[str, str, str, bool], ...] = (
-    ("pages/run.py", "Run", ":material/play_circle:", True),
-    ("pages/results.py", "Results", ":material/monitoring:", False),
-    ("pages/compare.py", "Compare", ":material/compare:", False),
-    ("pages/history.py", "History", ":material/history:", False),
-    ("pages/engines.py", "Engines", ":material/dns:", False),
+    ("app_pages/run.py", "Run", ":material/play_circle:", True),
+    ("app_pages/results.py", "Results", ":material/monitoring:", False),
+    ("app_pages/compare.py", "Compare", ":material/compare:", False),
+    ("app_pages/history.py", "History", ":material/history:", False),
+    ("app_pages/engines.py", "Engines", ":material/dns:", False),
 )
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$=^])")
@@ -654,7 +654,7 @@ def _run_header(run: Mapping[str, Any], active: bool, where: str) -> None:
             st.toast("Cancelling: requests in flight are recorded as cancelled.")
     elif where == "run":
         with action:
-            page_link("pages/results.py", "Full results", run=run_id)
+            page_link("app_pages/results.py", "Full results", run=run_id)
             if st.button("New run", icon=":material/add:", key=f"run-new-{run_id}"):
                 show_run(None)  # back to an open form
                 st.rerun()

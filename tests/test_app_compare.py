@@ -14,7 +14,7 @@ from lib import cli, review, store
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 from tests.test_review import KO_JSON, NAMES, ZH_JSON, make_run
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "compare.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "compare.py")
 XSS = "<script>alert(1)</script>"
 
 

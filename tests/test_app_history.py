@@ -15,7 +15,7 @@ from lib import charts_history, history, store
 from lib.records import LaneSpec, Prompt, RunConfig
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "history.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "history.py")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from tests.test_frames import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "results.py")
+PAGE = str(ROOT / "app_pages" / "results.py")
 APP = str(ROOT / "app.py")
 
 
@@ -161,7 +161,7 @@ def test_through_app_navigation(db):
     run_id = make_seed_run(db)
     at = AppTest.from_file(APP, default_timeout=30)
     at.query_params["run"] = run_id
-    at.switch_page("pages/results.py").run()
+    at.switch_page("app_pages/results.py").run()
     assert not at.exception
     assert at.dataframe[0].value["lane"].nunique() == 2
     assert at.selectbox(key="results_run").value == run_id

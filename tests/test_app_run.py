@@ -22,7 +22,7 @@ from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-RUN_PAGE = str(ROOT / "pages" / "run.py")
+RUN_PAGE = str(ROOT / "app_pages" / "run.py")
 OLLAMA_MODEL = "qwen2.5:7b-instruct-q4_K_M"
 VLLM_MODEL = "Qwen/Qwen2.5-7B-Instruct-AWQ"
 

@@ -1,4 +1,4 @@
-"""Only app.py, pages/ and lib/ui.py import streamlit (DESIGN.md "Layout").
+"""Only app.py, app_pages/ and lib/ui.py import streamlit (DESIGN.md "Layout").
 
 The benchmark core, the CLI and the child process must never pull Streamlit in; the
 check reads every module's imports with `ast`, so an import inside a function counts.
@@ -28,7 +28,7 @@ def _imports_streamlit(path: Path) -> bool:
 
 
 def _python_files() -> list[Path]:
-    files = [ROOT / "app.py", *(ROOT / "lib").rglob("*.py"), *(ROOT / "pages").glob("*.py")]
+    files = [ROOT / "app.py", *(ROOT / "lib").rglob("*.py"), *(ROOT / "app_pages").glob("*.py")]
     files += [*(ROOT / "sandbox").rglob("*.py")] if (ROOT / "sandbox").exists() else []
     return sorted(files)
 
@@ -39,7 +39,7 @@ def test_only_the_ui_layer_imports_streamlit():
         for path in _python_files()
         if _imports_streamlit(path)
         and path.relative_to(ROOT) not in ALLOWED
-        and path.relative_to(ROOT).parts[0] != "pages"
+        and path.relative_to(ROOT).parts[0] != "app_pages"
     ]
     assert offenders == []
 
@@ -63,4 +63,4 @@ def test_the_ui_layer_does_import_streamlit():
     # Guards the allow-list against going stale (a renamed ui module would pass silently).
     for rel in ALLOWED:
         assert _imports_streamlit(ROOT / rel), rel
-    assert any(_imports_streamlit(p) for p in (ROOT / "pages").glob("*.py"))
+    assert any(_imports_streamlit(p) for p in (ROOT / "app_pages").glob("*.py"))

@@ -230,3 +230,28 @@ def test_run_live_and_results_in_chromium(dashboard):
             browser.close()
     for name in ("run_live.png", "run_done.png", "results.png", "results_full.png"):
         assert (ARTIFACTS / name).stat().st_size > 20_000, name
+
+
+def test_deep_link_is_the_first_visit(dashboard):
+    """A shared `/results?run=...` link opened on a fresh server gets the whole app.
+
+    Streamlit treats a `pages/` folder as a legacy multipage app on a first visit to
+    a sub-path, before app.py's st.navigation has run (streamlit#9624, #10276): no
+    sidebar, raw file names. The pages live in app_pages/ for that reason.
+    """
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"{dashboard}/results?run=no-such-run")
+            sidebar = page.get_by_test_id("stSidebar")
+            # app.py's frame: its navigation labels and the endpoint status block.
+            expect(sidebar.get_by_text("Engines", exact=True).first).to_be_visible()
+            expect(sidebar.get_by_text("Ollama 0.9.0 · 2 models")).to_be_visible()
+            expect(page.get_by_text("no-such-run")).to_be_visible()
+            assert not page.get_by_text("Page not found").is_visible()
+        finally:
+            browser.close()

@@ -28,7 +28,7 @@ if not runs:
         "No runs yet. Start one on the Run page, or from a terminal with "
         "`python -m lib.cli run ...`; it will be listed here."
     )
-    page_link("pages/run.py", "Start a run")
+    page_link("app_pages/run.py", "Start a run")
     st.stop()
 
 by_id = {run["run_id"]: run for run in runs}
@@ -73,7 +73,7 @@ picked = st.multiselect(
 if len(picked) == 1:
     run = by_id[picked[0]]
     title = esc_md(run["run_id"])
-    page_link("pages/results.py", f"Open {title} on the Results page", run=run["run_id"])
+    page_link("app_pages/results.py", f"Open {title} on the Results page", run=run["run_id"])
     with st.form("history_relabel"):
         label = st.text_input("Label", value=run.get("label") or "", max_chars=200)
         if st.form_submit_button("Save label"):
@@ -140,4 +140,4 @@ elif len(picked) >= 2:
     )
     for run_id in picked:
         title = esc_md(history.run_title(by_id[run_id]))
-        page_link("pages/results.py", f"Open {title}", run=run_id)
+        page_link("app_pages/results.py", f"Open {title}", run=run_id)

@@ -201,7 +201,7 @@ if data is None:
     st.stop()
 if len(data.lanes) < 2:
     st.info("This run has one lane; Compare puts two lanes side by side.")
-    ui.page_link("pages/results.py", "Its answers are on the Results page", run=run_id)
+    ui.page_link("app_pages/results.py", "Its answers are on the Results page", run=run_id)
     st.stop()
 if not data.answers:
     st.info("No answers in this run yet. They appear here as requests finish.")
