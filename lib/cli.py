@@ -1,4 +1,4 @@
-"""Headless command line: `python -m lib.cli run|list|show|quality|gpu ...`.
+"""Headless command line: `python -m lib.cli run|list|show|report|export|quality|gpu ...`.
 
 A thin wrapper over the same functions the dashboard calls. Exit codes: 0 every
 request completed, 1 some requests failed (results still written), 2 bad
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lib import results, store
+from lib import cli_reports, results, store
 from lib.engines.base import EngineError
 from lib.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
 from lib.runner import ConfigError, close_lanes, execute_run, prepare_lanes, validate_config
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gpu = sub.add_parser("gpu", help="the current GPU snapshot")
     gpu.add_argument("--json", action="store_true")
+    COMMANDS.update(cli_reports.add_subcommands(sub))  # report, export
     return parser
 
 

@@ -274,3 +274,35 @@ def test_db_default_rule_follows_env(tmp_path, capsys, monkeypatch, vllm):
     assert code == 0, err
     with store.opened() as conn:
         assert len(store.list_runs(conn)) == 1
+
+
+def test_report_and_export_commands(tmp_path, capsys, vllm):
+    db = tmp_path / "s.db"
+    code, _, err = run_cli(
+        capsys, "run", "--engine", "openai", "--base-url", vllm.base_url, "--model", "qwen-awq",
+        "--prompt", "hi", "--concurrency", "1,2", "--requests", "2", "--max-tokens", "4",
+        "--db", str(db),
+    )  # fmt: skip
+    assert code == 0, err
+    run_id = json.loads(run_cli(capsys, "list", "--db", str(db), "--json")[1])[0]["run_id"]
+    html, png = tmp_path / "r.html", tmp_path / "card.png"
+    code, _, err = run_cli(
+        capsys, "report", run_id, "--html", str(html), "--png", str(png), "--db", str(db)
+    )
+    assert code == 0, err
+    assert html.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for flag, name in (("--csv", "r.csv"), ("--parquet", "r.parquet"), ("--json", "r.json")):
+        code, _, err = run_cli(
+            capsys, "export", run_id, flag, str(tmp_path / name), "--db", str(db)
+        )
+        assert code == 0, err
+        assert (tmp_path / name).stat().st_size > 0
+    code, _, err = run_cli(
+        capsys, "export", "nope", "--csv", str(tmp_path / "x.csv"), "--db", str(db)
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(
+        capsys, "report", run_id, "--concurrency", "64", "--png", str(png), "--db", str(db)
+    )
+    assert code == 2 and "64" in err
