@@ -223,6 +223,17 @@ def test_run_live_and_results_in_chromium(dashboard):
             _settled_shot(page, ARTIFACTS / "results.png")
             _full_height_shot(page, ARTIFACTS / "results_full.png", 4200)
 
+            # Downloads are built on click: the offline report and the retro card.
+            with page.expect_download() as got:
+                page.get_by_role("button", name="HTML report").click()
+            html = Path(got.value.path()).read_text(encoding="utf-8")
+            assert html.lstrip().lower().startswith("<!doctype html") and "<script src=" not in html
+            with page.expect_download(timeout=60_000) as got:
+                page.get_by_role("button", name="Retro card (PNG)").click()
+            card = Path(got.value.path()).read_bytes()
+            assert card[:8] == b"\x89PNG\r\n\x1a\n"
+            (ARTIFACTS / "card.png").write_bytes(card)
+
             # A reload of the results URL opens the same run.
             page.reload()
             expect(page.get_by_text("Summary per lane and concurrency")).to_be_visible()
