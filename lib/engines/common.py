@@ -28,6 +28,12 @@ def one_line(text: object, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def redact(text: str, secret: str | None) -> str:
+    """`text` without `secret`: some servers quote a rejected API key in their error, and
+    errors go to the store, logs and reports."""
+    return text.replace(secret, "***") if secret and text else text
+
+
 def exc_text(exc: BaseException) -> str:
     """A short reason for an exception: its message, else the first cause that has
     one (httpx's ReadError has none; its cause says "Connection reset by peer")."""
@@ -43,6 +49,24 @@ def exc_text(exc: BaseException) -> str:
         deepest = seen
         seen = seen.__cause__ or seen.__context__
     return type(deepest).__name__
+
+
+def status_text(body: Any, fallback: str | None = None) -> str:
+    """The message of an HTTP error body: `{"error": {"message"}}` (OpenAI, vLLM,
+    llama.cpp), `{"error": "..."}`, `{"detail": ...}` (FastAPI), else the text itself or
+    `fallback` (the reason phrase). Bytes are decoded first."""
+    if isinstance(body, bytes | bytearray):
+        text = bytes(body).decode("utf-8", "replace")
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = text
+    msg: Any = body if isinstance(body, str) else None
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        msg = err.get("message") if isinstance(err, dict) else err
+        msg = msg or body.get("detail")
+    return one_line(msg or fallback or "no message", 200)
 
 
 def check_url(url: str) -> tuple[str, str]:
@@ -146,6 +170,25 @@ async def mark_send(request: Any) -> None:
             box.append(time.perf_counter())
 
     request.extensions["trace"] = trace
+
+
+def aiohttp_send_trace() -> Any:
+    """An aiohttp TraceConfig that feeds send_clock: the first request chunk is traced
+    just before aiohttp writes request line, headers and body to the socket together.
+
+    (`on_request_headers_sent` would be earlier than the write: aiohttp buffers the
+    headers and, on Python < 3.12, writes them from a task that waits a loop turn.)
+    """
+    import aiohttp  # the aiohttp transport only
+
+    async def sent(session: Any, ctx: Any, params: Any) -> None:
+        box = _SEND_BOX.get()
+        if box is not None and not box:
+            box.append(time.perf_counter())
+
+    config = aiohttp.TraceConfig()
+    config.on_request_chunk_sent.append(sent)
+    return config
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from lib.engines.common import (
     exc_text,
     mark_send,
     one_line,
+    redact,
     send_clock,
 )
 from lib.metrics import ollama_server_timings
@@ -54,6 +55,7 @@ class OllamaEngine:
         # Users paste the /v1 URL too; the native API lives at the root.
         self.base_url = root + path.removesuffix("/v1")
         self.meta_timeout_s = meta_timeout_s
+        self._secret = api_key  # kept out of every error message (redact)
         limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
         # A key for an authenticating proxy in front of Ollama (else OLLAMA_API_KEY).
         headers = {"authorization": f"Bearer {api_key}"} if api_key else None
@@ -83,8 +85,10 @@ class OllamaEngine:
                 f"no answer from {self.base_url} in {self.meta_timeout_s:g} s ({what})"
             )
         if isinstance(exc, ollama.ResponseError):
-            return EngineError(f"{what}: HTTP {exc.status_code}: {one_line(exc.error, 200)}")
-        return EngineError(f"{what}: {type(exc).__name__}: {exc_text(exc)}")
+            text = f"{what}: HTTP {exc.status_code}: {one_line(exc.error, 200)}"
+        else:
+            text = f"{what}: {type(exc).__name__}: {exc_text(exc)}"
+        return EngineError(redact(text, self._secret))
 
     async def _get_json(self, path: str) -> Any:
         try:
@@ -177,7 +181,8 @@ class OllamaEngine:
             async for progress in stream:
                 yield progress.model_dump(exclude_none=True)
         except ollama.ResponseError as exc:
-            raise EngineError(f"pull {model}: {one_line(exc.error, 200)}") from None
+            text = f"pull {model}: {one_line(exc.error, 200)}"
+            raise EngineError(redact(text, self._secret)) from None
         except (ConnectionError, httpx.HTTPError, ValueError) as exc:
             raise self._meta_error(f"pull {model}", exc) from None
 
@@ -239,6 +244,8 @@ class OllamaEngine:
         except Exception as exc:  # never raise from chat: the runner counts every request
             error = f"{type(exc).__name__}: {exc_text(exc)}"
         t_done = time.perf_counter()
+        if error:
+            error = redact(error, self._secret)
         result = RequestResult(
             # t0: headers written (common.send_clock); the request goes out on the
             # stream's first iteration. Before the call if it never went out.

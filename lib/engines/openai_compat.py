@@ -29,6 +29,7 @@ from lib.engines.common import (
     mark_send,
     one_line,
     openai_base,
+    redact,
     root_of,
     send_clock,
 )
@@ -64,6 +65,7 @@ class OpenAICompatEngine:
         self.flavor = flavor
         self.parser = parser
         self.meta_timeout_s = meta_timeout_s
+        self._secret = api_key  # kept out of every error message (redact)
         limits = httpx2.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
         # No read limit on the client: each chat enforces its own total deadline.
         timeout = httpx2.Timeout(None, connect=meta_timeout_s)
@@ -103,11 +105,11 @@ class OpenAICompatEngine:
         except openai.APIConnectionError as exc:
             raise EngineUnreachable(f"cannot connect to {self.base_url}: {exc_text(exc)}") from None
         except openai.APIStatusError as exc:
-            raise EngineError(
-                f"GET {self.base_url}/models: HTTP {exc.status_code}: {_status_text(exc)}"
-            ) from None
+            text = f"GET {self.base_url}/models: HTTP {exc.status_code}: {_status_text(exc)}"
+            raise EngineError(redact(text, self._secret)) from None
         except (openai.APIError, ValueError) as exc:
-            raise EngineError(f"GET {self.base_url}/models: {exc_text(exc)}") from None
+            text = f"GET {self.base_url}/models: {exc_text(exc)}"
+            raise EngineError(redact(text, self._secret)) from None
         return [m.model_dump() | (m.model_extra or {}) for m in page.data]
 
     async def info(self) -> EngineInfo:
@@ -251,6 +253,8 @@ class OpenAICompatEngine:
         except Exception as exc:  # never raise from chat: the runner counts every request
             error = f"{type(exc).__name__}: {exc_text(exc)}"
         t_done = time.perf_counter()
+        if error:
+            error = redact(error, self._secret)
         # t0: headers written (common.send_clock); before the call if never sent.
         return self._result(st, sent[0] if sent else t_call, t_done, error)
 
