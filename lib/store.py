@@ -141,26 +141,43 @@ def db_path(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
+class StoreError(RuntimeError):
+    """The store cannot be opened (bad path, not a database, newer schema); one line."""
+
+
 def connect(path: str | os.PathLike[str] | None = None) -> sqlite3.Connection:
-    """Open the store (creating and migrating it if needed). Close it when done."""
+    """Open the store (creating and migrating it if needed). Close it when done.
+
+    Raises StoreError with one line naming the file when it cannot be opened: callers
+    (the CLI, the run's process) report it instead of a traceback.
+    """
     target = db_path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(target, timeout=30.0, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
-    # NORMAL in WAL: no fsync per commit, durable at checkpoints; a crash of the
-    # benchmark process (not the OS) loses nothing committed.
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
-    _migrate(conn)
+    conn: sqlite3.Connection | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(target, timeout=30.0, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL: no fsync per commit, durable at checkpoints; a crash of the
+        # benchmark process (not the OS) loses nothing committed.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        _migrate(conn)
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        if conn is not None:
+            conn.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if target.is_dir():
+            reason = "it is a folder"
+        raise StoreError(f"cannot open the store {target}: {reason}") from exc
     return conn
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise StoreError(
             f"database schema {version} is newer than this servescope ({SCHEMA_VERSION})"
         )
     if version == SCHEMA_VERSION:

@@ -46,7 +46,11 @@ class StoreWriter:
             raise RuntimeError(f"store writer failed: {self._error}") from self._error
 
     def _loop(self) -> None:
-        conn = store.connect(self._db)
+        try:
+            conn = store.connect(self._db)
+        except BaseException as exc:  # report through submit()/close(), not a dead thread
+            self._error = exc
+            return
         try:
             stop = False
             while not stop:
