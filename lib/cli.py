@@ -1,8 +1,10 @@
 """Headless command line: `python -m lib.cli run|list|show|report|export|quality|gpu ...`.
 
 A thin wrapper over the same functions the dashboard calls. Exit codes: 0 every
-request completed, 1 some requests failed (results still written), 2 bad
-arguments, engine unreachable or model unknown (one line on stderr, nothing written).
+request completed, 1 some requests failed (results still written) or an unexpected
+error (one line), 2 bad arguments, a store that cannot be opened, engine unreachable
+or model unknown (one line on stderr, nothing written). SERVESCOPE_DEBUG=1 shows the
+traceback of an unexpected error instead of its one line.
 """
 
 from __future__ import annotations
@@ -233,6 +235,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = Path(args.output_json)
         if not out.parent.exists():
             raise UsageError(f"--output-json: folder {out.parent} does not exist")
+        if out.is_dir():  # found before the run, not when its results are written
+            raise UsageError(f"--output-json: {out} is a folder")
+    # Open the store before any request: a --db that cannot be written must fail now
+    # (StoreError, exit 2), not lose every record of a finished run.
+    with store.opened(args.db):
+        pass
     try:
         run_id, code = asyncio.run(_run_async(args, config))
     except EngineError as exc:
@@ -341,15 +349,26 @@ COMMANDS = {
 }
 
 
+def _say(message: str) -> None:
+    """One line on stderr: messages may quote names or engine text with newlines."""
+    flat = " ".join(str(message).split())
+    print(f"{PROG}: {flat[:500]}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+    except (UsageError, store.StoreError) as exc:  # the user's to fix: a flag, --db
+        _say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        _say("interrupted")
+        return 1
+    except Exception as exc:  # never a traceback for the user; what finished is stored
+        if os.environ.get("SERVESCOPE_DEBUG") == "1":
+            raise
+        _say(f"failed: {type(exc).__name__}: {exc}")
         return 1
 
 
