@@ -96,6 +96,12 @@ def validate_endpoint(name: str, url: str, api_key_env: str | None) -> None:
         )
 
 
+def validate_url(url: str) -> None:
+    """Raise ValueError with one line for an unusable base URL (the rules of the Engines
+    page: http(s), a host, a valid port, no credentials, query or fragment)."""
+    _validate_url(url)
+
+
 def _validate_url(url: str) -> None:
     if not isinstance(url, str) or not url.strip():
         raise ValueError("URL is empty.")
