@@ -114,6 +114,7 @@ class RequestResult:
     output_tokens: int | None = None
     # "server" when the server reported it; "none" when it gave no count (then
     # output_tokens stays None and rate metrics are left out, never guessed).
+    # "server-tokenizer": output text re-counted by the server's tokenizer (can differ slightly).
     token_source: str = "none"
     finish_reason: str | None = None
     error: str | None = None  # one-line reason, None when the request completed

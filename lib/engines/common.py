@@ -149,7 +149,8 @@ def _local_quant(name: str) -> tuple[str, str] | None:
 
 # -- the send clock ---------------------------------------------------------------
 # t0 is taken when the request's headers have been written to the socket, seen
-# through httpcore's `trace` request extension, rather than before the client call.
+# through httpcore's `trace` request extension (httpx transport) or aiohttp's
+# `on_request_chunk_sent` trace (aiohttp_send_trace), rather than before the client call.
 # Under concurrency a single asyncio client spends ~1 ms of CPU building each
 # request (openai-python) and a burst of N requests queues behind each other's
 # work; timed from the call, that client-side wait landed in TTFT (measured: 17 ms

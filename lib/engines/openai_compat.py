@@ -1,18 +1,19 @@
-"""OpenAI-compatible endpoints (vLLM, llama.cpp, SGLang, TGI, LM Studio ...) via openai-python.
+"""OpenAI-compatible endpoints (vLLM, llama.cpp, SGLang, TGI, LM Studio ...).
 
-The official client builds and sends every request and maps HTTP errors to its
-exception classes. The stream body is read as SSE lines and each `data:` payload is
-`json.loads`-ed here: openai-python's per-chunk pydantic models cost ~80 µs of CPU per
-chunk against ~11 µs for this (BENCHMARKS.md, "Timing accuracy and client limits"),
-which halves what one client process can read and delays every chunk time under load.
-`parser="sdk"` keeps the SDK's own stream objects for comparison. What counts as output
-(TTFT rules, reference/engine_apis.md §2.10) is in lib/engines/sse.py.
+Streamed chats go out over one of two transports: `transport="aiohttp"`
+(lib/engines/aio.py: aiohttp plus the byte-level SSE decoder of sse.py) or
+`transport="httpx"` (lib/engines/sdk_stream.py: openai-python over httpx2, with the SSE
+lines read there, or with the SDK's own stream objects for `parser="sdk"`).
+BENCHMARKS.md ("Timing accuracy and client limits") has what each costs per chunk.
+Everything that is not a streamed chat (model lists and their errors) goes through the
+official client. What counts as output (TTFT rules, reference/engine_apis.md §2.10) is
+in sse.py; token counts for streams that carry none come from the server's tokenizer
+(tokens.py), asked after the request's timing is complete.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -32,24 +33,35 @@ from lib.engines.common import (
     redact,
     root_of,
     send_clock,
+    status_text,
 )
-from lib.engines.sse import StreamError, StreamState, scan_chunk, scan_sdk_chunk
+from lib.engines.sdk_stream import stream_raw, stream_sdk, transport_text
+from lib.engines.sse import (
+    HTTPStatus,
+    StreamError,
+    StreamState,
+    TransportFault,
+)
+from lib.engines.tokens import TOKEN_SOURCE, ServerTokenizer, route_order
 from lib.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
+
+TRANSPORTS = ("aiohttp", "httpx")
+DEFAULT_TRANSPORT = "httpx"
+# A server-tokenizer count may run this long past the request's own time limit: the
+# runner waits timeout_s + 5 s (runner.TIMEOUT_GRACE_S) before it abandons a request.
+COUNT_GRACE_S = 3.0
 
 
 def _status_text(exc: openai.APIStatusError) -> str:
-    body = exc.body  # the SDK passes the body's "error" member when there is one
-    msg: Any = body if isinstance(body, str) else None
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        msg = err.get("message") if isinstance(err, dict) else err
-        msg = msg or body.get("detail")
-    return one_line(msg or exc.message, 200)
+    # The SDK passes the body's "error" member when there is one.
+    return status_text(exc.body, exc.message)
 
 
 class OpenAICompatEngine:
     """An OpenAI-compatible endpoint. `flavor` ("vllm", "llama.cpp", "openai") is
-    detected by `info()` when not given; it decides which extensions are sent."""
+    detected by `info()` when not given; it decides which extensions are sent.
+    `transport` ("aiohttp" or "httpx") carries streamed chats; `parser="sdk"` reads
+    them with openai-python's stream objects (always over httpx2)."""
 
     def __init__(
         self,
@@ -58,12 +70,16 @@ class OpenAICompatEngine:
         *,
         flavor: str | None = None,
         parser: str = "raw",
+        transport: str = DEFAULT_TRANSPORT,
         meta_timeout_s: float = META_TIMEOUT_S,
     ) -> None:
+        if transport not in TRANSPORTS or parser not in ("raw", "sdk"):
+            raise EngineError(f"unknown transport {transport!r} or parser {parser!r}")
         self.base_url = openai_base(base_url)
         self.root = root_of(self.base_url)
         self.flavor = flavor
         self.parser = parser
+        self.transport = "httpx" if parser == "sdk" else transport
         self.meta_timeout_s = meta_timeout_s
         self._secret = api_key  # kept out of every error message (redact)
         limits = httpx2.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
@@ -81,11 +97,20 @@ class OpenAICompatEngine:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(timeout=meta_timeout_s, headers=headers)
         self._info: EngineInfo | None = None
+        self._tokenizer = ServerTokenizer(self._http, self.root)
+        self._aio: Any = None
+        if self.transport == "aiohttp":
+            # Imported here so that the httpx transport works without aiohttp installed.
+            from lib.engines.aio import AioStreamer
+
+            self._aio = AioStreamer(self.base_url, api_key, meta_timeout_s)
 
     async def aclose(self) -> None:
-        """Close both HTTP clients."""
+        """Close the HTTP clients."""
         await self._client.close()
         await self._http.aclose()
+        if self._aio is not None:
+            await self._aio.aclose()
 
     # -- identity -----------------------------------------------------------------
     async def _get(self, path: str) -> httpx.Response | None:
@@ -200,6 +225,8 @@ class OpenAICompatEngine:
     ) -> RequestResult:
         """Stream one chat completion and time it; never raises (errors → `error`).
 
+        When the stream gave no token count, the server's tokenizer counts the output
+        text after the timing is complete (token_source "server-tokenizer").
         `num_ctx` is an Ollama setting and is ignored here.
         """
         extra_body: dict[str, Any] = {}
@@ -232,22 +259,31 @@ class OpenAICompatEngine:
             with send_clock() as sent:
                 async with asyncio.timeout(timeout_s):
                     if self.parser == "sdk":
-                        await self._stream_sdk(kwargs, st)
+                        await stream_sdk(self._client, kwargs, st)
+                    elif self._aio is not None:
+                        body = {k: v for k, v in kwargs.items() if k != "extra_body"}
+                        await self._aio.stream(body | extra_body, st)
                     else:
-                        await self._stream_raw(kwargs, st)
+                        await stream_raw(self._client, kwargs, st)
         except TimeoutError:
             error = f"timed out after {timeout_s:g} s"
+        except HTTPStatus as exc:
+            error = str(exc)
+            if exc.status == 404:
+                error = f"model '{model}' not found (HTTP 404): {exc.message}"
+        except TransportFault as exc:
+            error = str(exc)
         except openai.APIStatusError as exc:
             error = f"HTTP {exc.status_code}: {_status_text(exc)}"
             if exc.status_code == 404:
                 error = f"model '{model}' not found (HTTP 404): {_status_text(exc)}"
         except (StreamError, openai.APIError) as exc:
             if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
-                error = self._transport_text(exc, st)
+                error = transport_text(exc, st, self.base_url)
             else:
                 error = f"server error mid-stream: {one_line(exc, 200)}"
         except httpx2.HTTPError as exc:
-            error = self._transport_text(exc, st)
+            error = transport_text(exc, st, self.base_url)
         except ValueError as exc:
             error = f"malformed SSE data from server: {exc_text(exc)}"
         except Exception as exc:  # never raise from chat: the runner counts every request
@@ -256,55 +292,31 @@ class OpenAICompatEngine:
         if error:
             error = redact(error, self._secret)
         # t0: headers written (common.send_clock); before the call if never sent.
-        return self._result(st, sent[0] if sent else t_call, t_done, error)
+        result = self._result(st, sent[0] if sent else t_call, t_done, error)
+        if result.output_tokens is None and error is None:
+            # After t_done: the count never touches the request's timing.
+            budget = t_call + timeout_s + COUNT_GRACE_S - time.perf_counter()
+            text = "".join(st.other) + result.output_text
+            if (n := await self._count_tokens(model, text, budget)) is not None:
+                result.output_tokens, result.token_source = n, TOKEN_SOURCE
+        return result
 
-    def _transport_text(self, exc: BaseException, st: StreamState) -> str:
-        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
-            return f"timed out: {exc_text(exc)}"
-        if st.started:
-            return f"connection lost mid-stream: {exc_text(exc)}"
-        if _caused_by(exc, httpx2.ConnectError):
-            return f"cannot connect to {self.base_url}: {exc_text(exc)}"
-        # Connected, but the server closed before answering (e.g. it crashed).
-        return f"no response from {self.base_url}: {exc_text(exc)}"
-
-    async def _stream_raw(self, kwargs: dict[str, Any], st: StreamState) -> None:
-        create = self._client.chat.completions.with_streaming_response.create
-        async with create(**kwargs) as response:
-            st.started = True
-            lines = response.iter_lines()
-            data: list[str] = []
-            async for line in lines:
-                if line.startswith("data:"):
-                    data.append(line[6:] if line.startswith("data: ") else line[5:])
-                    continue
-                if line or not data:
-                    continue  # comments (":"), event:/id: fields, stray blank lines
-                payload = "\n".join(data) if len(data) > 1 else data[0]
-                data = []
-                if payload.startswith("[DONE]"):
-                    # Read the body's end so the connection goes back to the pool.
-                    try:
-                        async with asyncio.timeout(1.0):
-                            async for _ in lines:
-                                pass
-                    except TimeoutError:
-                        pass
-                    return
-                scan_chunk(json.loads(payload), time.perf_counter(), st)
-            if data:
-                payload = "\n".join(data)
-                if not payload.startswith("[DONE]"):
-                    scan_chunk(json.loads(payload), time.perf_counter(), st)
-
-    async def _stream_sdk(self, kwargs: dict[str, Any], st: StreamState) -> None:
-        stream = await self._client.chat.completions.create(**kwargs)
-        st.started = True
+    async def _count_tokens(self, model: str, text: str, budget_s: float) -> int | None:
+        """The server tokenizer's count of `text`, None when no route works."""
+        if self._tokenizer.unsupported:
+            return None
+        if self._info is None:
+            try:
+                async with asyncio.timeout(max(min(budget_s, self.meta_timeout_s), 0.01)):
+                    await self.info()
+            except (EngineError, TimeoutError):
+                pass
+        kind = self._info.kind if self._info else self.flavor
+        server = self._info.extra.get("server") if self._info else None
         try:
-            async for chunk in stream:
-                scan_sdk_chunk(chunk, time.perf_counter(), st)
-        finally:
-            await stream.close()
+            return await self._tokenizer.count(model, text, route_order(kind, server), budget_s)
+        except Exception:  # a count is optional: never fail a finished request for it
+            return None
 
     @staticmethod
     def _result(st: StreamState, t_send: float, t_done: float, error: str | None) -> RequestResult:
@@ -330,17 +342,6 @@ class OpenAICompatEngine:
             error=error,
             server=server,
         )
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return False
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _json(response: httpx.Response | None) -> Any:

@@ -18,6 +18,18 @@ class StreamError(Exception):
     """An error object sent inside the stream (`data: {"error": ...}`)."""
 
 
+class HTTPStatus(Exception):
+    """The server answered the chat request with an HTTP error (aiohttp transport)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.message = status, message
+
+
+class TransportFault(Exception):
+    """A connection fault, already worded as the request's one-line error."""
+
+
 @dataclass
 class StreamState:
     """Accumulates one stream: output-chunk times and text, the last usage, llama.cpp
@@ -25,6 +37,9 @@ class StreamState:
 
     times: list[float] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
+    # Generated text that is not answer text (reasoning, tool-call names and arguments):
+    # kept only so that a server-tokenizer count covers every generated token.
+    other: list[str] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
@@ -54,7 +69,11 @@ def scan_chunk(obj: Any, now: float, st: StreamState) -> None:
             bearing = True
         elif content == "" and not delta.get("role"):
             bearing = True  # a token that decoded to ""
-        if delta.get("reasoning") or delta.get("reasoning_content") or delta.get("tool_calls"):
+        if reasoning := delta.get("reasoning") or delta.get("reasoning_content"):
+            st.other.append(str(reasoning))
+            bearing = True
+        if calls := delta.get("tool_calls"):
+            st.other.extend(_call_text(calls))
             bearing = True
         if reason := choice.get("finish_reason"):
             st.finish = reason
@@ -80,9 +99,63 @@ def scan_sdk_chunk(chunk: Any, now: float, st: StreamState) -> None:
             bearing = True
         elif delta.content == "" and not delta.role:
             bearing = True
-        if dx.get("reasoning") or dx.get("reasoning_content") or delta.tool_calls:
+        if reasoning := dx.get("reasoning") or dx.get("reasoning_content"):
+            st.other.append(str(reasoning))
+            bearing = True
+        if delta.tool_calls:
+            st.other.extend(_call_text([c.model_dump() for c in delta.tool_calls]))
             bearing = True
         if choice.finish_reason:
             st.finish = choice.finish_reason
     if bearing:
         st.times.append(now)
+
+
+def _call_text(calls: Any) -> list[str]:
+    """The generated parts of tool-call deltas: function names and argument text."""
+    out: list[str] = []
+    for call in calls if isinstance(calls, list) else ():
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            out += [str(fn[k]) for k in ("name", "arguments") if fn.get(k)]
+    return out
+
+
+class SSEDecoder:
+    """Server-sent events from raw body bytes: `feed` returns the `data` payloads of the
+    events the bytes complete (multi-line data joined by "\n"); comments, `event:`,
+    `id:` and `retry:` fields are skipped. Lines may end in LF, CRLF or CR
+    (sse-starlette, behind llama-cpp-python, writes CRLF).
+
+    Working on whole reads rather than one line per await is what keeps the aiohttp
+    transport's per-chunk cost low: one read usually carries one whole event.
+    """
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._data: list[bytes] = []
+
+    def feed(self, raw: bytes) -> list[bytes]:
+        buf = self._tail + raw if self._tail else raw
+        if b"\r" in buf:
+            # A CR at the very end may be the first half of a CRLF: keep it for later.
+            keep_cr = buf.endswith(b"\r")
+            buf = (buf[:-1] if keep_cr else buf).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            lines = buf.split(b"\n")
+            self._tail = lines.pop() + (b"\r" if keep_cr else b"")
+        else:
+            lines = buf.split(b"\n")
+            self._tail = lines.pop()
+        out: list[bytes] = []
+        for line in lines:
+            if not line:  # a blank line ends the event
+                if self._data:
+                    out.append(self._data[0] if len(self._data) == 1 else b"\n".join(self._data))
+                    self._data = []
+            elif line.startswith(b"data:"):
+                self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+        return out
+
+    def close(self) -> list[bytes]:
+        """Payloads of an event the body ended without a blank line after."""
+        return self.feed(b"\n\n") if self._tail or self._data else []

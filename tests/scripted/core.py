@@ -362,6 +362,19 @@ def word(i: int) -> str:
     return ("안녕", " tok", "en", " 하세요", " x")[i % 5]
 
 
+_VOCAB = sorted({word(i) for i in range(5)}, key=len, reverse=True)
+
+
+def count_tokens(text: str) -> int:
+    """The scripted tokenizer: the words of `word` are one token each (longest match
+    first), any other character is a token of its own."""
+    n = i = 0
+    while i < len(text):
+        i += next((len(w) for w in _VOCAB if text.startswith(w, i)), 1)
+        n += 1
+    return n
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """CLI flags shared by the scripted servers' subprocess entry points."""
     parser.add_argument("--host", default="127.0.0.1")

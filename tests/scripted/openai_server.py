@@ -26,10 +26,17 @@ from tests.scripted.core import (
     Reply,
     ScriptedServer,
     add_common_args,
+    count_tokens,
     fault_of,
     token_plan,
     word,
 )
+
+_TOKENIZE_ROUTES = {
+    "llama-cpp-python": ("POST", "/extras/tokenize/count"),
+    "vllm": ("POST", "/tokenize"),
+    "llamacpp": ("POST", "/tokenize"),
+}
 
 
 @dataclass
@@ -54,6 +61,10 @@ class OpenAIScript:
     version: str = "0.33.0"
     max_model_len: int = 4096
     root: str = "/models/Qwen2.5-0.5B-Instruct-AWQ"
+    tokenizer: bool = True  # serve the flavour's tokenize route (see _tokenize)
+    bos: bool = True  # the tokenizer adds a BOS where the server's defaults add specials
+    tokenize_fault: str | None = None  # "http500": the tokenize route fails
+    crlf: bool | None = None  # CRLF line ends (sse-starlette); None: llama-cpp-python only
 
 
 class OpenAIServer(ScriptedServer):
@@ -102,6 +113,8 @@ class OpenAIServer(ScriptedServer):
         elif key == ("GET", "/openapi.json") and s.flavor == "llama-cpp-python":
             info = {"title": "🦙 llama.cpp Python API", "version": "0.3.36"}
             reply.json(200, {"openapi": "3.1.0", "info": info})
+        elif s.tokenizer and key == _TOKENIZE_ROUTES.get(s.flavor):
+            self._tokenize(rec, reply)
         elif key == ("POST", "/v1/chat/completions") or (
             llama and key == ("POST", "/chat/completions")
         ):
@@ -109,6 +122,32 @@ class OpenAIServer(ScriptedServer):
         else:
             reply.json(404, {"detail": "Not Found"})
         return True
+
+    def _tokenize(self, rec: Recorded, reply: Reply) -> None:
+        """Token counts as each server's route gives them: llama-cpp-python's
+        /extras/tokenize/count always adds BOS, vLLM's /tokenize unless
+        add_special_tokens is false, llama-server's only with add_special; llama-server
+        tokenizes nothing when `content` is missing."""
+        s, body = self.script, rec.body if isinstance(rec.body, dict) else {}
+        if s.tokenize_fault == "http500":
+            reply.json(500, self._error(500, "tokenizer crashed", "InternalServerError"))
+            return
+        bos = int(s.bos)
+        if s.flavor == "llama-cpp-python":
+            if not isinstance(body.get("input"), str):
+                reply.json(422, {"detail": [{"type": "missing", "loc": ["body", "input"]}]})
+                return
+            reply.json(200, {"count": count_tokens(body["input"]) + bos})
+        elif s.flavor == "vllm":
+            if not isinstance(body.get("prompt"), str):
+                reply.json(400, self._error(400, "prompt: Field required", "BadRequestError"))
+                return
+            n = count_tokens(body["prompt"]) + bos * body.get("add_special_tokens", True)
+            reply.json(200, {"count": n, "max_model_len": s.max_model_len, "tokens": [7] * n})
+        else:
+            content = body.get("content")
+            n = count_tokens(content) + bos * body.get("add_special", False) if content else 0
+            reply.json(200, {"tokens": [7] * n})
 
     def _card(self, model: str) -> dict[str, Any]:
         s = self.script
@@ -234,6 +273,8 @@ class OpenAIServer(ScriptedServer):
                 add(event("", ',"usage":' + json.dumps(usage)), end)
             add(b"data: [DONE]\n\n", end)
 
+        if s.crlf if s.crlf is not None else s.flavor == "llama-cpp-python":
+            items = [i.replace(b"\n", b"\r\n") if isinstance(i, bytes) else i for i in items]
         reply.start("text/event-stream; charset=utf-8")
         if fault == "hang":
             # No end-of-body marker: the client must see a stalled stream.

@@ -1,0 +1,179 @@
+"""Token counts from the server's tokenizer when a stream carries none, and the byte-level
+SSE decoder of the aiohttp transport. Scripted servers: tests/scripted/openai_server.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from lib.engines.openai_compat import OpenAICompatEngine
+from lib.engines.sse import SSEDecoder
+from lib.engines.tokens import route_order
+from lib.records import Prompt, RequestResult, Sampling
+from tests.scripted import OpenAIScript, OpenAIServer
+from tests.scripted.core import count_tokens
+
+MODEL = "scripted-model"
+CHAT = "/v1/chat/completions"
+LCP_COUNT = "/extras/tokenize/count"
+PROMPT = Prompt.from_text("안녕하세요")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[OpenAIServer]:
+    with OpenAIServer() as srv:
+        yield srv
+
+
+async def run(server: OpenAIServer, script: OpenAIScript, *max_tokens: int) -> list[RequestResult]:
+    """One engine, one request per max_tokens value (the flavour is detected)."""
+    server.script = script
+    server.requests.clear()
+    eng = OpenAICompatEngine(server.url)
+    try:
+        return [
+            await eng.chat(MODEL, PROMPT, Sampling(max_tokens=n), timeout_s=5) for n in max_tokens
+        ]
+    finally:
+        await eng.aclose()
+
+
+def lcp(**kw: object) -> OpenAIScript:
+    return OpenAIScript(flavor="llama-cpp-python", usage="none", ttft_ms=5, gap_ms=1, **kw)
+
+
+async def test_llama_cpp_python_count_comes_after_the_timing(server: OpenAIServer):
+    (r,) = await run(server, lcp(), 7)
+    assert r.error is None
+    assert (r.output_tokens, r.token_source) == (7, "server-tokenizer")
+    chat_rec = server.recorded(CHAT)[-1]
+    assert len(r.chunk_times) == len(chat_rec.sent) == 5
+    asked = [rec for rec in server.recorded(LCP_COUNT) if rec.body["input"]]
+    assert [rec.body for rec in asked] == [{"input": r.output_text, "model": MODEL}]
+    # The count was asked for only once the request's timing was complete.
+    assert asked[0].t_recv >= r.t_done >= r.chunk_times[-1]
+
+
+async def test_llama_cpp_python_bos_is_measured_once_and_subtracted(server: OpenAIServer):
+    results = await run(server, lcp(), 4, 9)
+    assert [(r.output_tokens, r.token_source) for r in results] == [
+        (4, "server-tokenizer"),
+        (9, "server-tokenizer"),
+    ]
+    # One probe of "" (BOS = 1 token) for the model, then one count per request.
+    assert [rec.body["input"] for rec in server.recorded(LCP_COUNT)] == [
+        results[0].output_text,
+        "",
+        results[1].output_text,
+    ]
+
+
+async def test_llama_cpp_python_without_bos(server: OpenAIServer):
+    (r,) = await run(server, lcp(bos=False), 5)
+    assert (r.output_tokens, r.token_source) == (5, "server-tokenizer")
+
+
+async def test_reasoning_text_is_counted_too(server: OpenAIServer):
+    (r,) = await run(server, lcp(reasoning_chunks=2), 9)
+    assert r.output_text == " 하세요 x안녕 token 하세요"  # chunks 3-6 (tokens 4-9)
+    assert (r.output_tokens, r.token_source) == (9, "server-tokenizer")
+
+
+@pytest.mark.parametrize(
+    ("flavor", "body_keys"),
+    [
+        ("llamacpp", {"content"}),  # llama-server: `add_special` is off by default
+        ("vllm", {"model", "prompt", "add_special_tokens"}),
+    ],
+)
+async def test_llama_server_and_vllm_routes(server: OpenAIServer, flavor: str, body_keys: set):
+    script = OpenAIScript(flavor=flavor, usage="none", timings=False, ttft_ms=5, gap_ms=1)
+    (r,) = await run(server, script, 6)
+    assert (r.output_tokens, r.token_source) == (6, "server-tokenizer")
+    (rec,) = server.recorded("/tokenize")
+    assert set(rec.body) == body_keys
+    if flavor == "vllm":
+        assert rec.body["add_special_tokens"] is False  # vLLM's default would add BOS
+
+
+async def test_server_count_wins_and_no_tokenizer_is_asked(server: OpenAIServer):
+    (r,) = await run(server, OpenAIScript(ttft_ms=5, gap_ms=1), 5)
+    assert (r.output_tokens, r.token_source) == (5, "server")
+    assert server.recorded("/tokenize") == []
+
+
+async def test_no_route_anywhere_is_probed_once(server: OpenAIServer):
+    script = OpenAIScript(flavor="generic", usage="none", ttft_ms=5, gap_ms=1)
+    results = await run(server, script, 3, 3)
+    assert [(r.output_tokens, r.token_source) for r in results] == [(None, "none")] * 2
+    probed = [rec.path for rec in server.requests if "tokenize" in rec.path]
+    # Each route once (two share the path /tokenize), none for the second request.
+    assert sorted(probed) == [LCP_COUNT, "/tokenize", "/tokenize"]
+
+
+async def test_a_failing_tokenizer_is_tried_again(server: OpenAIServer):
+    server.script = lcp(tokenize_fault="http500")
+    server.requests.clear()
+    eng = OpenAICompatEngine(server.url)
+    try:
+        first = await eng.chat(MODEL, PROMPT, Sampling(max_tokens=4), timeout_s=5)
+        server.script.tokenize_fault = None
+        second = await eng.chat(MODEL, PROMPT, Sampling(max_tokens=4), timeout_s=5)
+    finally:
+        await eng.aclose()
+    assert first.error is None and (first.output_tokens, first.token_source) == (None, "none")
+    assert (second.output_tokens, second.token_source) == (4, "server-tokenizer")
+
+
+async def test_failed_request_is_not_counted(server: OpenAIServer):
+    server.script = lcp()
+    server.requests.clear()
+    eng = OpenAICompatEngine(server.url)
+    try:
+        r = await eng.chat("fault-close", PROMPT, Sampling(max_tokens=6), timeout_s=5)
+    finally:
+        await eng.aclose()
+    assert r.error is not None and r.output_tokens is None and r.token_source == "none"
+    assert server.recorded(LCP_COUNT) == []
+
+
+def test_route_order_puts_the_detected_server_first():
+    assert route_order("llama.cpp", "llama-cpp-python")[0] == "llama-cpp-python"
+    assert route_order("llama.cpp", None)[0] == "llama.cpp"
+    assert route_order("vllm", None)[0] == "vllm"
+    assert sorted(route_order("openai", None)) == ["llama-cpp-python", "llama.cpp", "vllm"]
+
+
+def test_scripted_tokenizer_counts_scripted_words():
+    assert count_tokens("안녕 token 하세요 x") == 5
+    assert count_tokens("ab") == 2
+
+
+# -- SSE decoder ---------------------------------------------------------------------
+STREAM = (
+    b": ping\n\n"
+    b'data: {"a": 1}\n\n'
+    b"event: message\nid: 7\ndata: first\ndata: second\n\n"
+    b": keep-alive\n\n"
+    b"data:no-space\n\n"
+    b"data: [DONE]\n\n"
+)
+EVENTS = [b'{"a": 1}', b"first\nsecond", b"no-space", b"[DONE]"]
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_sse_decoder_any_split_any_line_end(newline: bytes):
+    raw = STREAM.replace(b"\n", newline)
+    for cut in range(len(raw) + 1):  # every place a socket read can end
+        decoder = SSEDecoder()
+        got = decoder.feed(raw[:cut]) + decoder.feed(raw[cut:]) + decoder.close()
+        assert got == EVENTS, (cut, got)
+
+
+def test_sse_decoder_byte_by_byte_and_unterminated_last_event():
+    decoder = SSEDecoder()
+    got = [p for byte in STREAM[:-2] for p in decoder.feed(bytes([byte]))]
+    assert got == EVENTS[:-1]
+    assert decoder.close() == [b"[DONE]"]  # the body ended without the blank line
+    assert decoder.close() == []
