@@ -256,6 +256,25 @@ def summary_frame(document: Mapping[str, Any]) -> pd.DataFrame:
     return _typed(pd.DataFrame.from_records(out, columns=list(LEVEL_COLUMNS)))
 
 
+def with_peak_memory(summary: pd.DataFrame, document: Mapping[str, Any]) -> pd.DataFrame:
+    """summary_frame plus each lane's peak GPU memory (GiB) and what measured it.
+
+    `peak_gpu_mem_gib` is the lane's own (every row of a lane shows the same value): its
+    engine processes' NVML memory, else Ollama's VRAM, else the whole GPU while the lane
+    ran (telemetry_frames.lane_peak_memory); NaN with an empty source when there was none.
+    """
+    from lib.telemetry_frames import lane_peak_memory  # local: no import cycle
+
+    peaks = [lane_peak_memory(lane) for lane in document.get("lanes", [])]
+    out = summary.copy()
+    by_lane = out["lane_idx"].map(lambda li: peaks[li] if 0 <= li < len(peaks) else (None, ""))
+    out["peak_gpu_mem_gib"] = pd.to_numeric(
+        by_lane.map(lambda p: p[0] / 2**30 if p[0] is not None else None), errors="coerce"
+    ).astype("float64")
+    out["peak_gpu_mem_source"] = by_lane.map(lambda p: p[1]).astype(object)
+    return out
+
+
 def progress_frame(
     names: Sequence[str],
     concurrency: Sequence[int],
@@ -417,6 +436,11 @@ def settings_frame(document: Mapping[str, Any]) -> pd.DataFrame:
         rows.append((key, _text(value)))
     hardware = env.get("hardware") or {}
     for key, value in hardware.items() if isinstance(hardware, dict) else []:
+        if key == "gpu":  # a dict of GPUs: model and memory per GPU, the driver
+            from lib.telemetry_frames import hardware_rows  # local: no import cycle
+
+            rows.extend(hardware_rows(hardware))
+            continue
         if key.endswith("_bytes") and isinstance(value, int | float):
             key, value = key.removesuffix("_bytes") + " (GB)", f"{value / 1e9:.1f}"
         rows.append((f"Hardware: {key}", _text(value)))

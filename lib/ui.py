@@ -23,7 +23,16 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
-from lib import charts, endpoints, frames, jobs, results, store
+from lib import (
+    charts,
+    charts_telemetry,
+    endpoints,
+    frames,
+    jobs,
+    results,
+    store,
+    telemetry_frames,
+)
 from lib.records import LaneSpec, Prompt, RunConfig, Sampling
 from lib.runner import ConfigError, validate_config
 
@@ -629,6 +638,7 @@ def _draw_run(run_id: str, where: str) -> bool:
     lane_tiles(names, frames.kpis(level_df, names), progress, active, drift)
     spans = frames.level_spans(levels, names, t0)
     chart_grid(requests, level_df, spans, colors, order, run_id, where)
+    telemetry_section(run, lanes, spans, t0, where, active)
     return active
 
 
@@ -751,6 +761,74 @@ def chart_grid(
         _plot(charts.tpot_box(requests, colors, order, rev), f"{where}-tpot-{run_id}")
 
 
+# --- telemetry beside the run ----------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _sample_log(db: str, run_id: str) -> telemetry_frames.SampleLog:
+    # One per (store, run), like the request log: each redraw reads only new samples.
+    return telemetry_frames.SampleLog(run_id)
+
+
+def telemetry_section(
+    run: Mapping[str, Any],
+    lanes: Sequence[Mapping[str, Any]],
+    spans: Sequence[Mapping[str, Any]],
+    t0: float | None,
+    where: str,
+    active: bool,
+) -> None:
+    """GPU memory per GPU, vLLM's KV cache and queue, Ollama's loaded models, on the
+    run's time axis; drawn inside the live fragment, so it updates while the run goes on.
+    Where a source gave nothing (no NVIDIA GPU, an endpoint without /metrics) a caption
+    says why instead of an empty chart."""
+    if t0 is None:  # not started yet: nothing sampled
+        return
+    run_id = run["run_id"]
+    log = _sample_log(db_key(), run_id)
+    with store.opened() as conn:
+        log.refresh(conn)
+    names = frames.lane_names(run, lanes)
+    finished = run.get("finished_at")
+    out = charts_telemetry.telemetry_charts(
+        log.rows(),
+        run.get("env") or {},
+        telemetry_frames.lane_refs(lanes),
+        spans,
+        t0,
+        charts.lane_colors(names),
+        end_s=finished - t0 if finished and not active else None,
+        active=active,
+        uirevision=run_id,
+    )
+    st.markdown("#### Memory and engine telemetry")
+    for caption in out.captions:
+        st.caption(esc_md(caption))
+    half = [(key, fig) for key, fig, wide in out.figures if not wide]
+    for key, fig, wide in out.figures:
+        if wide:
+            _plot(fig, f"{where}-telemetry-{key}-{run_id}")
+    for start in range(0, len(half), 2):
+        for col, (key, fig) in zip(st.columns(2), half[start : start + 2], strict=False):
+            with col:
+                _plot(fig, f"{where}-telemetry-{key}-{run_id}")
+
+
+def _peak_memory_column(doc: Mapping[str, Any]) -> Any:
+    """The summary's peak-memory column, its help naming the sources and why one is '–'."""
+    why = telemetry_frames.gpu_unavailable_reason(doc.get("environment") or {})
+    missing = f" – : no GPU reading ({why})." if why else " – : no GPU reading for the lane."
+    return st.column_config.NumberColumn(
+        "Peak GPU memory (GiB)",
+        format="%.1f",
+        help=(
+            "Most GPU memory the lane's engine held while the lane ran (the same on each of"
+            " its levels): NVML memory of its engine's processes, else Ollama's size_vram,"
+            " else the whole GPU." + missing
+        ),
+    )
+
+
 # --- results details ------------------------------------------------------------------------
 
 
@@ -833,14 +911,22 @@ def results_details(run_id: str) -> None:
     names = [lane["name"] for lane in doc["lanes"]]
     colors = charts.lane_colors(names)
     st.markdown("#### Summary per lane and concurrency")
-    summary = frames.summary_frame(doc).drop(columns=["lane_idx"])
+    summary = frames.with_peak_memory(frames.summary_frame(doc), doc).drop(columns=["lane_idx"])
+    columns = dict(SUMMARY_COLUMNS)
+    order = list(columns)
+    order.insert(order.index("out_tok_per_s") + 1, "peak_gpu_mem_gib")
+    columns["peak_gpu_mem_gib"] = _peak_memory_column(doc)
+    styled = _lane_styled(summary, colors)
+    if not summary.empty:  # missing memory reads "–", as elsewhere on the page
+        styled = styled.format(na_rep="–", subset=["peak_gpu_mem_gib"], precision=1)
     st.dataframe(
-        _lane_styled(summary, colors),
-        column_config=SUMMARY_COLUMNS,
-        column_order=list(SUMMARY_COLUMNS),
+        styled,
+        column_config=columns,
+        column_order=order,
         hide_index=True,
         key=f"summary-{run_id}",
     )
+    _peak_memory_caption(summary, doc)
     quality_section(doc, colors)
     server = frames.server_timings_frame(doc)
     if not server.empty:
@@ -865,6 +951,24 @@ def results_details(run_id: str) -> None:
     for col, part in ((left, settings.iloc[:half]), (right, settings.iloc[half:])):
         col.dataframe(part, hide_index=True, height="content", column_config=SETTING_COLUMNS)
     answers_section(doc, run_id)
+
+
+def _peak_memory_caption(summary: pd.DataFrame, doc: Mapping[str, Any]) -> None:
+    """Under the summary: what the peak-memory column measured per lane, or why not."""
+    if summary.empty:
+        return
+    per_lane = summary.drop_duplicates("lane")[["lane", "peak_gpu_mem_source"]]
+    sources = {s for s in per_lane["peak_gpu_mem_source"] if s}
+    why = telemetry_frames.gpu_caption(doc.get("environment") or {}) or ""
+    why = why.removeprefix("GPU memory: ") or "no GPU reading"
+    if not sources:
+        text = f"Peak GPU memory: – for every lane; {why}."
+    elif len(sources) == 1 and per_lane["peak_gpu_mem_source"].all():
+        text = f"Peak GPU memory per lane, from {sources.pop()}."
+    else:
+        parts = [f"{r.lane}: {r.peak_gpu_mem_source or f'–, {why}'}" for r in per_lane.itertuples()]
+        text = "Peak GPU memory per lane, from " + "; ".join(parts) + "."
+    st.caption(esc_md(text))
 
 
 def quality_section(doc: Mapping[str, Any], colors: Mapping[str, str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -165,3 +166,114 @@ def test_through_app_navigation(db):
     assert not at.exception
     assert at.dataframe[0].value["lane"].nunique() == 2
     assert at.selectbox(key="results_run").value == run_id
+
+
+# --- telemetry beside the run -----------------------------------------------------------
+
+
+def _cli_run(db) -> str:
+    """A real run: the CLI against scripted Ollama and vLLM servers, which answer
+    /api/ps and /metrics, so the recorder stores their samples as it would live."""
+    from lib import cli
+    from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
+
+    out = Path(db).with_suffix(".json")
+    vllm_script = OpenAIScript(ttft_ms=30, gap_ms=5, models=["qwen-awq"])
+    with (
+        OllamaServer(OllamaScript(ttft_ms=30, gap_ms=5)) as ollama,
+        OpenAIServer(vllm_script) as vllm,
+    ):
+        code = cli.main(
+            [
+                "run",
+                "--lane", "ollama", ollama.url, "qwen2.5:7b-instruct-q4_K_M",
+                "--lane", "openai", vllm.base_url, "qwen-awq",
+                "--prompt", KOREAN_PROMPT,
+                "--concurrency", "1,4",
+                "--requests", "4",
+                "--warmup", "0",
+                "--max-tokens", "8",
+                "--db", str(db),
+                "--output-json", str(out),
+            ]
+        )  # fmt: skip
+    assert code == 0
+    import json
+
+    return json.loads(out.read_text())["run_id"]
+
+
+def _chart_titles(at: AppTest) -> list[str]:
+    import json
+
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+
+def test_telemetry_of_a_cli_run_with_gpu_samples(db):
+    """NVML samples shaped like the seed log (this machine has no GPU) added to a real
+    run: the memory chart, vLLM's KV cache and queue, Ollama's models; peak memory per
+    lane in the summary; the GPU model, driver and memory in the settings."""
+    from tests.test_telemetry_frames import GPU_NAME, GPU_TOTAL, seed_samples
+
+    run_id = _cli_run(db)
+    with store.opened(db) as conn:
+        run = store.get_run(conn, run_id)
+        # The vLLM engine came up shortly before the run: its steps lie just before t0.
+        nvml = seed_samples(t0=run["started_at"] - 9.0)[None]
+        store.add_samples(conn, run_id, None, nvml)
+        env = dict(run["env"])
+        env["telemetry"] = {**env.get("telemetry", {}), "nvml": "ok"}
+        gpu = {"index": 0, "name": GPU_NAME, "memory_total_bytes": GPU_TOTAL}
+        env["hardware"] = {**env["hardware"], "gpu": {"available": True, "driver": "550.54.15"}}
+        env["hardware"]["gpu"]["gpus"] = [gpu]
+        store.update_run(conn, run_id, env=env)
+    at = _open(run_id)
+    assert not at.exception
+    assert "Memory and engine telemetry" in " ".join(_texts(at.markdown))
+    titles = _chart_titles(at)
+    assert len(titles) == 6 + 4
+    assert titles[6:] == [
+        f"GPU 0 memory over the run: {GPU_NAME}",
+        "vLLM KV cache usage over the run",
+        "vLLM requests running and waiting",
+        "Ollama loaded models: size and share in VRAM",
+    ]
+    assert not any(t.startswith("GPU memory:") for t in _texts(at.caption))
+    summary = at.dataframe[0].value
+    peaks = summary.drop_duplicates("lane").set_index("lane")["peak_gpu_mem_gib"]
+    assert peaks["ollama:qwen2.5:7b-instruct-q4_K_M"] == pytest.approx(5.3)
+    assert peaks["vllm:qwen-awq"] == pytest.approx(20.9)  # held since before the run
+    assert any(
+        "Peak GPU memory per lane, from engine processes (NVML)" in t for t in _texts(at.caption)
+    )
+    settings = {row[0]: row[1] for df in at.dataframe for row in df.value.values.tolist()}
+    assert settings["Hardware: GPU 0"] == "NVIDIA RTX A6000 (48.0 GiB)"
+    assert settings["Hardware: GPU driver"] == "550.54.15"
+
+
+def test_telemetry_of_a_cli_run_without_gpu(db):
+    """As recorded on this machine: no NVIDIA GPU, one caption instead of a memory chart,
+    and the engines' own charts (vLLM /metrics, Ollama /api/ps) still there."""
+    run_id = _cli_run(db)
+    at = _open(run_id)
+    assert not at.exception
+    captions = _texts(at.caption)
+    assert "GPU memory: no NVIDIA GPU on this machine (NVML library not found)" in captions
+    titles = _chart_titles(at)
+    assert titles[6:] == [
+        "vLLM KV cache usage over the run",
+        "vLLM requests running and waiting",
+        "Ollama loaded models: size and share in VRAM",
+    ]
+    summary = at.dataframe[0].value
+    peaks = summary.drop_duplicates("lane").set_index("lane")["peak_gpu_mem_gib"]
+    # The scripted Ollama says its model is all in VRAM (/api/ps); vLLM's memory is unknown.
+    assert peaks["ollama:qwen2.5:7b-instruct-q4_K_M"] == pytest.approx(4_683_087_332 / 2**30)
+    assert pd.isna(peaks["vllm:qwen-awq"])
+    assert (
+        "Peak GPU memory per lane, from ollama:qwen2.5:7b-instruct-q4_K_M: Ollama /api/ps"
+        " size_vram; vllm:qwen-awq: –, no NVIDIA GPU on this machine (NVML library not"
+        " found)."
+    ) in captions
+    settings = {row[0]: row[1] for df in at.dataframe for row in df.value.values.tolist()}
+    assert settings["Hardware: GPU"] == "none: no NVIDIA GPU (NVML library not found)"

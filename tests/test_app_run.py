@@ -205,7 +205,11 @@ def test_run_live_busy_and_reattach(env):
     _wait(lambda: done_count() >= 1, 30, at.run)
     first = done_count()
     assert any(m.label == "TTFT p50" for m in at.metric)
-    assert len(at.get("plotly_chart")) == 6
+    # The six latency/throughput charts; telemetry charts (engine /metrics, /api/ps) follow
+    # as their first samples arrive.
+    keys = [c.key for c in at.get("plotly_chart")]
+    six = ("timeline", "e2el", "tput", "ttft", "toks", "tpot")
+    assert [k for k in keys if "-telemetry-" not in k] == [f"run-{c}-{run_id}" for c in six]
 
     # A second run on the same endpoints is refused while this one is active.
     # (The form is folded away under the live view; its widgets still work.)
