@@ -45,8 +45,15 @@ def log_path(run_id: str, db: str | os.PathLike[str] | None = None) -> Path:
     return jobs_dir(db) / f"{run_id}.log"
 
 
+# A run started from a terminal (`python -m lib.cli run --engine ...`): its command line
+# cannot name the run, which it creates itself. argv items are NUL-separated in /proc.
+_CLI_RUN = b"lib.cli\x00run\x00"
+
+
 def process_alive(pid: int | None, run_id: str) -> bool:
-    """True while `pid` is the run's own process (guards against pid reuse)."""
+    """True while `pid` is the run's own process (guards against pid reuse): one started
+    here names its run on its command line, one started from a terminal is a
+    `lib.cli run` process."""
     if not pid:
         return False
     try:
@@ -59,7 +66,7 @@ def process_alive(pid: int | None, run_id: str) -> bool:
             return False
         return True
     # A zombie (exited, not yet reaped) has an empty cmdline.
-    return run_id.encode() in cmdline
+    return run_id.encode() in cmdline or _CLI_RUN in cmdline
 
 
 def _norm(url: str) -> str:
