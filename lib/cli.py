@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lib import cli_reports, results, store
+from lib import cli_reports, jobs, results, store
 from lib.engines.base import EngineError
 from lib.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
 from lib.runner import ConfigError, close_lanes, execute_run, prepare_lanes, validate_config
@@ -267,6 +267,7 @@ def _fail_precreated_run(args: argparse.Namespace, reason: str) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    jobs.reconcile(args.db)  # a run whose process died reads failed, not running forever
     with store.opened(args.db) as conn:
         runs = store.list_runs(conn)
         lanes = {r["run_id"]: store.get_lanes(conn, r["run_id"]) for r in runs}
@@ -294,6 +295,7 @@ def _run_line(run: dict[str, Any], lanes: list[dict[str, Any]]) -> dict[str, Any
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    jobs.reconcile(args.db)  # as in list: never a dead run shown as running
     try:
         document = results.run_document(args.db, args.run_id)
     except results.RunNotFound as exc:
