@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -32,6 +33,10 @@ QUANTS = ("f16", "q8_0", "q4_0")
 # the GGUF converter handles this architecture only.
 HF_CANDIDATES = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2-0.5B-Instruct")
 SCRIPTS = ("_gen_tiny.py", "_hf_to_gguf.py", "_quantize.py")
+# Served names taken from a given path (folder name, GGUF file stems) reach the engines'
+# command lines (--served-model-name, the converter's --name): letters, digits, '.', '_'
+# and '-', never a leading '-', so a name can never be read as an option.
+_SERVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass
@@ -94,6 +99,15 @@ def _ggufs_in(directory: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(directory.glob("*.gguf")) if p.is_file()}
 
 
+def _served_name(name: str, given: str) -> str:
+    if not _SERVED_NAME.fullmatch(name):
+        raise SandboxError(
+            f"model path {given}: {name[:80]!r} cannot be a served model name; rename it to"
+            " letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
+    return name
+
+
 def choose(model_path: str | None) -> ModelChoice:
     """Decide which model to serve; raises SandboxError for a path that is unusable.
 
@@ -101,21 +115,10 @@ def choose(model_path: str | None) -> ModelChoice:
     """
     given = model_path or os.environ.get("SERVESCOPE_SANDBOX_MODEL") or ""
     if given:
-        path = Path(given).expanduser()
-        if not path.exists():
-            raise SandboxError(f"model path {given} does not exist")
-        if path.is_file():
-            if path.suffix != ".gguf":
-                raise SandboxError(f"model path {given} is a file but not a .gguf file")
-            return ModelChoice("path", path.stem, ggufs={path.stem: path.resolve()})
-        path = path.resolve()
-        hf_dir = path if _is_hf_dir(path) else None
-        ggufs = _ggufs_in(path)
-        if hf_dir is None and not ggufs:
-            raise SandboxError(
-                f"model path {given} holds neither config.json with *.safetensors nor *.gguf"
-            )
-        return ModelChoice("path", path.name, hf_dir=hf_dir, ggufs=ggufs)
+        choice = _choose_path(given)
+        for name in (choice.name, *choice.ggufs):
+            _served_name(name, given)
+        return choice
     for repo in HF_CANDIDATES:
         for snap in _snapshots(repo):
             if _is_hf_dir(snap):
@@ -124,6 +127,25 @@ def choose(model_path: str | None) -> ModelChoice:
                     ggufs.update(_ggufs_in(gguf_snap))
                 return ModelChoice("hf-cache", repo, hf_dir=snap, ggufs=ggufs)
     return ModelChoice("generated", TINY_NAME)
+
+
+def _choose_path(given: str) -> ModelChoice:
+    """The model a given --model-path (or $SERVESCOPE_SANDBOX_MODEL) names."""
+    path = Path(given).expanduser()
+    if not path.exists():
+        raise SandboxError(f"model path {given} does not exist")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise SandboxError(f"model path {given} is a file but not a .gguf file")
+        return ModelChoice("path", path.stem, ggufs={path.stem: path.resolve()})
+    path = path.resolve()
+    hf_dir = path if _is_hf_dir(path) else None
+    ggufs = _ggufs_in(path)
+    if hf_dir is None and not ggufs:
+        raise SandboxError(
+            f"model path {given} holds neither config.json with *.safetensors nor *.gguf"
+        )
+    return ModelChoice("path", path.name, hf_dir=hf_dir, ggufs=ggufs)
 
 
 def _recipe(extra: str = "") -> str:
