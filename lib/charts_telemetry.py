@@ -26,6 +26,7 @@ from lib.charts import HEIGHT, PALETTE, TIME_TITLE, base_figure
 from lib.telemetry_frames import MAX_POINTS, GpuInfo, fmt_gib, thin
 
 GIB_TITLE = "GPU memory (GiB)"
+MEMORY_HEIGHT = 500  # px; the memory figure takes a full row
 DEVICE_LINE = "#8C8C8C"
 DEVICE_FILL = "rgba(140,140,140,0.16)"
 OTHER = PALETTE[-2]  # processes no lane can claim: dark grey, as charts.py's fallback
@@ -78,13 +79,17 @@ def add_run_marks(fig: go.Figure, end_s: float | None, **where: Any) -> None:
         )
 
 
-def _x_range(fig: go.Figure, t: pd.Series, end_s: float | None, spans: Sequence[Any]) -> None:
+def _x_range(
+    fig: go.Figure, t: pd.Series, end_s: float | None, spans: Sequence[Any]
+) -> tuple[float, float]:
+    """Fit x to the readings, the levels and the run's end; returns the range set."""
     lo = min(0.0, float(t.min())) if not t.empty else 0.0
     ends = [float(t.max())] if not t.empty else []
     ends += [s["end_s"] for s in spans] + ([end_s] if end_s is not None else [])
     hi = max(ends, default=1.0)
     pad = max((hi - lo) * 0.02, 0.5)
     fig.update_xaxes(range=[lo - pad, hi + pad])
+    return lo - pad, hi + pad
 
 
 def gpu_memory_figure(
@@ -116,6 +121,8 @@ def gpu_memory_figure(
         subtitle or None,
         uirevision,
     )
+    # Full width and taller than the others: the memory story carries labels.
+    fig.update_layout(height=MEMORY_HEIGHT)
     if len(notes) > 1:  # room for the second subtitle line
         fig.update_layout(margin={"t": 84 + 17 * (len(notes) - 1)})
     add_level_bands(fig, spans, colors)
@@ -174,11 +181,12 @@ def gpu_memory_figure(
                 "text": chart_text(res["text"]),
                 "font": {"size": 12, "color": _color(colors, res.get("lane"))},
             },
-            annotation_position="bottom left",
+            # Right: the phases it explains sit early in the run, at the left.
+            annotation_position="top right",
         )
-    _add_phases(fig, phases, colors)
     fig.update_yaxes(range=[0, max(top, 1.0) * 1.12])
-    _x_range(fig, mine["t_s"], end_s, spans)
+    _add_phases(fig, phases, colors, _x_range(fig, mine["t_s"], end_s, spans))
+    _add_held_labels(fig, shown, phases, colors, reservations)
     if mine.empty:
         fig.add_annotation(
             text="No GPU memory reading yet",
@@ -193,12 +201,18 @@ def gpu_memory_figure(
 
 
 def _add_phases(
-    fig: go.Figure, phases: Sequence[Mapping[str, Any]], colors: Mapping[str, str]
+    fig: go.Figure,
+    phases: Sequence[Mapping[str, Any]],
+    colors: Mapping[str, str],
+    x_range: tuple[float, float],
 ) -> None:
-    # Labels alternate above-left and above-right of their point so neighbours (a vLLM
-    # "started" a few seconds before "model loaded") do not overprint each other.
+    # Phases bunch up (vLLM starts, loads and reserves within seconds): each label leans
+    # away from the nearer side of the plot and climbs one step higher than the last, so
+    # neighbours stack instead of overprinting each other or the y-axis title.
+    lo, hi = x_range
     for i, phase in enumerate(phases):
         color = _color(colors, phase.get("lane"))
+        right = phase["t_s"] < lo + 0.65 * (hi - lo)
         fig.add_annotation(
             x=phase["t_s"],
             y=phase["gib"],
@@ -208,13 +222,47 @@ def _add_phases(
             arrowsize=1,
             arrowwidth=1.2,
             arrowcolor=color,
-            ax=-46 if i % 2 == 0 else 46,
-            ay=-34 - 14 * (i % 3),
+            ax=28 if right else -28,
+            ay=-26 - 24 * (i % 3),
+            xanchor="left" if right else "right",
             font={"size": 12, "color": color},
-            bgcolor="rgba(255,255,255,0.88)",
+            bgcolor="rgba(255,255,255,0.9)",
             bordercolor=color,
             borderwidth=1,
             borderpad=3,
+        )
+
+
+def _add_held_labels(
+    fig: go.Figure,
+    shown: pd.DataFrame,
+    phases: Sequence[Mapping[str, Any]],
+    colors: Mapping[str, str],
+    reservations: Sequence[Mapping[str, Any]],
+) -> None:
+    # An attributed process with no phase to mark (Ollama loaded before the run) still
+    # gets its figure written at the end of its line: "Ollama: 5.3 GiB" is half the
+    # story. Skipped where vLLM's budget label already sits at that height.
+    marked = {p["series"] for p in phases}
+    procs = shown[(shown["kind"] == "process") & shown["lane"].notna()]
+    for series, points in procs.groupby("series", sort=False):
+        if series in marked:
+            continue
+        last = points.sort_values("t_s").iloc[-1]
+        if any(abs(r["gib"] - last["gib"]) < 1.0 for r in reservations):
+            continue
+        label = tf.ENGINE_LABELS.get(str(last["engine"]), "process")
+        color = _color(colors, last["lane"])
+        fig.add_annotation(
+            x=last["t_s"],
+            y=last["gib"],
+            text=f"{label}: {fmt_gib(float(last['gib']))}",
+            showarrow=False,
+            xanchor="right",
+            yanchor="bottom",
+            yshift=3,
+            font={"size": 12, "color": color},
+            bgcolor="rgba(255,255,255,0.8)",
         )
 
 
@@ -337,9 +385,11 @@ def ollama_figure(
     fig.update_xaxes(title={"text": None}, row=1, col=1)
     fig.update_yaxes(title={"text": "Size (GiB)"}, rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title={"text": "In VRAM (%)"}, range=[0, 105], ticksuffix=" %", row=2, col=1)
+    # Drawn before the traces: without exclude_empty_subplots=False plotly would skip
+    # both (still empty) subplots.
     for row in (1, 2):
-        add_level_bands(fig, spans, colors, row=row, col=1)
-    add_run_marks(fig, end_s, row=2, col=1)
+        add_level_bands(fig, spans, colors, row=row, col=1, exclude_empty_subplots=False)
+    add_run_marks(fig, end_s, row=2, col=1, exclude_empty_subplots=False)
     for series, points in shown.groupby("series", sort=False):
         lane = points["lane"].iloc[0]
         color = _color(colors, lane)
@@ -370,8 +420,9 @@ def ollama_figure(
                 row=row,
                 col=1,
             )
-    lo_hi = oll["t_s"]
-    _x_range(fig, lo_hi, end_s, spans)
+    top = float(oll[["size_gib", "vram_gib"]].max().max()) if not oll.empty else 0.0
+    fig.update_yaxes(range=[0, max(top, 0.1) * 1.15], row=1, col=1)
+    _x_range(fig, oll["t_s"], end_s, spans)
     return fig
 
 

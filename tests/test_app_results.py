@@ -277,3 +277,43 @@ def test_telemetry_of_a_cli_run_without_gpu(db):
     ) in captions
     settings = {row[0]: row[1] for df in at.dataframe for row in df.value.values.tolist()}
     assert settings["Hardware: GPU"] == "none: no NVIDIA GPU (NVML library not found)"
+
+
+def _array_len(array) -> int:
+    """Length of a Plotly JSON array: a list, or a typed array {"dtype", "bdata"}."""
+    if isinstance(array, list):
+        return len(array)
+    import base64
+
+    import numpy as np
+
+    return len(base64.b64decode(array["bdata"])) // np.dtype(array["dtype"]).itemsize
+
+
+def test_telemetry_follows_a_running_run(db):
+    """Inside the live fragment: samples written between reruns reach the memory chart
+    (AppTest cannot fire run_every; each at.run() is one tick)."""
+    import json
+
+    from tests.test_telemetry_frames import seed_samples
+
+    run_id = make_seed_run(db, status="running", with_requests=False)
+    nvml = seed_samples()[None]
+    with store.opened(db) as conn:
+        store.add_samples(conn, run_id, None, [s for s in nvml if s.t < T0 + 5])
+    at = _open(run_id)
+    assert not at.exception
+
+    def vllm_points() -> int:
+        (chart,) = [
+            c for c in at.get("plotly_chart") if c.key == f"results-telemetry-gpu0-{run_id}"
+        ]
+        traces = json.loads(chart.proto.spec)["data"]
+        return sum(_array_len(t["x"]) for t in traces if "EngineCore" in t["name"])
+
+    assert vllm_points() == 4  # appeared at 1 s; readings at 1, 2, 3, 4 s
+    with store.opened(db) as conn:
+        store.add_samples(conn, run_id, None, [s for s in nvml if s.t >= T0 + 5])
+    at.run()
+    assert not at.exception
+    assert vllm_points() == 40

@@ -91,6 +91,7 @@ def test_memory_figure_tells_the_seed_story():
     assert "vLLM started: 3 MiB" in text
     assert "vLLM: model loaded: 5.8 GiB" in text
     assert "vLLM: KV cache reserved: 20.9 GiB" in text
+    assert "Ollama: 5.3 GiB" in text  # flat all run: its level written at the line's end
     phase = next(a for a in fig.layout.annotations if a.text.startswith("vLLM: KV cache"))
     assert (phase.x, phase.y) == (8.0, pytest.approx(20.9))
     # Levels as bands labelled by concurrency; run start and end.
@@ -156,6 +157,11 @@ def test_ollama_figure():
     assert fig.layout.xaxis2.title.text == charts.TIME_TITLE
     assert set(fig.data[2].y) == {100.0}
     assert max(fig.data[0].y) == pytest.approx(OLLAMA_GIB, abs=1e-6)
+    assert fig.layout.yaxis.range[1] > OLLAMA_GIB  # the line is not on the frame's edge
+    # Level bands in both panels (labelled in each), run start and end in the lower one.
+    text = _annotations(fig)
+    assert text.count("c=5") == 4 and "run start" in text and "run end" in text
+    assert {s.yref for s in fig.layout.shapes if s.type == "rect"} == {"y domain", "y2 domain"}
 
 
 def test_no_samples_give_captions_not_empty_charts():
