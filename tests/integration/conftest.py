@@ -1,6 +1,6 @@
 """Real engines for the integration tests: the sandbox's vLLM (CPU) and llama.cpp.
 
-The session fixture runs ``python -m sandbox up`` (installing on first use: about 5 min
+The package fixture runs ``python -m sandbox up`` (installing on first use: about 5 min
 on 2 cores from a fresh clone) and ``python -m sandbox down`` at the end. Sessions that
 run at the same time on one machine share the engines: each holds a lease file, and the
 last one out stops the engines if a test session started them (engines someone started
@@ -69,7 +69,9 @@ def _live_leases(directory: Path) -> list[Path]:
     return [p for p in directory.iterdir() if p.name.isdigit() and Path(f"/proc/{p.name}").exists()]
 
 
-@pytest.fixture(scope="session")
+# Package scope: the engines stop when this folder's tests are done, so an idle vLLM
+# does not take CPU from the timing-sensitive tests that run after it.
+@pytest.fixture(scope="package")
 def engines() -> Iterator[dict[str, dict[str, Any]]]:
     """The running sandbox engines, keyed "vllm" and "llama" (status --json entries)."""
     with _leases() as leases:
