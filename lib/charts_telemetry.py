@@ -44,10 +44,21 @@ def _color(colors: Mapping[str, str], lane: Any) -> str:
 
 
 def add_level_bands(
-    fig: go.Figure, spans: Sequence[Mapping[str, Any]], colors: Mapping[str, str], **where: Any
+    fig: go.Figure,
+    spans: Sequence[Mapping[str, Any]],
+    colors: Mapping[str, str],
+    labels: bool = True,
+    **where: Any,
 ) -> None:
     """Each lane's levels as bands in its colour, labelled "c=5" (as the latency timeline)."""
     for i, span in enumerate(spans):
+        label: dict[str, Any] = {}
+        if labels:
+            label["annotation"] = {
+                "text": f"c={span['concurrency']}",
+                "font": {"size": 11, "color": "#555555"},
+            }
+            label["annotation_position"] = "top left"
         fig.add_vrect(
             x0=span["start_s"],
             x1=span["end_s"],
@@ -55,11 +66,7 @@ def add_level_bands(
             opacity=0.06 if i % 2 == 0 else 0.11,
             line_width=0,
             layer="below",
-            annotation={
-                "text": f"c={span['concurrency']}",
-                "font": {"size": 11, "color": "#555555"},
-            },
-            annotation_position="top left",
+            **label,
             **where,
         )
 
@@ -387,8 +394,10 @@ def ollama_figure(
     fig.update_yaxes(title={"text": "In VRAM (%)"}, range=[0, 105], ticksuffix=" %", row=2, col=1)
     # Drawn before the traces: without exclude_empty_subplots=False plotly would skip
     # both (still empty) subplots.
-    for row in (1, 2):
-        add_level_bands(fig, spans, colors, row=row, col=1, exclude_empty_subplots=False)
+    for row in (1, 2):  # labelled once, in the upper panel
+        add_level_bands(
+            fig, spans, colors, labels=row == 1, row=row, col=1, exclude_empty_subplots=False
+        )
     add_run_marks(fig, end_s, row=2, col=1, exclude_empty_subplots=False)
     for series, points in shown.groupby("series", sort=False):
         lane = points["lane"].iloc[0]

@@ -818,9 +818,9 @@ def _peak_memory_column(doc: Mapping[str, Any]) -> Any:
     """The summary's peak-memory column, its help naming the sources and why one is '–'."""
     why = telemetry_frames.gpu_unavailable_reason(doc.get("environment") or {})
     missing = f" – : no GPU reading ({why})." if why else " – : no GPU reading for the lane."
-    return st.column_config.NumberColumn(
+    return st.column_config.TextColumn(
         "Peak GPU memory (GiB)",
-        format="%.1f",
+        alignment="right",
         help=(
             "Most GPU memory the lane's engine held while the lane ran (the same on each of"
             " its levels): NVML memory of its engine's processes, else Ollama's size_vram,"
@@ -914,13 +914,13 @@ def results_details(run_id: str) -> None:
     summary = frames.with_peak_memory(frames.summary_frame(doc), doc).drop(columns=["lane_idx"])
     columns = dict(SUMMARY_COLUMNS)
     order = list(columns)
-    order.insert(order.index("out_tok_per_s") + 1, "peak_gpu_mem_gib")
-    columns["peak_gpu_mem_gib"] = _peak_memory_column(doc)
-    styled = _lane_styled(summary, colors)
-    if not summary.empty:  # missing memory reads "–", as elsewhere on the page
-        styled = styled.format(na_rep="–", subset=["peak_gpu_mem_gib"], precision=1)
+    # Shown as text: a number column draws a missing value as "None", and "–" with the
+    # column's help saying why is what the rest of the page uses.
+    summary["peak_gpu_mem"] = [fmt_num(v, 1) for v in summary["peak_gpu_mem_gib"]]
+    order.insert(order.index("out_tok_per_s") + 1, "peak_gpu_mem")
+    columns["peak_gpu_mem"] = _peak_memory_column(doc)
     st.dataframe(
-        styled,
+        _lane_styled(summary, colors),
         column_config=columns,
         column_order=order,
         hide_index=True,

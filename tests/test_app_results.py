@@ -270,6 +270,8 @@ def test_telemetry_of_a_cli_run_without_gpu(db):
     # The scripted Ollama says its model is all in VRAM (/api/ps); vLLM's memory is unknown.
     assert peaks["ollama:qwen2.5:7b-instruct-q4_K_M"] == pytest.approx(4_683_087_332 / 2**30)
     assert pd.isna(peaks["vllm:qwen-awq"])
+    shown = summary.drop_duplicates("lane").set_index("lane")["peak_gpu_mem"]
+    assert shown.to_dict() == {"ollama:qwen2.5:7b-instruct-q4_K_M": "4.4", "vllm:qwen-awq": "–"}
     assert (
         "Peak GPU memory per lane, from ollama:qwen2.5:7b-instruct-q4_K_M: Ollama /api/ps"
         " size_vram; vllm:qwen-awq: –, no NVIDIA GPU on this machine (NVML library not"

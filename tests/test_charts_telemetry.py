@@ -160,7 +160,7 @@ def test_ollama_figure():
     assert fig.layout.yaxis.range[1] > OLLAMA_GIB  # the line is not on the frame's edge
     # Level bands in both panels (labelled in each), run start and end in the lower one.
     text = _annotations(fig)
-    assert text.count("c=5") == 4 and "run start" in text and "run end" in text
+    assert text.count("c=5") == 2 and "run start" in text and "run end" in text
     assert {s.yref for s in fig.layout.shapes if s.type == "rect"} == {"y domain", "y2 domain"}
 
 
