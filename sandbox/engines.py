@@ -20,6 +20,74 @@ MAX_MODEL_LEN = 1024
 # Engine (venv) name -> the name status() reports.
 DISPLAY_NAMES = {"vllm": "vllm", "llama": "llama.cpp"}
 
+# llama-cpp-python 0.3.36's server settings are pydantic-settings with no env prefix:
+# any environment variable named like a field (PORT, HOST, MODEL, N_CTX...) overrides the
+# config file. `make run PORT=8599` exported PORT and sent llama.cpp to the dashboard's
+# port, so these names are kept out of its environment (read from its Settings and
+# ConfigFileSettings models).
+LLAMA_SETTINGS_ENV = frozenset(
+    (
+        "api_key",
+        "cache",
+        "cache_size",
+        "cache_type",
+        "chat_format",
+        "chat_template_kwargs",
+        "clip_model_path",
+        "disable_ping_events",
+        "draft_model",
+        "draft_model_num_pred_tokens",
+        "embedding",
+        "flash_attn",
+        "hf_model_repo_id",
+        "hf_pretrained_model_name_or_path",
+        "hf_tokenizer_config_path",
+        "host",
+        "interrupt_requests",
+        "kv_overrides",
+        "last_n_tokens_size",
+        "logits_all",
+        "lora_base",
+        "lora_path",
+        "main_gpu",
+        "model",
+        "model_alias",
+        "models",
+        "mul_mat_q",
+        "n_batch",
+        "n_ctx",
+        "n_gpu_layers",
+        "n_threads",
+        "n_threads_batch",
+        "n_ubatch",
+        "numa",
+        "offload_kqv",
+        "port",
+        "root_path",
+        "rope_freq_base",
+        "rope_freq_scale",
+        "rope_scaling_type",
+        "rpc_servers",
+        "seed",
+        "split_mode",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "tensor_split",
+        "type_k",
+        "type_v",
+        "use_mlock",
+        "use_mmap",
+        "verbose",
+        "vocab_only",
+        "yarn_attn_factor",
+        "yarn_beta_fast",
+        "yarn_beta_slow",
+        "yarn_ext_factor",
+        "yarn_orig_ctx",
+        "config_file",
+    )
+)
+
 
 @dataclass
 class Launch:
@@ -33,6 +101,8 @@ class Launch:
     marker: str  # module name that appears in its command line
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    # Inherited variables (lower-case names) the engine must not see.
+    drop_env: frozenset[str] = frozenset()
 
     @property
     def base_url(self) -> str:
@@ -85,7 +155,16 @@ def llama_launch(where: Home, models: ModelSet, port: int, max_model_len: int) -
     module = "llama_cpp.server"
     args = [str(where.python("llama")), "-m", module, "--config_file", str(config_file)]
     log = where.logs / "llama.log"
-    return Launch(DISPLAY_NAMES["llama"], "llama", port, args, list(models.ggufs), module, log)
+    return Launch(
+        DISPLAY_NAMES["llama"],
+        "llama",
+        port,
+        args,
+        list(models.ggufs),
+        module,
+        log,
+        drop_env=LLAMA_SETTINGS_ENV,
+    )
 
 
 def served_models(base_url: str, timeout: float = 2.0) -> list[str] | None:

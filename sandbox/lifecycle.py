@@ -221,7 +221,11 @@ def _up_locked(
     try:
         for launch in launches:
             token = uuid.uuid4().hex
-            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if k != "PYTHONPATH" and k.lower() not in launch.drop_env
+            }
             env.update(launch.env)
             env[processes.TOKEN_VAR] = token
             launch.log.write_text("", encoding="utf-8")

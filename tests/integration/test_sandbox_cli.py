@@ -145,11 +145,19 @@ def _dead_url() -> str:
 
 
 def test_ensure_starts_up_in_the_background_and_down_stops_it(home):
+    # `make run PORT=...` exports PORT (and a user's shell may hold HOST or MODEL):
+    # llama-cpp-python reads such names from the environment, the sandbox must not.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
     env = _env(
         home,
         SERVESCOPE_OLLAMA_URL=_dead_url(),
         SERVESCOPE_VLLM_URL=_dead_url() + "/v1",
         SERVESCOPE_SANDBOX_ENGINES="llama",  # llama.cpp starts in seconds; vLLM is tested above
+        PORT=str(taken.getsockname()[1]),
+        HOST="0.0.0.0",
+        MODEL="/nonexistent.gguf",
     )
     result = run_sandbox("ensure", "--background", env=env)
     assert result.returncode == 0, result.stderr
@@ -178,7 +186,10 @@ def test_ensure_starts_up_in_the_background_and_down_stops_it(home):
     again = run_sandbox("ensure", "--background", env=env)
     assert "already running" in again.stdout
 
+    assert status[0]["base_url"].startswith("http://127.0.0.1:")
+
     down = run_sandbox("down", env=env, timeout=120)
+    taken.close()
     assert down.returncode == 0, down.stderr
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     _assert_nothing_left(home)
