@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from lib import metrics, store
+from lib import metrics, results, store
 
 # What the live view keeps of each request: numbers only. Answers and inter-token gaps
 # stay in the store (the results page reads them through results.run_document), so a
@@ -201,22 +201,8 @@ def request_frame(
 
 
 def _level_row(lane: str, lane_idx: int, level: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "lane": lane,
-        "lane_idx": lane_idx,
-        "concurrency": level["concurrency"],
-        "completed": level["completed"],
-        "failed": level["failed"],
-        "duration_s": level["duration_s"],
-        "req_per_s": level["request_throughput"],
-        "out_tok_per_s": level["output_throughput"],
-        "ttft_p50_ms": level["ttft_ms"]["p50"],
-        "ttft_p99_ms": level["ttft_ms"]["p99"],
-        "tpot_p50_ms": level["tpot_ms"]["p50"],
-        "e2el_p50_ms": level["e2el_ms"]["p50"],
-        "e2el_p99_ms": level["e2el_ms"]["p99"],
-        "tok_per_s_p50": level["tokens_per_s"]["p50"],
-    }
+    row = results.level_headline(lane, dict(level))
+    return {"lane": row.pop("lane"), "lane_idx": lane_idx, **row}
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

@@ -186,28 +186,32 @@ def _request_out(config: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def level_headline(lane: str, level: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of one lane at one level, flat (tables, CLI, pages)."""
+    return {
+        "lane": lane,
+        "concurrency": level["concurrency"],
+        "completed": level["completed"],
+        "failed": level["failed"],
+        "duration_s": level["duration_s"],
+        "req_per_s": level["request_throughput"],
+        "out_tok_per_s": level["output_throughput"],
+        "ttft_p50_ms": level["ttft_ms"]["p50"],
+        "ttft_p99_ms": level["ttft_ms"]["p99"],
+        "tpot_p50_ms": level["tpot_ms"]["p50"],
+        "e2el_p50_ms": level["e2el_ms"]["p50"],
+        "e2el_p99_ms": level["e2el_ms"]["p99"],
+        "tok_per_s_p50": level["tokens_per_s"]["p50"],
+    }
+
+
 def summary_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
     """One flat row per lane and level: the headline figures."""
-    rows = []
-    for lane in document["lanes"]:
-        for level in lane["levels"]:
-            rows.append(
-                {
-                    "lane": lane["name"],
-                    "concurrency": level["concurrency"],
-                    "completed": level["completed"],
-                    "failed": level["failed"],
-                    "duration_s": level["duration_s"],
-                    "req_per_s": level["request_throughput"],
-                    "out_tok_per_s": level["output_throughput"],
-                    "ttft_p50_ms": level["ttft_ms"]["p50"],
-                    "ttft_p99_ms": level["ttft_ms"]["p99"],
-                    "tpot_p50_ms": level["tpot_ms"]["p50"],
-                    "e2el_p50_ms": level["e2el_ms"]["p50"],
-                    "tok_per_s_p50": level["tokens_per_s"]["p50"],
-                }
-            )
-    return rows
+    return [
+        level_headline(lane["name"], level)
+        for lane in document["lanes"]
+        for level in lane["levels"]
+    ]
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
