@@ -379,19 +379,7 @@ def throughput_vs_concurrency(
     data = levels[levels["out_tok_per_s"].notna()] if not levels.empty else levels
     if data.empty:
         return _no_data(fig, "No finished level yet")
-    values = sorted({int(c) for c in data["concurrency"]})
-    # A log axis spreads 1, 2, 4 … 64 evenly; for a few close levels linear reads better.
-    log = len(values) > 2 and values[-1] / values[0] >= 8
-    fig.update_xaxes(
-        type="log" if log else "linear",
-        tickmode="array",
-        tickvals=values,
-        ticktext=[str(v) for v in values],
-        rangemode="normal",
-    )
-    if not log:
-        pad = max((values[-1] - values[0]) * 0.08, 0.5)
-        fig.update_xaxes(range=[values[0] - pad, values[-1] + pad])
+    concurrency_axis(fig, sorted({int(c) for c in data["concurrency"]}))
     for lane in colors:
         mine = data[data["lane"] == lane].sort_values("concurrency")
         if mine.empty:
@@ -425,3 +413,21 @@ def figure_colors(fig: go.Figure) -> dict[str, set[str]]:
         if isinstance(color, str):
             out.setdefault(group, set()).add(color)
     return out
+
+
+def concurrency_axis(fig: go.Figure, values: list[int]) -> None:
+    """An x axis ticked at the run's concurrency levels.
+
+    A log axis spreads 1, 2, 4 … 64 evenly; for a few close levels linear reads better.
+    """
+    log = len(values) > 2 and values[-1] / values[0] >= 8
+    fig.update_xaxes(
+        type="log" if log else "linear",
+        tickmode="array",
+        tickvals=values,
+        ticktext=[str(v) for v in values],
+        rangemode="normal",
+    )
+    if not log:
+        pad = max((values[-1] - values[0]) * 0.08, 0.5)
+        fig.update_xaxes(range=[values[0] - pad, values[-1] + pad])

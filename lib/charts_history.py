@@ -37,22 +37,6 @@ def _empty(fig: go.Figure, text: str) -> go.Figure:
     return fig
 
 
-def _concurrency_axis(fig: go.Figure, values: list[int]) -> None:
-    # As lib.charts: a log axis spreads 1, 2, 4 … 64 evenly; a few close levels read
-    # better on a linear one.
-    log = len(values) > 2 and values[-1] / values[0] >= 8
-    fig.update_xaxes(
-        type="log" if log else "linear",
-        tickmode="array",
-        tickvals=values,
-        ticktext=[str(v) for v in values],
-        rangemode="normal",
-    )
-    if not log:
-        pad = max((values[-1] - values[0]) * 0.08, 0.5)
-        fig.update_xaxes(range=[values[0] - pad, values[-1] + pad])
-
-
 def overlay_figure(
     overlay: pd.DataFrame,
     metric: str,
@@ -65,7 +49,7 @@ def overlay_figure(
     data = overlay[overlay[metric].notna()] if not overlay.empty else overlay
     if data.empty:
         return _empty(fig, "No finished level in the chosen runs")
-    _concurrency_axis(fig, sorted({int(c) for c in data["concurrency"]}))
+    charts.concurrency_axis(fig, sorted({int(c) for c in data["concurrency"]}))
     colors = charts.lane_colors(list(dict.fromkeys(overlay["lane"])))
     runs = list(dict.fromkeys(overlay["run"]))
     for (run, lane), part in data.groupby(["run", "lane"], sort=False):
