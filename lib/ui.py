@@ -299,6 +299,14 @@ def _lane_ids() -> list[int]:
     return st.session_state["lane_ids"]
 
 
+def _default_endpoint(pos: int, statuses: Sequence[endpoints.EndpointStatus]) -> int | None:
+    """Lane `pos` starts on the pos-th endpoint that answers with models (wrapping), so
+    a fresh page compares what can run rather than an unreachable default."""
+    usable = [i for i, s in enumerate(statuses) if s.reachable and s.models]
+    pool = usable or list(range(len(statuses)))
+    return pool[pos % len(pool)] if pool else None
+
+
 def lane_editor(statuses: Sequence[endpoints.EndpointStatus]) -> list[LaneChoice]:
     """Rows of endpoint + model pickers, with add/remove; returns the choices."""
     ids = _lane_ids()
@@ -314,16 +322,19 @@ def lane_editor(statuses: Sequence[endpoints.EndpointStatus]) -> list[LaneChoice
             endpoint = cols[0].selectbox(
                 f"{swatch} Lane {pos + 1}: endpoint",
                 names,
-                index=min(pos, len(names) - 1) if names else None,
+                index=_default_endpoint(pos, statuses),
                 key=f"lane_ep_{lane_id}",
                 format_func=lambda n: _endpoint_option(by_name.get(n)),
             )
             status = by_name.get(endpoint or "")
             models = [m.name for m in status.models] if status else []
+            # A second lane on the same endpoint starts on its next model (another
+            # quantization variant, say) rather than a duplicate of the first lane.
+            earlier = sum(1 for c in choices if c.endpoint == endpoint)
             model = cols[1].selectbox(
                 "Model",
                 models,
-                index=0 if models else None,
+                index=earlier % len(models) if models else None,
                 key=f"lane_model_{lane_id}",
                 placeholder="no models" if status else "pick an endpoint",
             )

@@ -282,3 +282,21 @@ def test_sidebar_shows_the_sandbox_coming_up(tmp_path, monkeypatch):
     at = _app()
     assert not at.exception
     assert any("failed: vllm exited with code 1" in t for t in _plain(at.sidebar.warning))
+
+
+def test_default_lanes_prefer_endpoints_that_answer(tmp_path, monkeypatch):
+    """A fresh page compares what can run: an unreachable default is not lane 1, and a
+    second lane on a one-engine setup takes that engine's next model (variant)."""
+    variants = ["tiny-qwen2-f16", "tiny-qwen2-q8_0", "tiny-qwen2-q4_0"]
+    with OpenAIServer(OpenAIScript(flavor="llama-cpp-python", models=variants)) as llama:
+        monkeypatch.setenv("SERVESCOPE_DB", str(tmp_path / "store.db"))
+        monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
+        monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", "http://127.0.0.1:9")  # nothing there
+        monkeypatch.setenv("SERVESCOPE_VLLM_URL", llama.base_url)
+        st.cache_data.clear()
+        at = AppTest.from_file(RUN_PAGE, default_timeout=30).run()
+        assert not at.exception
+        endpoints = [at.selectbox(key=f"lane_ep_{i}").value for i in (0, 1)]
+        models = [at.selectbox(key=f"lane_model_{i}").value for i in (0, 1)]
+    assert endpoints == ["vllm (default)", "vllm (default)"]
+    assert models == variants[:2]
