@@ -9,12 +9,17 @@ output chunk. Two kinds of error are reported:
   time the client needs to send the request and any lateness of the server's timer.
 - measurement lag: client chunk time − server write time, the client's own error.
 
-Part `accuracy`: concurrency 1 and 32, with the adapter's fast SSE reader ("raw") and
-with openai-python's stream objects ("sdk"). Part `capacity`: 64 and 256 concurrent
-streams at growing chunk rates, reporting chunks/s received, lag, and CPU use.
+Clients: the OpenAI adapter's transports (`aiohttp`, the default; `httpx`, openai-python
+over httpx2 with the adapter's SSE reader; `openai-aiohttp`, openai-python's own aiohttp
+extra with the same reader, for comparison only), openai-python's stream objects (`sdk`)
+and ollama-python. Part `accuracy`: concurrency 1 and 32. Part `capacity`: 32–256
+concurrent streams at 20k chunks/s, and 256 streams at growing chunk rates, reporting
+chunks/s received, lag and CPU use. Every point is run for each transport back to back,
+so ratios within one run compare like with like on a noisy machine; `--repeat` runs the
+sweep again and prints medians.
 
-    .venv/bin/python bench/timing_accuracy.py                # both parts, ~3 min
-    .venv/bin/python bench/timing_accuracy.py --part capacity --json out.json
+    .venv/bin/python bench/timing_accuracy.py                 # both parts, ~4 min
+    .venv/bin/python bench/timing_accuracy.py --part capacity --repeat 3 --json out.json
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import asyncio
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -79,27 +85,26 @@ class Server:
         self.proc.wait(10)
 
 
-TRANSPORT = "httpx2"  # --transport; "aiohttp" needs openai's aiohttp extra installed
-
-
-def make(kind: str, url: str, parser: str) -> Any:
+def make(kind: str, url: str, parser: str, transport: str) -> Any:
     if kind == "ollama":
         return OllamaEngine(url)
-    engine = OpenAICompatEngine(url, flavor="vllm", parser=parser)
-    if TRANSPORT == "aiohttp":
-        # Experiment only: openai-python's aiohttp transport (`openai[aiohttp]`). The
-        # send clock reads httpcore's trace, which aiohttp lacks: t0 falls back to the
-        # moment before the call, so TTFT here includes client-side request building.
-        import httpx2
-        import openai
+    if transport != "openai-aiohttp":
+        return OpenAICompatEngine(url, flavor="vllm", parser=parser, transport=transport)
+    # Comparison only: openai-python's aiohttp extra (httpx2 over aiohttp) under the
+    # adapter's httpx-path reader. The httpx2 request hook still sees each request, but
+    # the httpcore trace that dates the write never fires: t0 falls back to the moment
+    # before the call, so TTFT here includes client-side request building.
+    import httpx2
+    import openai
 
-        limits = httpx2.Limits(max_connections=2048, max_keepalive_connections=2048)
-        engine._client = openai.AsyncOpenAI(
-            base_url=engine.base_url,
-            api_key="EMPTY",
-            max_retries=0,
-            http_client=openai.DefaultAioHttpClient(limits=limits),
-        )
+    engine = OpenAICompatEngine(url, flavor="vllm", parser=parser, transport="httpx")
+    limits = httpx2.Limits(max_connections=2048, max_keepalive_connections=2048)
+    engine._client = openai.AsyncOpenAI(
+        base_url=engine.base_url,
+        api_key="EMPTY",
+        max_retries=0,
+        http_client=openai.DefaultAioHttpClient(limits=limits),
+    )
     return engine
 
 
@@ -139,6 +144,7 @@ def analyse(
     results: list[tuple[str, RequestResult]], truth: dict[str, dict[str, Any]], srv: Server
 ) -> dict[str, Any]:
     ttft_err, tpot_err, tpot_meas, req_out, late, lag, all_late = [], [], [], [], [], [], []
+    first_lag: list[float] = []
     errors = chunks = 0
     first_send = min(r.t_send for _, r in results)
     last_chunk = first_send
@@ -155,6 +161,7 @@ def analyse(
         req_out.append((rec["t_recv"] - r.t_send) * 1000)
         late.append((sent[0] - rec["t_recv"]) * 1000 - srv.ttft_ms)
         lag += [(c - s) * 1000 for c, s in zip(r.chunk_times, sent, strict=True)]
+        first_lag.append((r.chunk_times[0] - sent[0]) * 1000)  # the client's own TTFT error
         for i, s in enumerate(sent):
             all_late.append((s - rec["t_recv"]) * 1000 - srv.ttft_ms - i * srv.gap_ms)
         if m["tpot_ms"] is not None:
@@ -174,6 +181,7 @@ def analyse(
         "server_late_first_ms": {"p50": pct(late, 50), "p99": pct(late, 99)},
         "server_late_ms": {"p50": pct(all_late, 50), "p99": pct(all_late, 99)},
         "lag_ms": {"p50": pct(lag, 50), "p99": pct(lag, 99), "max": max(lag, default=0.0)},
+        "first_lag_ms": {"p50": pct(first_lag, 50), "p99": pct(first_lag, 99)},
     }
 
 
@@ -190,12 +198,15 @@ def gap_for(rate: float, conc: int, ttft_ms: float, tokens: int) -> float:
 
 
 async def point(
-    kind: str, parser: str, conc: int, ttft_ms: float, gap_ms: float, tokens: int, **kw: Any
+    client: str, conc: int, ttft_ms: float, gap_ms: float, tokens: int, **kw: Any
 ) -> dict[str, Any]:
-    """One measured level: fresh server process, warm-up, closed loop, analysis."""
+    """One measured level: fresh server process, warm-up, closed loop, analysis.
+    `client`: "ollama", "sdk" or "raw+<transport>"."""
+    kind = "ollama" if client == "ollama" else "openai"
+    parser, _, transport = client.partition("+")
     srv = Server(kind, ttft_ms, gap_ms)
     model = "scripted-model" if kind == "openai" else "qwen2.5:7b-instruct-q4_K_M"
-    engine = make(kind, srv.url, parser)
+    engine = make(kind, srv.url, parser, transport or "httpx")
     load = os.getloadavg()[0]
     try:
         # Warm-up: open every connection once, outside the measurement.
@@ -213,9 +224,7 @@ async def point(
     chunks = stats["chunks_per_s"] * wall
     return {
         "engine": kind,
-        "parser": (parser if TRANSPORT == "httpx2" else f"{parser}+{TRANSPORT}")
-        if kind == "openai"
-        else "ollama-python",
+        "client": client,
         "concurrency": conc,
         "gap_ms": gap_ms,
         "expected_chunks_per_s": round(expected_rate(conc, ttft_ms, gap_ms, tokens)),
@@ -231,15 +240,22 @@ def show(row: dict[str, Any]) -> None:
     """One line per level: what a reader compares against the goals."""
     f = lambda d: f"{d['p50']:6.2f}/{d['p99']:6.2f}"  # noqa: E731
     print(
-        f"{row['engine']:6} {row['parser']:13} c={row['concurrency']:<3} "
+        f"{row['client']:18} c={row['concurrency']:<3} "
         f"gap={row['gap_ms']:<6} exp={row['expected_chunks_per_s']:>6}/s "
         f"got={row['chunks_per_s']:6.0f}/s err={row['errors']}/{row['requests']} "
         f"TTFTerr {f(row['ttft_err_ms'])} TPOTerr {f(row['tpot_err_ms'])} "
-        f"lag {f(row['lag_ms'])} req-out {f(row['request_out_ms'])} "
+        f"lag {f(row['lag_ms'])} 1st-lag {f(row['first_lag_ms'])} "
+        f"req-out {f(row['request_out_ms'])} "
         f"srv-late {f(row['server_late_ms'])} cpu {row['client_cores']}/{row['server_cores']} "
         f"{row['client_us_per_chunk']}us/chunk load {row['loadavg_1m']}",
         flush=True,
     )
+
+
+ACCURACY_EXTRA = ("sdk", "ollama")
+# (concurrency, chunks/s): concurrency grows at 20k/s, then the rate grows at 256 streams.
+CAPACITY = [(32, 20_000), (64, 20_000), (128, 20_000), (256, 20_000)]
+CAPACITY += [(256, 12_500), (256, 25_000), (256, 31_000), (256, 40_000)]
 
 
 async def main() -> None:
@@ -247,46 +263,73 @@ async def main() -> None:
     ap.add_argument("--part", choices=("accuracy", "capacity", "all"), default="all")
     ap.add_argument("--json", help="write all rows here")
     ap.add_argument("--secs", type=float, default=4.0, help="per capacity point")
+    ap.add_argument("--repeat", type=int, default=1, help="run the sweep this many times")
     ap.add_argument(
-        "--transport",
-        choices=("httpx2", "aiohttp"),
-        default="httpx2",
-        help="aiohttp: only the raw-parser capacity sweep, over openai-python's aiohttp extra",
+        "--transports",
+        default="aiohttp,httpx",
+        help="comma-separated: aiohttp, httpx, openai-aiohttp (needs openai's aiohttp extra)",
+    )
+    ap.add_argument(
+        "--others", action="store_true", help="also sdk and ollama-python in the capacity part"
     )
     args = ap.parse_args()
-    global TRANSPORT
-    TRANSPORT = args.transport
+    clients = [f"raw+{t}" for t in args.transports.split(",")]
     rows: list[dict[str, Any]] = []
 
     async def run(*a: Any, **kw: Any) -> None:
         rows.append(await point(*a, **kw))
         show(rows[-1])
 
-    if args.part in ("accuracy", "all"):
-        print("# accuracy: TTFT 150 ms after a role-only chunk, 20 ms gaps, 1/2-token chunks")
-        for parser in ("raw", "sdk"):
-            await run("openai", parser, 1, 150, 20, 16, n=20, secs=60)
-            await run("openai", parser, 32, 150, 20, 16, n=96, secs=60)
-        await run("ollama", "-", 1, 150, 20, 16, n=20, secs=60)
-        await run("ollama", "-", 32, 150, 20, 16, n=96, secs=60)
-    if args.part in ("capacity", "all"):
-        print("# capacity: TTFT 50 ms, 96 tokens (64 chunks) per request, closed loop")
-        secs, ttft, tokens = args.secs, 50, 96
-        for rate in (12_500, 20_000, 25_000, 31_000, 40_000):  # chunk rate grows
-            gap = gap_for(rate, 256, ttft, tokens)
-            await run("openai", "raw", 256, ttft, gap, tokens, n=None, secs=secs)
-        for conc in (32, 64, 128):  # concurrency grows at 20k chunks/s
-            gap = gap_for(20_000, conc, ttft, tokens)
-            await run("openai", "raw", conc, ttft, gap, tokens, n=None, secs=secs)
-        if TRANSPORT != "httpx2":
-            return _save(args.json, rows)
-        for rate in (12_500, 20_000):  # openai-python's own stream objects
-            gap = gap_for(rate, 256, ttft, tokens)
-            await run("openai", "sdk", 256, ttft, gap, tokens, n=None, secs=secs)
-        for rate in (12_500, 20_000):  # ollama-python
-            gap = gap_for(rate, 256, ttft, tokens)
-            await run("ollama", "-", 256, ttft, gap, tokens, n=None, secs=secs)
+    for _ in range(args.repeat):
+        if args.part in ("accuracy", "all"):
+            print("# accuracy: TTFT 150 ms after a role-only chunk, 20 ms gaps, 1/2-token chunks")
+            for conc, n in ((1, 20), (32, 96)):
+                for client in (*clients, *ACCURACY_EXTRA):
+                    await run(client, conc, 150, 20, 16, n=n, secs=60)
+        if args.part in ("capacity", "all"):
+            print("# capacity: TTFT 50 ms, 96 tokens (64 chunks) per request, closed loop")
+            secs, ttft, tokens = args.secs, 50, 96
+            for conc, rate in CAPACITY:
+                gap = gap_for(rate, conc, ttft, tokens)
+                for client in clients:
+                    await run(client, conc, ttft, gap, tokens, n=None, secs=secs)
+            if args.others:
+                for client in ACCURACY_EXTRA:
+                    for rate in (12_500, 20_000):
+                        gap = gap_for(rate, 256, ttft, tokens)
+                        await run(client, 256, ttft, gap, tokens, n=None, secs=secs)
+    if args.repeat > 1:
+        summary(rows)
     _save(args.json, rows)
+
+
+def summary(rows: list[dict[str, Any]]) -> None:
+    """Medians over the repeats of each (client, concurrency, gap) point."""
+    groups: dict[tuple[str, int, float], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["client"], row["concurrency"], row["gap_ms"]), []).append(row)
+    print("# medians over repeats (ms, p50 unless p99): TTFT err, lag p50/p99, first-chunk lag,")
+    print("# request-out; µs of client CPU per chunk")
+    for (client, conc, _gap), group in groups.items():
+        med = {
+            key: statistics.median(get(r) for r in group)
+            for key, get in {
+                "got": lambda r: r["chunks_per_s"],
+                "ttft": lambda r: r["ttft_err_ms"]["p50"],
+                "lag50": lambda r: r["lag_ms"]["p50"],
+                "lag99": lambda r: r["lag_ms"]["p99"],
+                "first": lambda r: r["first_lag_ms"]["p50"],
+                "out": lambda r: r["request_out_ms"]["p50"],
+                "cpu": lambda r: r["client_us_per_chunk"] or 0.0,
+            }.items()
+        }
+        print(
+            f"{client:18} c={conc:<3} exp={group[0]['expected_chunks_per_s']:>6}/s "
+            f"got={med['got']:6.0f}/s TTFTerr {med['ttft']:6.2f} "
+            f"lag {med['lag50']:6.2f}/{med['lag99']:6.2f} 1st-lag {med['first']:6.2f} "
+            f"req-out {med['out']:6.2f} cpu {med['cpu']:5.1f}us n={len(group)}",
+            flush=True,
+        )
 
 
 def _save(path: str | None, rows: list[dict[str, Any]]) -> None:
