@@ -101,11 +101,12 @@ class AioStreamer:
                 if payload.startswith(b"[DONE]"):
                     await _drain(content)
                     return
-                scan_chunk(json.loads(payload), now, st)
+                # str, not bytes: json.loads would first sniff the bytes' encoding.
+                scan_chunk(json.loads(payload.decode()), now, st)
         now = time.perf_counter()
         for payload in decoder.close():
             if not payload.startswith(b"[DONE]"):
-                scan_chunk(json.loads(payload), now, st)
+                scan_chunk(json.loads(payload.decode()), now, st)
 
     def _fault_text(self, exc: aiohttp.ClientError, st: StreamState) -> str:
         if isinstance(exc, aiohttp.ServerTimeoutError):

@@ -46,7 +46,7 @@ from lib.engines.tokens import TOKEN_SOURCE, ServerTokenizer, route_order
 from lib.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
 
 TRANSPORTS = ("aiohttp", "httpx")
-DEFAULT_TRANSPORT = "httpx"
+DEFAULT_TRANSPORT = "aiohttp"  # BENCHMARKS.md: ~2× the chunks/s of httpx at ≤ 5 ms lag
 # A server-tokenizer count may run this long past the request's own time limit: the
 # runner waits timeout_s + 5 s (runner.TIMEOUT_GRACE_S) before it abandons a request.
 COUNT_GRACE_S = 3.0
