@@ -4,11 +4,13 @@ dashboard's live view of the run open in headless Chromium the whole time.
 Checks what a long demo needs (issue item 5): no lost records (rows in the store ==
 measured requests + warm-ups, each index once, none failed) and no memory growth in the
 dashboard process, whose RSS is read from /proc every few seconds while the page redraws
-every second, then while the finished view is reloaded (a full render each time). The
-run is started the way the Run page starts one (lib.jobs.start: its own process); the
-engine is tests/scripted/openai_server.py in its own process.
+every second; then while the finished view is reloaded (a full render each time); then
+in a live view at full data whose rows no longer grow (the finished run shown as running
+again), which tells a per-redraw leak from memory that follows the data. The run is
+started the way the Run page starts one (lib.jobs.start: its own process); the engine
+is tests/scripted/openai_server.py in its own process.
 
-    .venv/bin/python bench/soak.py                       # 2000 requests at c=64, ~3 min
+    .venv/bin/python bench/soak.py                       # 2000 requests at c=64, ~5 min
     .venv/bin/python bench/soak.py --requests 500 --json soak.json
 
 Every process started here is stopped here, by its own handle.
@@ -62,6 +64,47 @@ def rss_mb(pid: int | None) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds a process has used, from /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steady_live_view(
+    page: Any, db: Path, run_id: str, dashboard_pid: int, seconds: float, period_s: float
+) -> tuple[list[tuple[float, float]], float | None]:
+    """The live view at full data without the data growing: the finished run is shown as
+    running again (a placeholder process that names the run stands in for its process,
+    so the dashboard's liveness check passes) and the page redraws every second.
+    Returns the dashboard's RSS samples and the CPU seconds it spent meanwhile."""
+    with store.opened(db) as conn:
+        before = store.get_run(conn, run_id)
+    placeholder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()", run_id], stdin=subprocess.PIPE
+    )
+    series: list[tuple[float, float]] = []
+    try:
+        with store.opened(db) as conn:
+            store.update_run(conn, run_id, status="running", pid=placeholder.pid)
+        page.reload(wait_until="domcontentloaded")
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        cpu0, t0 = cpu_s(dashboard_pid), time.monotonic()
+        while (now := time.monotonic() - t0) < seconds:
+            if (mb := rss_mb(dashboard_pid)) is not None:
+                series.append((now, mb))
+            page.wait_for_timeout(period_s * 1000)
+        cpu1 = cpu_s(dashboard_pid)
+    finally:
+        with store.opened(db) as conn:
+            store.update_run(conn, run_id, status=before["status"], pid=before["pid"])
+        stop(placeholder)
+    busy = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    return series, busy
 
 
 def stop(proc: subprocess.Popen[Any] | None) -> None:
@@ -209,6 +252,14 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             body = page.inner_text("body")
             done = f"c={args.concurrency}: {args.requests}/{args.requests} done"
             result["page_shows_done"] = done in body
+            if args.steady_s > 0 and result.get("run_status") == "completed":
+                steady, busy = steady_live_view(
+                    page, db, run_id, dashboard.pid, args.steady_s, args.sample_s
+                )
+                result["dashboard_rss_steady_live_view"] = summary(steady)
+                result["dashboard_cpu_s_steady_live_view"] = (
+                    round(busy, 1) if busy is not None else None
+                )
             browser.close()
         with store.opened(db) as conn:
             rows = store.get_requests(conn, run_id, include_warmup=True)
@@ -256,7 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttft-ms", type=float, default=200.0)
     parser.add_argument("--gap-ms", type=float, default=50.0)
     parser.add_argument("--sample-s", type=float, default=3.0, help="RSS sampling period")
-    parser.add_argument("--tail-s", type=float, default=30.0, help="finished view watched")
+    parser.add_argument("--tail-s", type=float, default=20.0, help="finished view watched")
+    parser.add_argument(
+        "--steady-s",
+        type=float,
+        default=90.0,
+        help="then the live view at full data, redrawing without new rows (0: skip)",
+    )
     parser.add_argument(
         "--no-reload",
         dest="reload",
