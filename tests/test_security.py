@@ -67,6 +67,15 @@ def hostile_word(i: int) -> str:
     return ANSWER_PARTS[i % len(ANSWER_PARTS)]
 
 
+def clear_chunk_caches() -> None:
+    """The scripted servers may cache chunk texts built from word(): drop them, so the
+    hostile words are used here and never leak into another test's answers."""
+    for module in (openai_module, ollama_module):
+        for value in vars(module).values():
+            if callable(getattr(value, "cache_clear", None)):
+                value.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory) -> Iterator[tuple[Path, str]]:
     """A finished two-lane run whose answers, names, label, prompt and one error are
@@ -76,6 +85,7 @@ def hostile_run(tmp_path_factory) -> Iterator[tuple[Path, str]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(openai_module, "word", hostile_word)
         mp.setattr(ollama_module, "word", hostile_word)
+        clear_chunk_caches()
         vllm = OpenAIServer(OpenAIScript(ttft_ms=5, gap_ms=1, models=[MODEL]))
         ollama = OllamaServer(OllamaScript(ttft_ms=5, gap_ms=1))
         with vllm, ollama:
@@ -88,6 +98,7 @@ def hostile_run(tmp_path_factory) -> Iterator[tuple[Path, str]]:
                     "--db", str(db), "--quiet",
                 ]
             )  # fmt: skip
+    clear_chunk_caches()
     assert code == 0
     with store.opened(db) as conn:
         (run,) = store.list_runs(conn)
