@@ -272,8 +272,14 @@ async def main() -> None:
     ap.add_argument(
         "--others", action="store_true", help="also sdk and ollama-python in the capacity part"
     )
+    ap.add_argument(
+        "--points", help="capacity points instead of the default, e.g. 256:25000,512:20000"
+    )
     args = ap.parse_args()
     clients = [f"raw+{t}" for t in args.transports.split(",")]
+    points = CAPACITY
+    if args.points:
+        points = [(int(c), int(r)) for c, r in (p.split(":") for p in args.points.split(","))]
     rows: list[dict[str, Any]] = []
 
     async def run(*a: Any, **kw: Any) -> None:
@@ -289,7 +295,7 @@ async def main() -> None:
         if args.part in ("capacity", "all"):
             print("# capacity: TTFT 50 ms, 96 tokens (64 chunks) per request, closed loop")
             secs, ttft, tokens = args.secs, 50, 96
-            for conc, rate in CAPACITY:
+            for conc, rate in points:
                 gap = gap_for(rate, conc, ttft, tokens)
                 for client in clients:
                     await run(client, conc, ttft, gap, tokens, n=None, secs=secs)

@@ -1,5 +1,5 @@
-"""Token counts from the server's tokenizer when a stream carries none, and the byte-level
-SSE decoder of the aiohttp transport. Scripted servers: tests/scripted/openai_server.py."""
+"""Token counts from the server's tokenizer when a stream carries none (lib/engines/tokens.py),
+against the scripted servers' tokenize routes (tests/scripted/openai_server.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import pytest
 
 from lib.engines.openai_compat import OpenAICompatEngine
-from lib.engines.sse import SSEDecoder
 from lib.engines.tokens import route_order
 from lib.records import Prompt, RequestResult, Sampling
 from tests.scripted import OpenAIScript, OpenAIServer
@@ -148,32 +147,3 @@ def test_route_order_puts_the_detected_server_first():
 def test_scripted_tokenizer_counts_scripted_words():
     assert count_tokens("안녕 token 하세요 x") == 5
     assert count_tokens("ab") == 2
-
-
-# -- SSE decoder ---------------------------------------------------------------------
-STREAM = (
-    b": ping\n\n"
-    b'data: {"a": 1}\n\n'
-    b"event: message\nid: 7\ndata: first\ndata: second\n\n"
-    b": keep-alive\n\n"
-    b"data:no-space\n\n"
-    b"data: [DONE]\n\n"
-)
-EVENTS = [b'{"a": 1}', b"first\nsecond", b"no-space", b"[DONE]"]
-
-
-@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
-def test_sse_decoder_any_split_any_line_end(newline: bytes):
-    raw = STREAM.replace(b"\n", newline)
-    for cut in range(len(raw) + 1):  # every place a socket read can end
-        decoder = SSEDecoder()
-        got = decoder.feed(raw[:cut]) + decoder.feed(raw[cut:]) + decoder.close()
-        assert got == EVENTS, (cut, got)
-
-
-def test_sse_decoder_byte_by_byte_and_unterminated_last_event():
-    decoder = SSEDecoder()
-    got = [p for byte in STREAM[:-2] for p in decoder.feed(bytes([byte]))]
-    assert got == EVENTS[:-1]
-    assert decoder.close() == [b"[DONE]"]  # the body ended without the blank line
-    assert decoder.close() == []

@@ -15,6 +15,14 @@ trace fires immediately before it writes the request line, headers and body in o
 write (common.send_clock; `on_request_headers_sent` fires before anything is written,
 while the bytes may still wait a loop turn in a writer task).
 
+A chunk's time is when its bytes came off the socket, not when this task got round to
+parsing them: the connection's protocol notes the time of every read (_StampedHandler),
+and each SSE event takes the time of the read that completed it. When many streams
+deliver at once (256 streams in step: one event loop turn reads all 256 sockets, then
+parses them one after another), parsing-time stamps put the last stream ~10 ms late;
+read-time stamps are late only by the reads before it (a few µs each). If aiohttp's
+internals ever change shape, chunks fall back to parse time (`stamped` stays 0).
+
 Every aiohttp fault leaves here as sse.HTTPStatus or sse.TransportFault with its
 final one-line text, so the adapter's error handling does not depend on the transport.
 """
@@ -22,17 +30,44 @@ final one-line text, so the adapter's error handling does not depend on the tran
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
 from lib.engines.common import POOL_SIZE, aiohttp_send_trace, exc_text, status_text
 from lib.engines.sse import HTTPStatus, SSEDecoder, StreamState, TransportFault, scan_chunk
 
 USER_AGENT = "servescope"
 MAX_ERROR_BODY = 64 * 1024  # an error page is read for its message, never in full
+
+
+class _StampedHandler(ResponseHandler):
+    """aiohttp's client protocol, noting when each read of a watched body happened:
+    `stamps` holds (perf_counter at the read, body bytes fed by then)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.watch: aiohttp.StreamReader | None = None
+        self.stamps: list[tuple[float, int]] = []
+
+    def data_received(self, data: bytes) -> None:
+        t = time.perf_counter()  # the transport has just read `data` from the socket
+        super().data_received(data)
+        if self.watch is not None:
+            self.stamps.append((t, self.watch.total_bytes))
+
+
+class _StampingConnector(aiohttp.TCPConnector):
+    """A TCPConnector whose connections use _StampedHandler."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(getattr(self, "_factory", None), functools.partial):
+            self._factory = functools.partial(_StampedHandler, loop=self._loop)
 
 
 class AioStreamer:
@@ -54,12 +89,13 @@ class AioStreamer:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.trace_configs: list[aiohttp.TraceConfig] = []  # extra hooks (tests)
+        self.stamped = 0  # events dated by their socket read (the rest: by parse time)
 
     def _session_now(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             # One connection per concurrent stream (common.POOL_SIZE), none per host cap.
-            connector = aiohttp.TCPConnector(limit=POOL_SIZE, limit_per_host=0)
+            connector = _StampingConnector(limit=POOL_SIZE, limit_per_host=0)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
@@ -88,21 +124,40 @@ class AioStreamer:
                     raw = await response.content.read(MAX_ERROR_BODY)
                     raise HTTPStatus(response.status, status_text(raw, response.reason))
                 st.started = True
-                await self._read(response.content, st)
+                proto = response.connection.protocol if response.connection else None
+                if not isinstance(proto, _StampedHandler):
+                    await self._read(response.content, st, None)
+                    return
+                proto.watch, proto.stamps = response.content, []
+                try:
+                    await self._read(response.content, st, proto.stamps)
+                finally:
+                    proto.watch = None
         except aiohttp.ClientError as exc:
             raise TransportFault(self._fault_text(exc, st)) from exc
 
-    @staticmethod
-    async def _read(content: aiohttp.StreamReader, st: StreamState) -> None:
+    async def _read(
+        self, content: aiohttp.StreamReader, st: StreamState, stamps: list[tuple[float, int]] | None
+    ) -> None:
         decoder = SSEDecoder()
+        k = 0  # stamps before k cover bytes already dated
         while raw := await content.readany():
-            now = time.perf_counter()  # one read: the chunks in it arrived together
-            for payload in decoder.feed(raw):
+            now = time.perf_counter()
+            payloads = decoder.feed(raw)
+            for payload, end in zip(payloads, decoder.ends, strict=True):
+                t = now
+                if stamps is not None:
+                    # The first read after which the event's bytes were all in.
+                    while k < len(stamps) and stamps[k][1] < end:
+                        k += 1
+                    if k < len(stamps) and stamps[k][0] < now:
+                        t = stamps[k][0]
+                        self.stamped += 1
                 if payload.startswith(b"[DONE]"):
                     await _drain(content)
                     return
                 # str, not bytes: json.loads would first sniff the bytes' encoding.
-                scan_chunk(json.loads(payload.decode()), now, st)
+                scan_chunk(json.loads(payload.decode()), t, st)
         now = time.perf_counter()
         for payload in decoder.close():
             if not payload.startswith(b"[DONE]"):

@@ -134,28 +134,47 @@ class SSEDecoder:
     def __init__(self) -> None:
         self._tail = b""
         self._data: list[bytes] = []
+        self.fed = 0  # body bytes fed so far
+        # Body offset at which each event of the last `feed` was complete, for dating
+        # it by when those bytes came off the socket (aio.py). Exact for LF line ends;
+        # with CRs (rewritten to LF first) the end of the read, which is never early.
+        self.ends: list[int] = []
 
     def feed(self, raw: bytes) -> list[bytes]:
+        start = self.fed - len(self._tail)  # body offset of buf[0]
+        self.fed += len(raw)
         buf = self._tail + raw if self._tail else raw
-        if b"\r" in buf:
+        exact = b"\r" not in buf
+        if exact:
+            lines = buf.split(b"\n")
+            self._tail = lines.pop()
+        else:
             # A CR at the very end may be the first half of a CRLF: keep it for later.
             keep_cr = buf.endswith(b"\r")
             buf = (buf[:-1] if keep_cr else buf).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             lines = buf.split(b"\n")
             self._tail = lines.pop() + (b"\r" if keep_cr else b"")
-        else:
-            lines = buf.split(b"\n")
-            self._tail = lines.pop()
         out: list[bytes] = []
+        ends: list[int] = []
+        at = start
         for line in lines:
+            at += len(line) + 1
             if not line:  # a blank line ends the event
                 if self._data:
                     out.append(self._data[0] if len(self._data) == 1 else b"\n".join(self._data))
+                    ends.append(at if exact else self.fed)
                     self._data = []
             elif line.startswith(b"data:"):
                 self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+        self.ends = ends
         return out
 
     def close(self) -> list[bytes]:
         """Payloads of an event the body ended without a blank line after."""
-        return self.feed(b"\n\n") if self._tail or self._data else []
+        if not (self._tail or self._data):
+            self.ends = []
+            return []
+        fed = self.fed
+        out = self.feed(b"\n\n")
+        self.fed, self.ends = fed, [fed] * len(out)  # the padding is not body
+        return out
