@@ -64,6 +64,7 @@ def load_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
         "requests": grouped,
         "warmups": warmups,
         "samples": store.get_samples(conn, run_id),
+        "has_votes": bool(store.get_votes(conn, run_id)),
     }
 
 
@@ -94,7 +95,7 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
                 "telemetry": lane_telemetry(data, lane["lane_idx"]),
             }
         )
-    return {
+    document = {
         "run_id": run["run_id"],
         "created_at": run["created_at"],
         "label": run["label"],
@@ -104,6 +105,12 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
         "environment": run["env"],
         "lanes": lanes_out,
     }
+    if data["has_votes"]:
+        # Blind-review votes travel with the run (Compare page), with win rates' inputs.
+        from lib.review import votes_export
+
+        document["votes"] = votes_export(db, run_id)
+    return document
 
 
 def lane_telemetry(data: dict[str, Any], lane_idx: int) -> list[dict[str, Any]]:

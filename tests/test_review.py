@@ -473,3 +473,14 @@ def test_votes_export_and_csv(db, data):
 
 def test_page_count():
     assert [review.page_count(n) for n in (0, 1, 10, 11, 40)] == [1, 1, 1, 2, 4]
+
+
+def test_votes_travel_with_the_run_document(db, data):
+    from lib import results
+
+    assert "votes" not in results.run_document(db, "seed")  # none cast yet
+    item = review.pairs(data, 0, 1, concurrency=5)[0]
+    review.record_vote(db, "seed", item, "left", voter="kim")
+    (vote,) = results.run_document(db, "seed")["votes"]
+    assert vote == review.votes_export(db, "seed")[0]
+    assert vote["voter"] == "kim" and vote["run_id"] == "seed"
