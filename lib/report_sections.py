@@ -39,11 +39,14 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+def _missing(value: Any) -> bool:
+    """None, an empty string, or NaN (how pandas holds a missing value)."""
+    return value is None or value == "" or (isinstance(value, float) and value != value)
+
+
 def _cell(value: Any) -> str:
-    """An escaped table cell; missing values (None, NaN from pandas) read '–'."""
-    if value is None or value == "" or (isinstance(value, float) and value != value):
-        return "–"
-    return _e(value)
+    """An escaped table cell; missing values read '–'."""
+    return "–" if _missing(value) else _e(value)
 
 
 def _json_for_script(text: str) -> str:
@@ -181,7 +184,7 @@ def lanes_section(view: RunView) -> str:
                 _cell(r.parameter_size),
                 _e(fmt(r.context_length)),
                 _e(view.endpoints[lane["name"]]),
-                _e(truncate(str(r.digest or "–"), 24)),
+                _cell(None if _missing(r.digest) else truncate(str(r.digest), 24)),
                 _e(settings or "–"),
             ]
         )
