@@ -73,7 +73,8 @@ else:
 
 for status in statuses:
     e = status.endpoint
-    with st.expander(f"{e.name} — {ep.status_line(status)}"):
+    # Names and versions come from users and engines: escaped, never markdown.
+    with st.expander(f"{ui.esc_md(e.name)} — {ui.esc_md(ep.status_line(status))}"):
         if status.error:
             (st.warning if status.reachable else st.error)(esc_md(status.error))
         if st.button("Test", key=f"test:{e.name}", help="Probe this endpoint now"):

@@ -150,6 +150,7 @@ def cancel(run_id: str, db: str | os.PathLike[str] | None = None) -> bool:
         store.update_run(conn, run_id, cancel_requested=time.time())
         if not process_alive(run["pid"], run_id):
             store.update_run(conn, run_id, status="cancelled", finished_at=time.time())
+            store.close_levels(conn, run_id, "cancelled", time.time())
             return True
     with contextlib.suppress(ProcessLookupError):
         os.kill(run["pid"], signal.SIGTERM)
@@ -168,12 +169,13 @@ def reconcile(db: str | os.PathLike[str] | None = None) -> list[str]:
                 continue  # being started right now
             if run.get("cancel_requested"):
                 # Killed by our own SIGTERM before it could say so itself.
-                store.update_run(conn, run["run_id"], status="cancelled", finished_at=now)
+                status = "cancelled"
+                store.update_run(conn, run["run_id"], status=status, finished_at=now)
             else:
+                status = "failed"
                 reason = _death_reason(run["run_id"], db)
-                store.update_run(
-                    conn, run["run_id"], status="failed", error=reason, finished_at=now
-                )
+                store.update_run(conn, run["run_id"], status=status, error=reason, finished_at=now)
+            store.close_levels(conn, run["run_id"], status, now)
             dead.append(run["run_id"])
     return dead
 

@@ -282,7 +282,10 @@ def _start_run(
 def _finish_run(
     conn: Any, run_id: str, status: str, error: str | None, env: dict[str, Any]
 ) -> None:
-    store.update_run(conn, run_id, status=status, error=error, finished_at=time.time(), env=env)
+    now = time.time()
+    store.update_run(conn, run_id, status=status, error=error, finished_at=now, env=env)
+    if status != "completed":  # a stopped or failed run leaves its level unfinished
+        store.close_levels(conn, run_id, status, now)
 
 
 def _telemetry(state: RunState, lanes: list[PreparedLane], interval_s: float) -> TelemetryRecorder:

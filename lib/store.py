@@ -323,6 +323,16 @@ def set_level(
     )
 
 
+def close_levels(conn: sqlite3.Connection, run_id: str, status: str, at: float) -> None:
+    """Give a run's still-running levels their final status (a run that died or was
+    stopped never ended them itself)."""
+    conn.execute(
+        "UPDATE levels SET status = ?, finished_at = COALESCE(finished_at, ?)"
+        " WHERE run_id = ? AND status = 'running'",
+        (status, at, run_id),
+    )
+
+
 def get_levels(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT * FROM levels WHERE run_id = ? ORDER BY lane_idx, concurrency", (run_id,)

@@ -85,6 +85,8 @@ def test_killed_process_is_marked_failed(tmp_path, slow_vllm):
     row = run_row(db, run_id)
     assert row["status"] == "failed" and row["error"]
     assert finished_requests(db, run_id) >= 1  # what finished is kept
+    with store.opened(db) as conn:  # its level no longer reads as running either
+        assert {lv["status"] for lv in store.get_levels(conn, run_id)} == {"failed"}
     assert jobs.active_runs(db) == []
 
 
