@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 from pathlib import Path
 
@@ -18,11 +17,6 @@ from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
 PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "engines.py")
 SECRET = "sk-page-0c1d2e3f4a5b6c7d"
-
-
-def _plain(label: str) -> str:
-    """An expander label with its markdown escapes undone (names are escaped)."""
-    return re.sub(r"\\(.)", r"\1", label)
 
 
 def free_port() -> int:
@@ -101,7 +95,7 @@ def test_both_defaults_up_with_models(ollama, vllm):
     assert table.loc[ep.DEFAULT_OLLAMA_NAME, "models"] == 2
     assert table.loc[ep.DEFAULT_VLLM_NAME, "engine"] == "vllm"
     assert table.loc[ep.DEFAULT_VLLM_NAME, "version"] == "0.33.0"
-    labels = [_plain(x.label) for x in at.expander]
+    labels = [unescape(x.label) for x in at.expander]
     assert labels == [
         f"{ep.DEFAULT_OLLAMA_NAME} — ollama 0.33.0 — 2 models",
         f"{ep.DEFAULT_VLLM_NAME} — vllm 0.33.0 — 1 model",
@@ -138,7 +132,7 @@ def test_unreachable_endpoint_shows_one_line(env):
     at = run_page()
     assert not at.exception
     assert bool(status_table(at).loc[ep.DEFAULT_OLLAMA_NAME, "reachable"]) is False
-    assert _plain(at.expander[0].label) == f"{ep.DEFAULT_OLLAMA_NAME} — down"
+    assert unescape(at.expander[0].label) == f"{ep.DEFAULT_OLLAMA_NAME} — down"
     [error] = at.error
     assert str(port) in error.value and "\n" not in error.value
     assert [t.key for t in at.text_input if t.key.startswith("pull_tag:")] == []  # no pull form
@@ -233,7 +227,7 @@ def test_add_edit_remove_saved_endpoint_with_key(env, vllm):
     assert not at.exception
     assert unescape(at.success[0].value) == "Removed gpu box 2."
     assert saved_rows(db) == []
-    assert "gpu box 2" not in [_plain(x.label).split(" — ")[0] for x in at.expander]
+    assert "gpu box 2" not in [unescape(x.label).split(" — ")[0] for x in at.expander]
 
 
 def test_test_button_probes_now(ollama):
@@ -279,3 +273,15 @@ def test_page_inside_the_app(ollama):
     assert [t.value for t in at.title] == ["Engines"]
     assert status_table(at).loc[ep.DEFAULT_OLLAMA_NAME, "engine"] == "ollama"
     assert len(ollama.recorded("/api/tags")) == 1  # one probe served page and sidebar
+
+
+def test_hostile_engine_version_is_text_in_the_expander(env):
+    version = "<b>x</b> [click](javascript:alert(1)) **bold**"
+    with OllamaServer(OllamaScript(version=version)) as server:
+        env.setenv(ep.OLLAMA_URL_ENV, server.url)
+        env.setenv(ep.VLLM_URL_ENV, "")
+        at = run_page()
+    assert not at.exception
+    label = at.expander[0].label
+    assert version in unescape(label)  # shown, as text
+    assert "[click](" not in label and "**bold**" not in label  # no markdown left live
