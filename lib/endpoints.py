@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from lib import store
+from lib.engines.common import guess_quantization as engine_guess_quantization
 from lib.records import ModelInfo
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
@@ -489,36 +490,10 @@ def model_rows(models: Sequence[ModelInfo]) -> list[dict[str, Any]]:
     return rows
 
 
-# Quantization markers in model names, most specific first (Hugging Face repo names,
-# GGUF file names, Ollama tags such as qwen2.5:7b-instruct-q4_K_M).
-_QUANT_PATTERNS: tuple[tuple[str, str], ...] = (
-    (r"gptq[-_]?int4", "GPTQ-Int4"),
-    (r"gptq[-_]?int8", "GPTQ-Int8"),
-    (r"gptq", "GPTQ"),
-    (r"awq", "AWQ"),
-    (r"fp8[-_]?dynamic", "FP8-Dynamic"),
-    (r"fp8", "FP8"),
-    (r"w4a16", "W4A16"),
-    (r"w8a8", "W8A8"),
-    (r"bnb[-_]?4bit", "bnb-4bit"),
-    (r"i?q[1-8]_[0-9a-z_]*?(?=$|[^0-9a-z_])", ""),  # GGUF types: q4_K_M, iq3_xs, q8_0
-    (r"f16", "F16"),
-    (r"bf16", "BF16"),
-)
-
-
 def guess_quantization(*names: str | None) -> str | None:
-    """The quantization a model name (or root path) announces, e.g. AWQ or Q4_K_M.
+    """The quantization a model's names (or local root) announce, e.g. AWQ or Q4_K_M.
 
-    A heuristic on names only (vLLM's /v1/models has no quantization field,
-    reference/engine_apis.md §2.5): shown as a hint, never recorded as a fact.
+    One rule for the whole tool (lib.engines.common): shown as a hint where an engine
+    reports none, never recorded as a fact.
     """
-    for name in names:
-        if not name:
-            continue
-        tail = re.split(r"[/:]", name)[-1].lower()
-        for pattern, label in _QUANT_PATTERNS:
-            found = re.search(r"(?:^|[^0-9a-z])(" + pattern + r")(?=$|[^0-9a-z])", tail)
-            if found:
-                return label or found.group(1).upper()
-    return None
+    return engine_guess_quantization(*names)[0]

@@ -292,6 +292,13 @@ def test_quantization_from_local_config(tmp_path):
     assert source == f"{model_dir / 'config.json'} quantization_config.quant_method"
 
 
+def test_local_model_without_quantization_config_is_unquantized(tmp_path):
+    model_dir = tmp_path / "tiny"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"torch_dtype": "float32"}))
+    assert guess_quantization(str(model_dir), "tiny")[0] == "unquantized (float32)"
+
+
 @pytest.mark.parametrize(
     ("names", "expected"),
     [
@@ -301,6 +308,8 @@ def test_quantization_from_local_config(tmp_path):
         (("/models/qwen2.5-7b-instruct-q4_k_m.gguf",), "Q4_K_M"),
         (("ggml-model-Q8_0.gguf",), "Q8_0"),
         (("tiny-f16.gguf",), "F16"),
+        (("tiny-qwen2-q4_0",), "Q4_0"),  # a llama.cpp alias: the type ends the name
+        (("qwen2.5:7b-instruct-q4_K_M",), "Q4_K_M"),
         (("Qwen/Qwen2.5-7B-Instruct",), None),
         ((None, "qwen2.5-coder"), None),
     ],

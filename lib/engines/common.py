@@ -106,9 +106,11 @@ _HF_QUANT = re.compile(
     re.IGNORECASE,
 )
 # GGUF file types as they appear in file names (q4_k_m, Q8_0, IQ4_XS, f16, bf16).
-_GGUF_QUANT = re.compile(
-    r"(?<![a-z0-9])(i?q[1-8](?:_[a-z0-9]{1,2}){0,2}|bf16|f16|f32)(?![a-z0-9])", re.IGNORECASE
-)
+_GGUF_TYPE = r"(i?q[1-8](?:_[a-z0-9]{1,2}){0,2}|bf16|f16|f32)"
+_GGUF_QUANT = re.compile(rf"(?<![a-z0-9]){_GGUF_TYPE}(?![a-z0-9])", re.IGNORECASE)
+# Without "gguf" in the name, only a type that ends it counts: Ollama tags
+# (qwen2.5:7b-instruct-q4_K_M) and llama.cpp aliases (tiny-qwen2-q4_0).
+_GGUF_TAIL = re.compile(rf"[-_.:]{_GGUF_TYPE}$", re.IGNORECASE)
 
 
 def guess_quantization(*names: str | None) -> tuple[str | None, str | None]:
@@ -125,8 +127,9 @@ def guess_quantization(*names: str | None) -> tuple[str | None, str | None]:
         if not name:
             continue
         base = name.rsplit("/", 1)[-1]
-        if "gguf" in name.lower() and (m := _GGUF_QUANT.search(base)):
-            return m.group(1).upper(), f"file name {base}"
+        gguf = _GGUF_QUANT.search(base) if "gguf" in name.lower() else _GGUF_TAIL.search(base)
+        if gguf:
+            return gguf.group(1).upper(), f"name {base}"
         if m := _HF_QUANT.search(base):
             return m.group(1).upper().replace("-INT", "-Int"), f"name {base}"
     return None, None
@@ -140,10 +143,18 @@ def _local_quant(name: str) -> tuple[str, str] | None:
         data = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    qc = data.get("quantization_config") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    qc = data.get("quantization_config")
     method = qc.get("quant_method") if isinstance(qc, dict) else None
     if isinstance(method, str) and method:
         return method, f"{config} quantization_config.quant_method"
+    if qc is None:
+        # A Hugging Face model with no quantization_config is served unquantized
+        # (unless vLLM was started with --quantization, which no API reveals).
+        dtype = data.get("torch_dtype") or data.get("dtype")
+        label = f"unquantized ({dtype})" if isinstance(dtype, str) else "unquantized"
+        return label, f"{config} has no quantization_config"
     return None
 
 
