@@ -73,6 +73,17 @@ async def test_llama_cpp_python_without_bos(server: OpenAIServer):
     assert (r.output_tokens, r.token_source) == (5, "server-tokenizer")
 
 
+async def test_a_count_above_max_tokens_is_capped(server: OpenAIServer):
+    # Re-tokenizing can find more tokens than were generated; no server generates more
+    # than max_tokens, so the count is capped there (and left alone below it).
+    capped, below = await run(server, lcp(retokenize_extra=3), 5, 9)
+    assert (capped.output_tokens, capped.token_source) == (5, "server-tokenizer")
+    server.script = lcp(retokenize_extra=1, tokens=4)
+    (uncapped,) = await run(server, server.script, 9)
+    assert (uncapped.finish_reason, uncapped.output_tokens) == ("stop", 5)
+    assert below.output_tokens == 9
+
+
 async def test_reasoning_text_is_counted_too(server: OpenAIServer):
     (r,) = await run(server, lcp(reasoning_chunks=2), 9)
     assert r.output_text == " 하세요 x안녕 token 하세요"  # chunks 3-6 (tokens 4-9)

@@ -298,7 +298,10 @@ class OpenAICompatEngine:
             budget = t_call + timeout_s + COUNT_GRACE_S - time.perf_counter()
             text = "".join(st.other) + result.output_text
             if (n := await self._count_tokens(model, text, budget)) is not None:
-                result.output_tokens, result.token_source = n, TOKEN_SOURCE
+                # Re-tokenized text can count more than was generated, never the server
+                # more than max_tokens (sandbox llama-cpp-python: 29-30 for 24 generated).
+                result.output_tokens = min(n, sampling.max_tokens)
+                result.token_source = TOKEN_SOURCE
         return result
 
     async def _count_tokens(self, model: str, text: str, budget_s: float) -> int | None:

@@ -77,6 +77,7 @@ class OpenAIScript:
     tokenizer: bool = True  # serve the flavour's tokenize route (see _tokenize)
     bos: bool = True  # the tokenizer adds a BOS where the server's defaults add specials
     tokenize_fault: str | None = None  # "http500": the tokenize route fails
+    retokenize_extra: int = 0  # added to every count of non-empty text (re-segmentation)
     crlf: bool | None = None  # CRLF line ends (sse-starlette); None: llama-cpp-python only
 
 
@@ -146,20 +147,24 @@ class OpenAIServer(ScriptedServer):
             reply.json(500, self._error(500, "tokenizer crashed", "InternalServerError"))
             return
         bos = int(s.bos)
+
+        def counted(text: str) -> int:
+            return count_tokens(text) + s.retokenize_extra if text else 0
+
         if s.flavor == "llama-cpp-python":
             if not isinstance(body.get("input"), str):
                 reply.json(422, {"detail": [{"type": "missing", "loc": ["body", "input"]}]})
                 return
-            reply.json(200, {"count": count_tokens(body["input"]) + bos})
+            reply.json(200, {"count": counted(body["input"]) + bos})
         elif s.flavor == "vllm":
             if not isinstance(body.get("prompt"), str):
                 reply.json(400, self._error(400, "prompt: Field required", "BadRequestError"))
                 return
-            n = count_tokens(body["prompt"]) + bos * body.get("add_special_tokens", True)
+            n = counted(body["prompt"]) + bos * body.get("add_special_tokens", True)
             reply.json(200, {"count": n, "max_model_len": s.max_model_len, "tokens": [7] * n})
         else:
             content = body.get("content")
-            n = count_tokens(content) + bos * body.get("add_special", False) if content else 0
+            n = counted(content) + bos * body.get("add_special", False) if content else 0
             reply.json(200, {"tokens": [7] * n})
 
     def _card(self, model: str) -> dict[str, Any]:
