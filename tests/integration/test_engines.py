@@ -75,7 +75,9 @@ def test_ttft_is_below_end_to_end_latency(engines, cli):
         assert level["completed"] == 4 and level["failed"] == 0
         assert 0 < level["ttft_ms"]["mean"] < level["e2el_ms"]["mean"]
         for request in level["requests"]:
-            assert 0 < request["ttft_ms"] < request["e2el_ms"]
+            # Chunk times are when their bytes were read: a stream the server flushed in
+            # one burst (a starved API server on 2 cores) has TTFT equal to E2E.
+            assert 0 < request["ttft_ms"] <= request["e2el_ms"]
 
 
 def test_ignore_eos_gives_exactly_max_tokens_on_vllm(engines, cli):

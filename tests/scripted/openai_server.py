@@ -33,14 +33,17 @@ from tests.scripted.core import (
     word,
 )
 
+_DEFAULT_WORD = word
+
 
 @functools.lru_cache(maxsize=256)
-def _content_choice(start: int, n: int, finish: str | None) -> str:
-    """The JSON of a content choice carrying tokens start..start+n-1 (word() repeats
-    every 5 tokens). Building each chunk anew cost ~200 µs per request: a burst of 256
-    requests kept the server from reading requests for ~50 ms, which showed as TTFT
-    error in bench/timing_accuracy.py."""
-    text = "".join(word(start + j) for j in range(n))
+def _content_choice(word_of: Any, start: int, n: int, finish: str | None) -> str:
+    """The JSON of a content choice carrying tokens start..start+n-1 of `word_of` (the
+    module's word(), which tests may swap for their own vocabulary: it is part of the
+    key). Building each chunk anew cost ~200 µs per request: a burst of 256 requests kept
+    the server from reading requests for ~50 ms, which showed as TTFT error in
+    bench/timing_accuracy.py."""
+    text = "".join(word_of(start + j) for j in range(n))
     choice = {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}
     return json.dumps(choice)
 
@@ -247,7 +250,9 @@ class OpenAIServer(ScriptedServer):
             at = s.ttft_ms + i * s.gap_ms
             last = i == len(sizes) - 1 and not fault and not llama
             if plain:  # the common case, cached: a burst of requests is built quickly
-                add(event(_content_choice(pos % 5, n, finish if last else None)), at, n)
+                # The default word() repeats every 5 tokens: a few keys cover every chunk.
+                start = pos % 5 if word is _DEFAULT_WORD else pos
+                add(event(_content_choice(word, start, n, finish if last else None)), at, n)
                 pos += n
                 if s.comments and i == 1:
                     add(b": keep-alive\n\n", at)
