@@ -911,6 +911,25 @@ def _lane_styled(frame: pd.DataFrame, colors: Mapping[str, str]) -> Any:
     )
 
 
+def _token_source_caption(doc: Mapping[str, Any]) -> None:
+    """Say which lanes' token counts are not the server's own count of what it generated."""
+    notes = {"server-tokenizer": [], "none": []}
+    for lane in doc["lanes"]:
+        sources = {r.get("token_source") for lv in lane["levels"] for r in lv["requests"]}
+        for source, names in notes.items():
+            if source in sources:
+                names.append(esc_md(lane["name"]))
+    if notes["server-tokenizer"]:
+        st.caption(
+            "Token counts of "
+            + ", ".join(notes["server-tokenizer"])
+            + " are the server's tokenizer run over the answer text (its stream reports no"
+            " usage): close to, not exactly, the tokens it generated."
+        )
+    if notes["none"]:
+        st.caption("No token counts from " + ", ".join(notes["none"]) + ": its rates are left out.")
+
+
 def results_details(run_id: str) -> None:
     """Summary table, quality, server timings, settings and answers of a finished run."""
     with store.opened() as conn:
@@ -938,6 +957,7 @@ def results_details(run_id: str) -> None:
         key=f"summary-{run_id}",
     )
     _peak_memory_caption(summary, doc)
+    _token_source_caption(doc)
     quality_section(doc, colors)
     server = frames.server_timings_frame(doc)
     if not server.empty:

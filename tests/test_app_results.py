@@ -319,3 +319,29 @@ def test_telemetry_follows_a_running_run(db):
     at.run()
     assert not at.exception
     assert vllm_points() == 40
+
+
+def test_re_tokenized_counts_are_said_so(db):
+    """llama-cpp-python streams report no usage: its counts come from the server's
+    tokenizer, and the page says so beside the summary."""
+    import json
+
+    from lib import cli
+    from tests.scripted import OpenAIScript, OpenAIServer
+
+    out = Path(db).with_suffix(".json")
+    script = OpenAIScript(
+        flavor="llama-cpp-python", usage="none", ttft_ms=20, gap_ms=2, models=["m-q4_0"]
+    )
+    with OpenAIServer(script) as llama:
+        code = cli.main(
+            ["run", "--engine", "openai", "--base-url", llama.base_url, "--model", "m-q4_0",
+             "--prompt", "hi", "--requests", "2", "--warmup", "0", "--max-tokens", "6",
+             "--db", str(db), "--output-json", str(out)]
+        )  # fmt: skip
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["lanes"][0]["levels"][0]["requests"][0]["token_source"] == "server-tokenizer"
+    at = _open(doc["run_id"])
+    assert not at.exception
+    assert any("server's tokenizer" in t for t in _texts(at.caption))
