@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,14 @@ from lib import (
     telemetry_frames,
 )
 from lib.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib.run_form import (
+    ENGINE_LABELS,
+    LaneChoice,
+    build_lanes,
+    engine_label,
+    model_caption,
+    prompts_from_text,
+)
 from lib.runner import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +48,6 @@ LIVE_EVERY_S = 1.0
 ENDPOINT_TTL_S = 10
 CONCURRENCY_OPTIONS = (1, 2, 4, 5, 8, 16, 32, 64)
 DEFAULT_CONCURRENCY = (1, 5)
-ENGINE_LABELS = {
-    "ollama": "Ollama",
-    "vllm": "vLLM",
-    "llama.cpp": "llama.cpp",
-    "openai": "OpenAI-compatible",
-}
 STATUS_COLORS = {
     "pending": "orange",
     "running": "blue",
@@ -206,91 +207,6 @@ def _sandbox_box() -> None:
 
 
 # --- the run form -------------------------------------------------------------------------
-
-
-@dataclass
-class LaneChoice:
-    """What the user picked for one lane: an endpoint (by name) and a model on it."""
-
-    endpoint: str | None
-    model: str | None
-
-
-def engine_label(kind: str | None) -> str:
-    """Ollama, vLLM, llama.cpp or OpenAI-compatible."""
-    return ENGINE_LABELS.get(kind or "", kind or "engine")
-
-
-def model_caption(info: Any) -> str:
-    """'Q4_K_M · 7.6B params · 4.68 GB · context 32,768' for a ModelInfo."""
-    row = endpoints.model_rows([info])[0]
-    parts = [
-        row["quantization"] or "quantization unknown",
-        f"{row['parameters']} params" if row["parameters"] else None,
-        f"{row['size_gb']:g} GB" if row["size_gb"] else None,
-        f"context {row['context_length']:,}" if row["context_length"] else None,
-    ]
-    return " · ".join(p for p in parts if p)
-
-
-def build_lanes(
-    choices: Sequence[LaneChoice], statuses: Sequence[endpoints.EndpointStatus]
-) -> tuple[list[LaneSpec], list[str]]:
-    """LaneSpecs for the choices, or one-line reasons why they cannot run.
-
-    Catches what the user can fix on the page: no lanes, an unreachable endpoint, an
-    engine with no models, no model picked, the same endpoint and model twice.
-    """
-    if not choices:
-        return [], ["Add at least one lane: an endpoint and a model on it."]
-    by_name = {s.endpoint.name: s for s in statuses}
-    lanes: list[LaneSpec] = []
-    errors: list[str] = []
-    seen: dict[tuple[str, str], int] = {}
-    for pos, choice in enumerate(choices, start=1):
-        status = by_name.get(choice.endpoint or "")
-        if status is None:
-            errors.append(f"Lane {pos}: pick an endpoint.")
-            continue
-        name = status.endpoint.name
-        if not status.reachable:
-            reason = f" ({status.error})" if status.error else ""
-            errors.append(f"Lane {pos}: {name} is unreachable{reason}. Start it or pick another.")
-            continue
-        if not status.models:
-            errors.append(
-                f"Lane {pos}: {name} serves no models. Pull or load one first (Engines page)."
-            )
-            continue
-        if not choice.model:
-            errors.append(f"Lane {pos}: pick a model on {name}.")
-            continue
-        base_url = status.base_url or status.endpoint.url
-        key = (endpoints.url_key(base_url), choice.model)
-        if key in seen:
-            errors.append(f"Lane {pos} repeats lane {seen[key]}: same endpoint and model.")
-            continue
-        seen[key] = pos
-        lanes.append(
-            LaneSpec(
-                engine=(status.api or status.endpoint.api or "openai"),  # type: ignore[arg-type]
-                base_url=base_url,
-                model=choice.model,
-                name=f"{engine_label(status.engine)} · {choice.model}",
-                api_key_env=status.endpoint.api_key_env,
-            )
-        )
-    labels = [lane.name for lane in lanes]
-    for lane, choice in zip(lanes, [c for c in choices], strict=False):
-        if labels.count(lane.name) > 1:  # same engine kind and model on two hosts
-            lane.name = f"{lane.name} @ {choice.endpoint}"
-    return lanes, errors
-
-
-def prompts_from_text(text: str) -> list[Prompt]:
-    """Prompts typed in the text area: separated by a line of three dashes."""
-    parts = re.split(r"^\s*---\s*$", text or "", flags=re.M)
-    return [Prompt.from_text(p.strip()) for p in parts if p.strip()]
 
 
 def _lane_ids() -> list[int]:
