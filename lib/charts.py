@@ -168,20 +168,7 @@ def latency_timeline(
     fig = base_figure(
         "E2E latency of each request over time", TIME_TITLE, E2E_TITLE, subtitle, uirevision
     )
-    for i, span in enumerate(spans):
-        fig.add_vrect(
-            x0=span["start_s"],
-            x1=span["end_s"],
-            fillcolor=_color(colors, span["lane"]),
-            opacity=0.06 if i % 2 == 0 else 0.11,
-            line_width=0,
-            layer="below",
-            annotation={
-                "text": f"c={span['concurrency']}",
-                "font": {"size": 11, "color": "#555555"},
-            },
-            annotation_position="top left",
-        )
+    add_level_bands(fig, spans, colors)
     if shown.empty:
         return _no_data(fig) if not spans else fig
     for lane in colors:
@@ -431,3 +418,32 @@ def concurrency_axis(fig: go.Figure, values: list[int]) -> None:
     if not log:
         pad = max((values[-1] - values[0]) * 0.08, 0.5)
         fig.update_xaxes(range=[values[0] - pad, values[-1] + pad])
+
+
+def add_level_bands(
+    fig: go.Figure,
+    spans: Sequence[Mapping[str, Any]],
+    colors: Mapping[str, str],
+    labels: bool = True,
+    **where: Any,
+) -> None:
+    """Each lane's levels as bands in its colour, labelled "c=5" (the latency timeline and
+    the telemetry charts share them, so a level reads the same everywhere)."""
+    for i, span in enumerate(spans):
+        label: dict[str, Any] = {}
+        if labels:
+            label["annotation"] = {
+                "text": f"c={span['concurrency']}",
+                "font": {"size": 11, "color": "#555555"},
+            }
+            label["annotation_position"] = "top left"
+        fig.add_vrect(
+            x0=span["start_s"],
+            x1=span["end_s"],
+            fillcolor=_color(colors, span["lane"]),
+            opacity=0.06 if i % 2 == 0 else 0.11,
+            line_width=0,
+            layer="below",
+            **label,
+            **where,
+        )

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lib import telemetry_frames as tf
-from lib.charts import HEIGHT, PALETTE, TIME_TITLE, base_figure
+from lib.charts import HEIGHT, PALETTE, TIME_TITLE, add_level_bands, base_figure
 from lib.telemetry_frames import MAX_POINTS, GpuInfo, fmt_gib, thin
 
 GIB_TITLE = "GPU memory (GiB)"
@@ -41,34 +41,6 @@ def chart_text(text: Any) -> str:
 
 def _color(colors: Mapping[str, str], lane: Any) -> str:
     return colors.get(lane, OTHER) if isinstance(lane, str) else OTHER
-
-
-def add_level_bands(
-    fig: go.Figure,
-    spans: Sequence[Mapping[str, Any]],
-    colors: Mapping[str, str],
-    labels: bool = True,
-    **where: Any,
-) -> None:
-    """Each lane's levels as bands in its colour, labelled "c=5" (as the latency timeline)."""
-    for i, span in enumerate(spans):
-        label: dict[str, Any] = {}
-        if labels:
-            label["annotation"] = {
-                "text": f"c={span['concurrency']}",
-                "font": {"size": 11, "color": "#555555"},
-            }
-            label["annotation_position"] = "top left"
-        fig.add_vrect(
-            x0=span["start_s"],
-            x1=span["end_s"],
-            fillcolor=_color(colors, span["lane"]),
-            opacity=0.06 if i % 2 == 0 else 0.11,
-            line_width=0,
-            layer="below",
-            **label,
-            **where,
-        )
 
 
 def add_run_marks(fig: go.Figure, end_s: float | None, **where: Any) -> None:
