@@ -442,3 +442,41 @@ def test_cli_report_errors_are_one_line_and_write_nothing(run, tmp_path, argv, m
     with pytest.raises(cli.UsageError, match=re.escape(message)):
         call("report", *argv, "--db", str(db))
     assert os.listdir(tmp_path) == []
+
+
+def test_card_render_retries_a_browser_that_hangs(tmp_path, monkeypatch):
+    """Headless --screenshot now and then never exits: the second try uses a fresh one."""
+    import stat
+    import struct
+    import zlib
+
+    from lib import report_card
+
+    def png(width: int, height: int) -> bytes:
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            body = kind + data
+            return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+        raw = b"".join(b"\0" + b"\xff\xff\xff" * width for _ in range(height))
+        ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+                + chunk(b"IEND", b""))  # fmt: skip
+
+    (tmp_path / "card.png").write_bytes(png(4, 3))
+    marker = tmp_path / "started-once"
+    fake = tmp_path / "fake-chromium"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ ! -e "{marker}" ]; then touch "{marker}"; exec sleep 60; fi\n'
+        'for a in "$@"; do case "$a" in --screenshot=*) '
+        f'cp "{tmp_path / "card.png"}" "${{a#--screenshot=}}";; esac; done\n'
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv(report_card.BROWSER_ENV, str(fake))
+    monkeypatch.setattr(report_card, "RENDER_TIMEOUT_S", 1.0)
+    data = report_card.render_png("<p>card</p>", width=4, height=3)
+    assert report_card.png_size(data) == (4, 3) and marker.exists()
+    marker.unlink()
+    monkeypatch.setattr(report_card, "RENDER_ATTEMPTS", 1)
+    with pytest.raises(report_card.RenderError, match="took over 1 s"):
+        report_card.render_png("<p>card</p>", width=4, height=3)

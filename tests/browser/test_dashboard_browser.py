@@ -231,7 +231,7 @@ def test_run_live_and_results_in_chromium(dashboard):
                 page.get_by_role("button", name="HTML report").click()
             html = Path(got.value.path()).read_text(encoding="utf-8")
             assert html.lstrip().lower().startswith("<!doctype html") and "<script src=" not in html
-            with page.expect_download(timeout=60_000) as got:
+            with page.expect_download(timeout=90_000) as got:  # render: 2 tries of 30 s at most
                 page.get_by_role("button", name="Retro card (PNG)").click()
             card = Path(got.value.path()).read_bytes()
             assert card[:8] == b"\x89PNG\r\n\x1a\n"
