@@ -15,20 +15,6 @@ from typing import Any
 
 from lib import metrics, store
 
-REQUEST_FIELDS = (
-    "index",
-    "prompt",
-    "ttft_ms",
-    "tpot_ms",
-    "e2el_ms",
-    "prompt_tokens",
-    "output_tokens",
-    "output_text",
-    "finish_reason",
-    "error",
-    "server",
-)
-
 
 class RunNotFound(LookupError):
     """No run with that id in the store."""
