@@ -55,6 +55,7 @@ FLAG_CODES: tuple[str, ...] = (
 
 _JSON_KEY_RE = re.compile(r'"[^"\n]{1,60}"\s*:')  # keys of JSON that does not parse
 _THINK_TAG_RE = re.compile(r"<(/?)(?:think|thinking|reasoning)>", re.I)
+_JSON_FENCE_OPEN_RE = re.compile(r"\A\s*```(?:json)?[ \t]*\n", re.I)
 _FENCED_RE = re.compile(r"\A\s*```[\w-]*[ \t]*\n(.*?)\n?[ \t]*```\s*\Z", re.S)
 _WORD_RE = re.compile(r"\w")
 
@@ -68,7 +69,14 @@ def parse_keys(spec: str | None) -> list[str] | None:
 
 def _unfence(text: str) -> str:
     match = _FENCED_RE.match(text)
-    return match.group(1) if match else text.strip()
+    if match:
+        return match.group(1)
+    # An answer cut off (max tokens) inside its ```json fence: no closing fence came, but
+    # what follows the opening line is still the answer, not code to skip.
+    opened = _JSON_FENCE_OPEN_RE.match(text)
+    if opened and "```" not in text[opened.end() :]:
+        return text[opened.end() :].strip()
+    return text.strip()
 
 
 def check_json(text: str, keys: list[str]) -> tuple[Any, list[dict[str, str]]]:
@@ -249,8 +257,14 @@ def check_answer(
         blocks = _strings(parsed)
     else:
         # JSON that does not parse (the seed log's excerpt): drop its keys, and its quotes
-        # so that values do not read as quoted examples.
-        blocks = [_JSON_KEY_RE.sub(" ", answer).replace('"', " ") if '":' in answer else answer]
+        # so that values do not read as quoted examples. A JSON answer cut off inside its
+        # ```json fence is judged as the answer it is, not skipped as code.
+        text_block = _unfence(answer) if _JSON_FENCE_OPEN_RE.match(answer) else answer
+        blocks = [
+            _JSON_KEY_RE.sub(" ", text_block).replace('"', " ")
+            if '":' in text_block
+            else text_block
+        ]
     lang, lang_flags = check_language(blocks, expected)
     flags += lang_flags + json_flags
     if finish_reason == "length":

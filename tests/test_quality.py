@@ -446,3 +446,25 @@ def test_run_quality_cli_contract() -> None:
     assert json.loads(json.dumps(out, ensure_ascii=False)) == out
     with pytest.raises(ValueError, match="unsupported language"):
         run_quality_cli("text", "xx", None)
+
+
+def test_json_answer_cut_off_inside_its_fence_is_judged_not_skipped_as_code():
+    # vLLM bf16 serving the sandbox's real Qwen2.5-Coder-0.5B at temperature 0, stopped
+    # at max tokens inside its ```json fence: the drift ("자연语言 처리, 정보检索") must be
+    # found, not skipped as an unclosed code block.
+    answer = (
+        '```json\n{\n  "title": "AI 기술의 발전과 변화",\n  "content": "AI는 인공지능이라는 '
+        "개념을 통해 컴퓨터와 인공지능을 결합하여 새로운 기술을 개발하고 사용할 수 있습니다. "
+        "AI는 데이터를 처리하고 분석하는 데 도움이 됩니다. AI는 자연语言 처리, 정보检索, "
+        "자동화 등 다양한 기능을 제공합니다. AI는 다양한 분야에서 활용되고 있습니다."
+    )
+    result = check_answer(
+        answer, expect_lang="ko", expect_json=["title", "content"], finish_reason="length"
+    )
+    codes = [flag["code"] for flag in result["flags"]]
+    assert result["lang_drift"] is True
+    assert result["lang"]["detected"] == "zh"
+    assert {"lang_drift", "json_invalid", "truncated"} <= set(codes)
+    # A closed fence of real code stays code: nothing to judge.
+    code = check_answer("```python\nprint('안녕')\n```", expect_lang="ko")
+    assert code["lang_drift"] is False
