@@ -185,7 +185,9 @@ def _sandbox_box() -> None:
     def box() -> None:
         try:
             rec = progress_fn()
-            engines = (status_fn() or {}).get("engines", [])
+            state = status_fn() or {}
+            engines = state.get("engines", [])
+            model = state.get("model") or {}
         except Exception as exc:
             st.caption(f"Sandbox: cannot read its state ({esc_md(type(exc).__name__)})")
             return
@@ -200,6 +202,11 @@ def _sandbox_box() -> None:
         for eng in engines:
             dot = ":green[●]" if eng.get("ready") else ":orange[●]"
             st.caption(f"{dot} {esc_md(eng.get('name'))} · {esc_md(eng.get('base_url'))}")
+        if engines and model:
+            st.caption(f"model: {esc_md(model.get('title') or model.get('name') or '?')}")
+            if model.get("fallback"):
+                # The machine was too small for the real model: say so where it shows.
+                st.warning(esc_md(model["fallback"]))
         if starting and rec and not rec.get("active"):
             st.rerun()  # came up: refresh the endpoint list everywhere once
 

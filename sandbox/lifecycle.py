@@ -17,11 +17,12 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from sandbox import cpu_layout, engines, processes
+from sandbox import cpu_layout, engines, ollama_register, processes
 from sandbox.engines import MAX_MODEL_LEN
 from sandbox.errors import SandboxError
 from sandbox.install import ensure_installed
@@ -221,6 +222,7 @@ def _up_locked(
     ensure_installed(where, [n for n in ENGINE_NAMES if n in needed], report)
     models = prepare(where, choice, report)
     model_record = {**models.to_json(), "choice": choice.name}
+    model_record["ollama"] = _register_in_ollama(models.ggufs, report)
 
     launches = []
     if "vllm" in options.engines:
@@ -271,6 +273,25 @@ def _up_locked(
     summary = "; ".join(f"{r['name']} {r['base_url']}" for _, _, r in started)
     report("ready", summary)
     return status(where)
+
+
+def _register_in_ollama(ggufs: dict[str, Path], report: Reporter) -> dict[str, Any] | None:
+    """Where a local Ollama runs (an ``ollama`` executable on the PATH and a server that
+    answers), the same GGUF variants are registered into it, so Ollama, vLLM and llama.cpp
+    answer from one model. A failure is reported, not fatal: the sandbox engines still run.
+    """
+    if not ggufs or ollama_register.ollama_on_path() is None:
+        return None
+    url = engine_urls()["ollama"]
+    if not url or not _answers("ollama", url):
+        report("models", f"ollama: on the PATH but no server answers at {url or '(disabled)'}")
+        return {"url": url, "tags": [], "error": "no server answered"}
+    try:
+        tags = ollama_register.register(ggufs, url, report)
+    except SandboxError as exc:
+        report("models", exc.message)
+        return {"url": url, "tags": [], "error": exc.message}
+    return {"url": url, "tags": tags, "error": None}
 
 
 def _wait_ready(

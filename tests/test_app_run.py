@@ -284,6 +284,36 @@ def test_sidebar_shows_the_sandbox_coming_up(tmp_path, monkeypatch):
     assert any("failed: vllm exited with code 1" in t for t in _plain(at.sidebar.warning))
 
 
+def test_sidebar_names_the_sandbox_model_and_a_fallback(tmp_path, monkeypatch):
+    """The sandbox's model is named under its engines; when the machine was too small for
+    the real model, the sidebar says that the tiny one stands in, and why."""
+    import sandbox
+
+    monkeypatch.setenv("SERVESCOPE_DB", str(tmp_path / "store.db"))
+    monkeypatch.delenv("SERVESCOPE_SANDBOX", raising=False)
+    monkeypatch.setenv("SERVESCOPE_SANDBOX_HOME", str(tmp_path / "sandbox"))
+    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", "")
+    monkeypatch.setenv("SERVESCOPE_VLLM_URL", "")
+    engines = [
+        {"name": "llama.cpp", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "ready": True}
+    ]
+    model = {"title": "Qwen2.5-Coder-0.5B-Instruct", "fallback": None}
+    monkeypatch.setattr(sandbox, "progress", lambda: {"phase": "ready", "active": False})
+    monkeypatch.setattr(sandbox, "status", lambda: {"engines": engines, "model": dict(model)})
+    st.cache_data.clear()
+    at = _app()
+    assert not at.exception
+    assert any("model: Qwen2.5-Coder-0.5B-Instruct" in t for t in _plain(at.sidebar.caption))
+    assert not _plain(at.sidebar.warning)
+
+    reason = "Qwen2.5-Coder-0.5B-Instruct needs 6 GiB of free memory and this machine has 2.1 GiB"
+    model.update(title="tiny random Qwen2", fallback=f"{reason}: serving the tiny model")
+    at = _app()
+    assert not at.exception
+    assert any("model: tiny random Qwen2" in t for t in _plain(at.sidebar.caption))
+    assert any("2.1 GiB: serving the tiny model" in t for t in _plain(at.sidebar.warning))
+
+
 def test_default_lanes_prefer_endpoints_that_answer(tmp_path, monkeypatch):
     """A fresh page compares what can run: an unreachable default is not lane 1, and a
     second lane on a one-engine setup takes that engine's next model (variant)."""

@@ -1,10 +1,9 @@
 """Real engines for the integration tests: the sandbox's vLLM (CPU) and llama.cpp.
 
 The package fixture runs ``python -m sandbox up`` (installing on first use: about 5 min
-on 2 cores from a fresh clone) and ``python -m sandbox down`` at the end. Sessions that
-run at the same time on one machine share the engines: each holds a lease file, and the
-last one out stops the engines if a test session started them (engines someone started
-by hand, e.g. for the dashboard, are left running).
+on 2 cores from a fresh clone) in a home of the tests' own under ``.sandbox/test-homes/``
+and ``python -m sandbox down`` at the end. This folder's tests use the tiny generated
+model; ``tests/integration_real/`` uses the real one through ``running_engines``.
 """
 
 from __future__ import annotations
@@ -53,9 +52,34 @@ def sandbox_status(env: dict[str, str] | None = None) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+def home_for(model: str) -> Path:
+    """The sandbox home the tests run ``model`` in: its own state, ports and logs, the real
+    home's venvs and models (so nothing is installed or converted twice, and engines a
+    user started in the real home, e.g. for the dashboard, are never touched)."""
+    real = sandbox_home()
+    home = real / "test-homes" / model
+    home.mkdir(parents=True, exist_ok=True)
+    for name in ("venvs", "models"):
+        (real / name).mkdir(parents=True, exist_ok=True)
+        link = home / name
+        if not link.is_symlink():
+            link.symlink_to(real / name)
+    return home
+
+
+def home_env(home: Path, model: str) -> dict[str, str]:
+    """The environment of a sandbox command in ``home`` serving ``model``."""
+    env = dict(os.environ)
+    env["SERVESCOPE_SANDBOX_HOME"] = str(home)
+    env["SERVESCOPE_SANDBOX_MODEL"] = model
+    env.pop("SERVESCOPE_SANDBOX", None)
+    env.pop("SERVESCOPE_SANDBOX_ENGINES", None)
+    return env
+
+
 @contextlib.contextmanager
-def _leases() -> Iterator[Path]:
-    directory = sandbox_home() / "test-leases"
+def _leases(home: Path) -> Iterator[Path]:
+    directory = home / "test-leases"
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / ".lock").open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -69,41 +93,57 @@ def _live_leases(directory: Path) -> list[Path]:
     return [p for p in directory.iterdir() if p.name.isdigit() and Path(f"/proc/{p.name}").exists()]
 
 
-# Package scope: the engines stop when this folder's tests are done, so an idle vLLM
-# does not take CPU from the timing-sensitive tests that run after it.
-@pytest.fixture(scope="package")
-def engines() -> Iterator[dict[str, dict[str, Any]]]:
-    """The running sandbox engines, keyed "vllm" and "llama" (status --json entries)."""
-    with _leases() as leases:
+@contextlib.contextmanager
+def running_engines(model: str) -> Iterator[dict[str, dict[str, Any]]]:
+    """The sandbox's vLLM and llama.cpp serving ``model`` in its test home, keyed "vllm"
+    and "llama" (status --json entries); stopped when the last session using them ends.
+
+    Sessions that run at the same time on one machine share the engines: each holds a
+    lease file, and the last one out stops them if a test session started them.
+    """
+    home = home_for(model)
+    env = home_env(home, model)
+    with _leases(home) as leases:
         (leases / str(os.getpid())).touch()
-        already = [e for e in sandbox_status()["engines"] if e["ready"]]
-        result = run_sandbox("up", timeout=UP_TIMEOUT_S)
+        already = [e for e in sandbox_status(env)["engines"] if e["ready"]]
+        result = run_sandbox("up", env=env, timeout=UP_TIMEOUT_S)
         # Kept for the figures of a fresh install (install, model and start-up times).
-        log = sandbox_home() / "logs" / "pytest-up.log"
+        log = sandbox_home() / "logs" / f"pytest-up-{model}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(result.stdout + result.stderr, encoding="utf-8")
         if not already and result.returncode == 0:
             (leases / "started-by-tests").touch()
-    assert result.returncode == 0, (
-        f"python -m sandbox up failed (exit {result.returncode}):\n"
-        f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    )
-    found = sandbox_status()["engines"]
-    by_kind = {}
-    for entry in found:
-        key = "vllm" if entry["name"].startswith("vllm") else "llama"
-        by_kind[key] = entry
-    assert set(by_kind) == {"vllm", "llama"}, found
     try:
+        assert result.returncode == 0, (
+            f"python -m sandbox up failed (exit {result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+        found = sandbox_status(env)
+        by_kind = {}
+        for entry in found["engines"]:
+            key = "vllm" if entry["name"].startswith("vllm") else "llama"
+            by_kind[key] = entry
+        assert set(by_kind) == {"vllm", "llama"}, found
+        by_kind["model"] = found.get("model") or {}
         yield by_kind
     finally:
-        with _leases() as leases:
+        with _leases(home) as leases:
             (leases / str(os.getpid())).unlink(missing_ok=True)
             marker = leases / "started-by-tests"
             if not _live_leases(leases) and marker.exists():
-                down = run_sandbox("down", timeout=120)
+                down = run_sandbox("down", env=env, timeout=120)
                 marker.unlink(missing_ok=True)
                 assert down.returncode == 0, down.stderr
+
+
+# Package scope: the engines stop when this folder's tests are done, so an idle vLLM
+# does not take CPU from the timing-sensitive tests that run after it. The tiny random
+# model: fast, with exact output lengths, for the timing and contract tests.
+@pytest.fixture(scope="package")
+def engines() -> Iterator[dict[str, dict[str, Any]]]:
+    """The sandbox engines serving the tiny generated model."""
+    with running_engines("tiny") as found:
+        yield found
 
 
 def run_cli(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any] | None, str]:

@@ -187,3 +187,51 @@ def test_vllm_metrics_are_readable(engines, cli):
         if line.startswith("vllm:generation_tokens_total")
     ]
     assert generated and sum(generated) >= 32
+
+
+def test_llama_cpp_is_built_portably_without_amx(engines):
+    """The llama.cpp the sandbox serves is built for x86-64-v3, never natively: a native
+    build on an Intel CPU with AMX faults at the first quantized decode (reproduced on
+    one; BENCHMARKS.md). Proven here on any CPU: ggml reports no AMX or AVX-512 feature
+    compiled in, and its CPU library holds no AMX tile instruction."""
+    import platform
+    import shutil
+    import subprocess
+
+    from sandbox.llama_build import build_level, cmake_args
+    from sandbox.paths import home
+
+    python = home().python("llama")
+    info = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "AMX" not in info and "AVX512" not in info, info
+    args = cmake_args(build_level())
+    assert "-DGGML_NATIVE=OFF" in args and "-DGGML_AMX_INT8=OFF" in args
+    if platform.machine() == "x86_64":
+        assert "AVX2 = 1" in info or build_level() == "x86-64-v2", info
+        libs = sorted(
+            python.parent.parent.glob("lib/python*/site-packages/llama_cpp/lib/libggml-cpu.so*")
+        )
+        assert libs, "libggml-cpu.so not found in the llama venv"
+        objdump = shutil.which("objdump")
+        assert objdump, "objdump (binutils) is needed to inspect the build"
+        code = subprocess.run(
+            [objdump, "-d", "--no-show-raw-insn", str(libs[0])],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        ).stdout
+        if build_level() == "x86-64-v3":
+            assert "vfmadd" in code  # the disassembly is real: AVX2/FMA kernels are there
+        for instruction in ("ldtilecfg", "tileloadd", "tdpbssd", "tdpbf16ps"):
+            assert instruction not in code, instruction

@@ -25,6 +25,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     env["SERVESCOPE_SANDBOX_HOME"] = str(home)
     env.pop("SERVESCOPE_SANDBOX", None)
     env.pop("SERVESCOPE_SANDBOX_ENGINES", None)
+    env["SERVESCOPE_SANDBOX_MODEL"] = "tiny"  # seconds to start; the real model is tested apart
     env.update(extra)
     return env
 
@@ -199,3 +200,56 @@ def test_down_with_nothing_running_is_fine(tmp_path):
     result = run_sandbox("down", env=_env(tmp_path / "home"))
     assert result.returncode == 0
     assert "nothing was running" in result.stdout
+
+
+def test_up_registers_the_gguf_variants_into_a_local_ollama(home, tmp_path):
+    """With an `ollama` executable on the PATH and an Ollama server answering, `up` also
+    registers every GGUF variant there (blobs, then /api/create with the ChatML template),
+    so an Ollama lane serves the same files. The server is the scripted Ollama, the
+    executable a stand-in: no real Ollama can be installed here."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.integration.conftest import REPO
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ollama"
+    fake.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    fake.chmod(0o755)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.scripted.ollama_server", "--port", "0", "--no-record"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        assert line.startswith("READY "), line
+        url = f"http://127.0.0.1:{line.split()[1]}"
+        env = _env(
+            home,
+            PATH=f"{bin_dir}:{os.environ['PATH']}",
+            SERVESCOPE_OLLAMA_URL=url,
+            SERVESCOPE_VLLM_URL="",
+        )
+        result = run_sandbox("up", "--engines", "llama", env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        status = sandbox_status(env)
+        aliases = status["engines"][0]["models"]
+        registered = status["model"]["ollama"]
+        assert registered["error"] is None and registered["url"] == url
+        assert registered["tags"] == [f"{alias}:sandbox" for alias in aliases]
+        listed = {m["name"] for m in httpx.get(f"{url}/api/tags", timeout=10).json()["models"]}
+        assert set(registered["tags"]) <= listed
+        show = httpx.post(f"{url}/api/show", json={"model": registered["tags"][0]}, timeout=10)
+        assert "<|im_start|>" in show.json()["template"]
+        assert "ollama: registered" in result.stdout
+    finally:
+        run_sandbox("down", env=_env(home), timeout=120)
+        server.terminate()
+        server.wait(10)
+    _assert_nothing_left(home)

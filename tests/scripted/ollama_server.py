@@ -4,7 +4,10 @@ Shapes follow reference/engine_apis.md §1: `/api/chat` streams NDJSON chunks
 `{"model","created_at","message":{...},"done":false}` and a final chunk with
 `done_reason` and ns durations, zero fields omitted (Go `omitempty`); errors are
 `{"error": "..."}` (404 for an unknown model, 503 when the queue is full, a line
-mid-stream). Also `/`, `/api/version`, `/api/tags`, `/api/ps`, `/api/show`, `/api/pull`.
+mid-stream). Also `/`, `/api/version`, `/api/tags`, `/api/ps`, `/api/show`, `/api/pull`,
+and the import flow (Ollama 0.24): `HEAD`/`POST /api/blobs/sha256:<hex>` (200 present,
+404 absent; 201 stored, 400 for a bad digest or a body that does not hash to it) and
+`POST /api/create` from uploaded `files`, after which the model is listed and served.
 
 Subprocess use: `python -m tests.scripted.ollama_server --port 0 --ttft-ms 150`.
 """
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +34,13 @@ from tests.scripted.core import (
 )
 
 CREATED_AT = "2025-06-09T10:00:00.000000Z"
+BLOBS = "/api/blobs/"
+# manifest.BlobsPath's check: "sha256:" or "sha256-" and 64 hex digits.
+_DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
+# model.ParseName, simplified: [namespace/]name[:tag].
+_PART = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}"
+_MODEL_NAME = re.compile(rf"({_PART}/)?{_PART}(:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,79}})?")
+_REASON = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found"}
 
 
 def model_entry(
@@ -83,6 +94,57 @@ class OllamaScript:
     version: str = "0.33.0"
     context_length: int = 32768
     pull_gap_ms: float = 2.0
+    blobs: dict[str, bytes] = field(default_factory=dict)  # "sha256:<hex>" -> content
+    created: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> create body
+
+
+class _BodyTap:
+    """The connection's reader, keeping the raw bytes of the last request body.
+
+    core parses a body as JSON or lossy UTF-8 text; a blob upload needs the exact bytes
+    to check its digest. The body is the only thing read with `readexactly`, and each
+    request starts with `readline`, so a body-less request sees b"".
+    """
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+        self.body = b""
+
+    async def readline(self) -> bytes:
+        self.body = b""
+        return await self._reader.readline()
+
+    async def readexactly(self, n: int) -> bytes:
+        self.body = await self._reader.readexactly(n)
+        return self.body
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
+def _respond(reply: Reply, status: int, body: Any = b"", head_only: bool = False) -> None:
+    """A whole response; `body` is bytes (plain text) or a JSON object. With `head_only`
+    the headers give the body's length but the body is not sent, as Go's net/http
+    answers HEAD (a body there would be read as the start of the next response)."""
+    kind = "text/plain; charset=utf-8"
+    if not isinstance(body, bytes):
+        body, kind = json.dumps(body).encode(), "application/json; charset=utf-8"
+    head = (
+        f"HTTP/1.1 {status} {_REASON.get(status, 'Status')}\r\ncontent-type: {kind}\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    reply.transport.write(head.encode() + (b"" if head_only else body))
+
+
+def _bad_file_path(name: str) -> bool:
+    """validateCreateFilePath: a file name in `files` must be a clean relative path."""
+    parts = name.split("/")
+    return name in ("", ".") or "" in parts or ".." in parts or any(c in name for c in "\\:")
+
+
+def _go_quote(value: Any) -> str:
+    """A parameter value as Go's %#v prints it in /api/show (strings quoted)."""
+    return json.dumps(value) if isinstance(value, str) else str(value)
 
 
 class OllamaServer(ScriptedServer):
@@ -102,12 +164,22 @@ class OllamaServer(ScriptedServer):
         reply.json(404, {"error": f"model '{name}' not found"})
         return True
 
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        # Same parsing as core, through a tap that keeps the raw body (see _BodyTap).
+        await super()._connection(_BodyTap(reader), writer)  # type: ignore[arg-type]
+
     def handle(self, rec: Recorded, reply: Reply) -> Any:
         s = self.script
         body = rec.body if isinstance(rec.body, dict) else {}
         key = (rec.method, rec.path)
-        if key in (("GET", "/"), ("HEAD", "/")):
+        if key == ("GET", "/"):
             reply.send(200, b"Ollama is running", "text/plain; charset=utf-8")
+        elif key == ("HEAD", "/"):
+            _respond(reply, 200, b"Ollama is running", head_only=True)
+        elif rec.path.startswith(BLOBS) and rec.method in ("HEAD", "POST"):
+            return self._blob(rec, reply)
+        elif key == ("POST", "/api/create"):
+            return self._create(rec, reply, body)
         elif key == ("GET", "/api/version"):
             reply.json(200, {"version": s.version})
         elif key == ("GET", "/api/tags"):
@@ -128,23 +200,24 @@ class OllamaServer(ScriptedServer):
             if m is None:
                 return self._not_found(reply, body.get("model"))
             arch = m["details"]["family"]
+            made = s.created.get(m["name"])
             info = {
                 "general.architecture": arch,
                 "general.parameter_count": 7615616512,
                 f"{arch}.context_length": s.context_length,
             }
-            reply.json(
-                200,
-                {
-                    "modelfile": "FROM scripted",
-                    "parameters": "temperature 0.7",
-                    "template": "{{ .Prompt }}",
-                    "details": m["details"],
-                    "model_info": info,
-                    "capabilities": ["completion", "tools"],
-                    "modified_at": m["modified_at"],
-                },
-            )
+            shown = {
+                "modelfile": "FROM scripted",
+                "parameters": "temperature 0.7",
+                "template": "{{ .Prompt }}",
+                "details": m["details"],
+                "model_info": info,
+                "capabilities": ["completion", "tools"],
+                "modified_at": m["modified_at"],
+            }
+            if made is not None:
+                shown |= self._show_created(made)
+            reply.json(200, shown)
         elif key == ("POST", "/api/pull"):
             return self._pull(rec, reply, body)
         elif key == ("POST", "/api/chat"):
@@ -152,6 +225,115 @@ class OllamaServer(ScriptedServer):
         else:
             reply.send(404, b"404 page not found", "text/plain")
         return True
+
+    def _blob(self, rec: Recorded, reply: Reply) -> bool:
+        digest = rec.path.removeprefix(BLOBS)
+        match = _DIGEST.fullmatch(digest)
+        head = rec.method == "HEAD"
+        if match is None:
+            _respond(reply, 400, {"error": "invalid digest format"}, head)
+            return True
+        key = f"sha256:{match[1]}"
+        blobs = self.script.blobs
+        if head:
+            if key in blobs:
+                _respond(reply, 200, head_only=True)
+            else:
+                _respond(reply, 404, {"error": f'blob "{digest}" not found'}, head_only=True)
+            return True
+        if key in blobs:  # Ollama answers 200 without reading what was sent
+            _respond(reply, 200)
+            return True
+        raw = reply.reader.body if isinstance(reply.reader, _BodyTap) else b""
+        got = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if got != key:
+            _respond(reply, 400, {"error": f'digest mismatch, expected "{digest}", got "{got}"'})
+            return True
+        blobs[key] = raw
+        _respond(reply, 201)
+        return True
+
+    def _create(self, rec: Recorded, reply: Reply, body: dict[str, Any]) -> bool:
+        """POST /api/create from uploaded files: request errors are 400 before any
+        output; a failure while building streams an error line (or is a 500 when
+        stream is false); success ends with {"status": "success"}."""
+        s = self.script
+        if not isinstance(rec.body, dict):
+            reply.json(400, {"error": "missing request body"})
+            return True
+        name = str(body.get("model") or body.get("name") or "")
+        files = body.get("files") or {}
+        if not isinstance(files, dict):
+            reply.json(400, {"error": "json: cannot unmarshal files"})
+            return True
+        for file_name, digest in files.items():
+            if _bad_file_path(file_name):
+                reply.json(400, {"error": f"file path must be relative: {file_name}"})
+                return True
+            if not _DIGEST.fullmatch(str(digest)):
+                error = f"invalid digest for {file_name}: invalid digest format"
+                reply.json(400, {"error": error})
+                return True
+        if not _MODEL_NAME.fullmatch(name):
+            reply.json(400, {"error": "invalid model name"})
+            return True
+        if not files:
+            reply.json(400, {"error": "neither 'from' or 'files' was specified"})
+            return True
+        contents: dict[str, bytes] = {}
+        for file_name, digest in sorted(files.items()):
+            key = "sha256:" + str(digest)[7:]
+            if key not in s.blobs:
+                path = f"/root/.ollama/models/blobs/sha256-{key[7:]}"
+                error = (
+                    f"blob not found for {file_name} (digest {digest}): "
+                    f"open {path}: no such file or directory"
+                )
+                reply.json(400, {"error": error})
+                return True
+            contents[key] = s.blobs[key]
+        lines: list[dict[str, Any]] = [{"status": "parsing GGUF"}]
+        if not all(data.startswith(b"GGUF") for data in contents.values()):
+            lines.append({"error": "invalid file magic"})  # gguf.ReadFileMetadata's error
+        else:
+            lines += [{"status": f"using existing layer {k}"} for k in contents]
+            for extra in ("template", "parameters"):
+                if body.get(extra):
+                    text = json.dumps(body[extra], sort_keys=True).encode()
+                    digest = "sha256:" + hashlib.sha256(text).hexdigest()
+                    lines.append({"status": f"creating new layer {digest}"})
+            lines += [{"status": "writing manifest"}, {"status": "success"}]
+            self._add_created(name, body, sum(len(d) for d in contents.values()))
+        if body.get("stream", True) is False:  # waitForStream: the last line, or a 500
+            reply.json(500 if "error" in lines[-1] else 200, lines[-1])
+            return True
+        reply.start("application/x-ndjson")
+        for line in lines:
+            reply.chunk(json.dumps(line).encode() + b"\n")
+        reply.end()
+        return True
+
+    def _add_created(self, name: str, body: dict[str, Any], size: int) -> None:
+        s = self.script
+        manifest = json.dumps(body, sort_keys=True).encode()
+        entry = model_entry(name, size=size) | {
+            "digest": hashlib.sha256(manifest).hexdigest(),
+            "modified_at": CREATED_AT,
+        }
+        # Creating an existing name replaces it, as in Ollama.
+        s.models = [m for m in s.models if m["name"] != name] + [entry]
+        s.created[name] = body
+
+    def _show_created(self, body: dict[str, Any]) -> dict[str, Any]:
+        params: list[str] = []
+        for k, v in (body.get("parameters") or {}).items():
+            for value in v if isinstance(v, list) else [v]:
+                params.append(f"{k:<30} {_go_quote(value)}")
+        return {
+            "parameters": "\n".join(params),
+            "template": body.get("template") or "{{ .Prompt }}",
+            "capabilities": ["completion"],
+        }
 
     def _pull(self, rec: Recorded, reply: Reply, body: dict[str, Any]) -> Any:
         name = str(body.get("model", ""))
