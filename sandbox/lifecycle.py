@@ -167,7 +167,10 @@ def up(options: UpOptions, report: Reporter) -> dict[str, Any]:
     if unknown or not options.engines:
         raise SandboxError(f"unknown engine(s) {sorted(unknown)}; choose from vllm, llama")
     # Bad input fails here, before anything is installed or started.
-    choice = choose(options.model_path, options.model, where)
+    # The machine-size check reads free memory: skipped while sandbox engines already
+    # hold some of it (that `up` then finds them running, or says what they serve).
+    engaged = bool(read_state(where)["engines"])
+    choice = choose(options.model_path, options.model, None if engaged else where)
     if "vllm" in options.engines and choice.hf_dir is None and choice.kind == "path":
         raise SandboxError(f"vLLM needs config.json and *.safetensors; {choice.name} has none")
     if "llama" in options.engines and not choice.ggufs and not choice.needs_conversion():

@@ -247,6 +247,24 @@ def _build(where: Home, target: Path, recipe: str, make: Callable[[Path], list[P
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _build_once(
+    where: Home,
+    target: Path,
+    recipe: str,
+    make: Callable[[Path], list[Path]],
+    report: Report,
+    what: str,
+) -> None:
+    """Build ``target`` with ``make`` unless a build of the same recipe is already there."""
+    if _cached(target, recipe):
+        report("models", f"reusing {what} in {where.rel(target)}")
+        return
+    report("models", f"making {what} (log {where.rel(where.logs / 'models.log')})")
+    started = time.monotonic()
+    _build(where, target, recipe, make)
+    report("models", f"made {what} in {time.monotonic() - started:.1f} s")
+
+
 def vllm_dtype(flags: set[str] | None = None) -> str:
     """bfloat16 where the CPU has a fast bf16 path (AVX512-BF16 or AMX), else float32.
 
@@ -267,23 +285,20 @@ def _prepare_pypi(where: Home, model: PypiModel, report: Report) -> ModelSet:
     details = {stem: f"{model.title} {model.quantization}, as shipped"}
 
     variants_dir = where.models / model.key / "gguf"
+
+    def make_variants(tmp: Path) -> list[Path]:
+        out = []
+        for quant in REQUANTS:
+            target = tmp / f"{stem}-to-{quant}.gguf"
+            quantize = [str(where.python("llama")), str(SCRIPTS_DIR / "_quantize.py")]
+            args = [*quantize, str(source), str(target), quant, "--allow-requantize"]
+            _run(args, log, f"quantizing {target.name}")
+            out.append(target)
+        return out
+
     recipe = _recipe(f"{model.sha256}|{','.join(REQUANTS)}")
-    if _cached(variants_dir, recipe):
-        report("models", f"reusing {', '.join(REQUANTS)} variants in {where.rel(variants_dir)}")
-    else:
-        report("models", f"requantizing {model.quantization} to {', '.join(REQUANTS)}")
-
-        def make_variants(tmp: Path) -> list[Path]:
-            out = []
-            for quant in REQUANTS:
-                target = tmp / f"{stem}-to-{quant}.gguf"
-                quantize = [str(where.python("llama")), str(SCRIPTS_DIR / "_quantize.py")]
-                args = [*quantize, str(source), str(target), quant, "--allow-requantize"]
-                _run(args, log, f"quantizing {target.name}")
-                out.append(target)
-            return out
-
-        _build(where, variants_dir, recipe, make_variants)
+    what = f"the {', '.join(REQUANTS)} variants requantized from {model.quantization}"
+    _build_once(where, variants_dir, recipe, make_variants, report, what)
     for quant in REQUANTS:
         alias = f"{stem}-to-{quant}"
         ggufs[alias] = variants_dir / f"{alias}.gguf"
@@ -292,20 +307,14 @@ def _prepare_pypi(where: Home, model: PypiModel, report: Report) -> ModelSet:
     dtype = vllm_dtype()
     short = "bf16" if dtype == "bfloat16" else "f32"
     hf_dir = where.models / model.key / f"hf-{short}"
+
+    def make_hf(tmp: Path) -> list[Path]:
+        convert = [str(where.python("vllm")), str(SCRIPTS_DIR / "_gguf_to_hf.py")]
+        _run([*convert, str(source), str(tmp), "--dtype", dtype], log, "converting for vLLM")
+        return [tmp / "config.json", *tmp.glob("*.safetensors")]
+
     recipe = _recipe(f"{model.sha256}|{dtype}")
-    if _cached(hf_dir, recipe):
-        report("models", f"reusing the {dtype} copy for vLLM in {where.rel(hf_dir)}")
-    else:
-        report("models", f"converting the GGUF to a {dtype} folder for vLLM (about a minute)")
-        started = time.monotonic()
-
-        def make_hf(tmp: Path) -> list[Path]:
-            convert = [str(where.python("vllm")), str(SCRIPTS_DIR / "_gguf_to_hf.py")]
-            _run([*convert, str(source), str(tmp), "--dtype", dtype], log, "converting for vLLM")
-            return [tmp / "config.json", *tmp.glob("*.safetensors")]
-
-        _build(where, hf_dir, recipe, make_hf)
-        report("models", f"converted in {time.monotonic() - started:.0f} s")
+    _build_once(where, hf_dir, recipe, make_hf, report, f"the {dtype} copy for vLLM")
     served = f"{stem}-to-{short}"
     details[served] = f"the {model.quantization} GGUF dequantized to {dtype} for vLLM"
     return ModelSet(
@@ -330,20 +339,14 @@ def prepare(where: Home, choice: ModelChoice, report: Report) -> ModelSet:
     if choice.kind == "generated":
         target = where.models / TINY_NAME
         recipe = _recipe()
-        if _cached(target, recipe):
-            report("models", f"reusing {where.rel(target)} (recipe {recipe})")
-        else:
-            report("models", f"generating {TINY_NAME} into {where.rel(target)} (log {log.name})")
-            started = time.monotonic()
 
-            def make(tmp: Path) -> list[Path]:
-                gen = [str(where.python("vllm")), str(SCRIPTS_DIR / "_gen_tiny.py")]
-                _run([*gen, str(tmp / "hf")], log, f"generating {TINY_NAME}")
-                _write_ggufs(where, tmp / "hf", tmp / "gguf", TINY_NAME, log)
-                return [tmp / "hf" / "model.safetensors", *(tmp / "gguf").glob("*.gguf")]
+        def make(tmp: Path) -> list[Path]:
+            gen = [str(where.python("vllm")), str(SCRIPTS_DIR / "_gen_tiny.py")]
+            _run([*gen, str(tmp / "hf")], log, f"generating {TINY_NAME}")
+            _write_ggufs(where, tmp / "hf", tmp / "gguf", TINY_NAME, log)
+            return [tmp / "hf" / "model.safetensors", *(tmp / "gguf").glob("*.gguf")]
 
-            _build(where, target, recipe, make)
-            report("models", f"generated {TINY_NAME} in {time.monotonic() - started:.1f} s")
+        _build_once(where, target, recipe, make, report, f"{TINY_NAME} (generated)")
         ggufs = {f"{TINY_NAME}-{q}": target / "gguf" / f"{TINY_NAME}-{q}.gguf" for q in QUANTS}
         title = "tiny random Qwen2 (generated; its answers are noise)"
         return ModelSet(
