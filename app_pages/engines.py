@@ -131,14 +131,15 @@ for status in statuses:
         served = ep.served_model(status)
         if status.reachable and served is not None:
             st.text(ep.served_line(served))
-            variants = variants.vllm_variants(served, status.base_url)
-            if status.engine == "vllm" and not variants:
+            # Not `variants`: that name is the module, needed again by the next endpoint.
+            siblings = variants.vllm_variants(served, status.base_url)
+            if status.engine == "vllm" and not siblings:
                 st.caption(
                     "No other quantization to suggest: the served model is a local folder "
                     "whose name does not say its quantization."
                 )
-            if status.engine == "vllm" and variants:
-                by_label = {v.label: v for v in variants}
+            if status.engine == "vllm" and siblings:
+                by_label = {v.label: v for v in siblings}
                 choice = st.selectbox(
                     "Serve another quantization instead", list(by_label), key=f"variant:{e.name}"
                 )

@@ -285,3 +285,22 @@ def test_hostile_engine_version_is_text_in_the_expander(env):
     label = at.expander[0].label
     assert version in unescape(label)  # shown, as text
     assert "[click](" not in label and "**bold**" not in label  # no markdown left live
+
+
+def test_two_openai_endpoints_with_one_model_each_do_not_break_the_page(env, vllm):
+    """A second served-model section ran after the first had rebound the page's name
+    `variants` (the module) to a list: AttributeError, and the Add/Remove controls were
+    gone. Two OpenAI-compatible endpoints, one model each, as the sandbox's vLLM and a
+    llama.cpp added by hand."""
+    llama = OpenAIServer(OpenAIScript(flavor="llama-cpp-python", models=["tiny-qwen2-q4_0"]))
+    with llama:
+        ep.save_endpoint(
+            ep.Endpoint(name="llama box", url=llama.base_url, api="openai"),
+            os.environ["SERVESCOPE_DB"],
+        )
+        at = run_page()
+        assert not at.exception, at.exception
+        labels = [unescape(x.label) for x in at.expander]
+        assert len(labels) == 2 and labels[1].startswith("llama box")
+        assert at.selectbox(key=f"variant:{ep.DEFAULT_VLLM_NAME}").options  # still offered
+        assert at.text_input(key="add_name").value == ""  # the Add form is drawn
