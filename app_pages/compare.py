@@ -114,7 +114,8 @@ def votes_section(votes: list[dict], scope: int | None) -> None:
     rows = [r for r in review.win_rates(votes, data.lanes, scope) if r["votes"]]
     where = f"at c={scope}" if scope is not None else "at every level"
     st.caption(
-        f"{len(votes)} votes in this run, all reviewers; rates {where}. Ties count as half a"
+        f"{len(votes)} vote{'s' if len(votes) != 1 else ''} in this run, all reviewers; "
+        f"rates {where}. Ties count as half a"
         " win; “both bad” votes are counted but left out of the rate. 95 % Wilson interval."
     )
     if not rows:

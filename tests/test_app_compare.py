@@ -255,3 +255,16 @@ def test_a_one_lane_run_says_so(db):
         store.add_lane(conn, "solo", 0, "vllm:m", "openai", "http://x/v1", "m", {}, {})
     at = page("solo")
     assert any("one lane" in m for m in texts(at.info))
+
+
+def test_one_vote_is_one_vote_not_1_votes(db):
+    make_run(db, texts={(0, 1, 0): KO_JSON, (1, 1, 0): ZH_JSON})
+    at = page("seed")
+    at.toggle(key="compare_blind").set_value(True)
+    rerun(at)
+    at.button(key="compare-vote-tie").click()
+    rerun(at)
+    at.toggle(key="compare_blind").set_value(False)
+    rerun(at)
+    captions = " ".join(plain(at.caption))
+    assert "1 vote in this run" in captions and "1 votes" not in captions
