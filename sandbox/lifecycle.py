@@ -94,11 +94,13 @@ def status(where: Home | None = None) -> dict[str, Any]:
     """The engines ``up`` started: ``{"engines": [{name, kind, base_url, models, ready}]}``.
 
     ``ready`` is checked live: the process is ours and its ``/v1/models`` lists every
-    model. Extra keys (pid, port, log, started_at, startup_s) help humans and tests.
+    model. Extra keys (pid, port, log, started_at, startup_s, cpu) help humans and tests;
+    ``model`` (while engines are recorded) says what they serve and where it came from.
     """
     where = where or home()
+    state = read_state(where)
     result = []
-    for engine in read_state(where)["engines"]:
+    for engine in state["engines"]:
         alive = _engine_alive(engine)
         models = list(engine.get("models", []))
         result.append(
@@ -116,7 +118,7 @@ def status(where: Home | None = None) -> dict[str, Any]:
                 "cpu": engine.get("cpu"),
             }
         )
-    model = read_state(where).get("model")
+    model = state.get("model")
     return {"engines": result, "model": model} if result and model else {"engines": result}
 
 
