@@ -135,7 +135,8 @@ _RUNNING: set[subprocess.Popen[bytes]] = set()
 _RUNNING_LOCK = threading.Lock()
 
 
-def _run_logged(args: Sequence[str], log: Path, env: dict[str, str]) -> int:
+def run_logged(args: Sequence[str], log: Path, env: dict[str, str]) -> int:
+    """Run ``args`` with the command line and all output appended to ``log``; the exit code."""
     with log.open("a", encoding="utf-8") as out:
         out.write(f"\n$ {' '.join(args)}\n")
         out.flush()
@@ -169,7 +170,7 @@ def install_one(where: Home, spec: VenvSpec, extra: Sequence[str] = ()) -> None:
     (venv / STAMP_NAME).unlink(missing_ok=True)
 
     def step(args: list[str], what: str) -> None:
-        rc = _run_logged(args, log, env)
+        rc = run_logged(args, log, env)
         if rc != 0:
             raise SandboxError(f"{what} failed (exit code {rc})", log)
 
@@ -218,7 +219,7 @@ def _portable_llama_wheel(python: Path, log: Path, env: dict[str, str]) -> Path:
     args.append(f"llama-cpp-python=={llama_build.LLAMA_VERSION}")
     started = time.monotonic()
     try:
-        rc = _run_logged(args, log, {**env, **llama_build.build_env(level)})
+        rc = run_logged(args, log, {**env, **llama_build.build_env(level)})
         if rc != 0:
             raise SandboxError(f"building llama-cpp-python ({level}) failed (exit code {rc})", log)
         llama_build.record_build(tmp, level, time.monotonic() - started)

