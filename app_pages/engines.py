@@ -95,7 +95,9 @@ for status in statuses:
                     "parameters": "Parameters",
                     "family": "Family",
                     "context_length": st.column_config.NumberColumn("Context (tokens)"),
-                    "size_gb": st.column_config.NumberColumn("Size (GB)", format="%.2f"),
+                    # "398 MB" rather than GB to two places, where a 7 MB model read 0.01.
+                    "size_gb": None,
+                    "size": st.column_config.TextColumn("Size"),
                     "digest": st.column_config.TextColumn("Digest / root", width="medium"),
                 },
             )

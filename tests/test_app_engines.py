@@ -304,3 +304,26 @@ def test_two_openai_endpoints_with_one_model_each_do_not_break_the_page(env, vll
         assert len(labels) == 2 and labels[1].startswith("llama box")
         assert at.selectbox(key=f"variant:{ep.DEFAULT_VLLM_NAME}").options  # still offered
         assert at.text_input(key="add_name").value == ""  # the Add form is drawn
+
+
+def test_ollama_models_show_size_in_units_that_fit(env):
+    """Sizes were 'Size (GB)' with two decimals: a 7 MB model read 0.01 GB. Models as
+    Ollama 0.24.0's /api/tags lists them (reference recording)."""
+    from tests.scripted.ollama_server import model_entry
+
+    models = [
+        model_entry("qwen-coder-0.5b:latest", quant="Q4_K_M", size=491_400_641),
+        model_entry("tiny-qwen2-q4:latest", quant="Q4_0", size=7_269_161),
+    ]
+    with OllamaServer(OllamaScript(models=models)) as server:
+        env.setenv(ep.OLLAMA_URL_ENV, server.url)
+        at = run_page()
+    assert not at.exception
+    [table] = model_tables(at)
+    rows = table.set_index("model")
+    assert rows.loc["qwen-coder-0.5b:latest", ["quantization", "size"]].tolist() == [
+        "Q4_K_M", "491 MB",
+    ]  # fmt: skip
+    assert rows.loc["tiny-qwen2-q4:latest", ["quantization", "size"]].tolist() == [
+        "Q4_0", "7.27 MB",
+    ]  # fmt: skip

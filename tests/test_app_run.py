@@ -330,3 +330,28 @@ def test_default_lanes_prefer_endpoints_that_answer(tmp_path, monkeypatch):
         models = [at.selectbox(key=f"lane_model_{i}").value for i in (0, 1)]
     assert endpoints == ["vllm (default)", "vllm (default)"]
     assert models == variants[:2]
+
+
+def test_model_picker_names_quantization_and_size(env, engines):
+    """Ollama's models were listed by bare name, so two variants of one model looked alike.
+    Models as Ollama 0.24.0's /api/tags lists them (reference recording): each option
+    carries its quantization and size, while the value stays the plain name."""
+    ollama, _ = engines
+    ollama.script.models = [
+        model_entry("qwen-coder-0.5b:latest", quant="Q4_K_M", params="630.17M", size=491_400_641),
+        model_entry("smollm2-135m:latest", quant="Q4_1", params="134.52M", size=98_363_007),
+    ]
+    at = _app()
+    assert not at.exception
+    picker = at.selectbox(key="lane_model_0")
+    assert picker.options == [
+        "qwen-coder-0.5b:latest · Q4_K_M · 491 MB",
+        "smollm2-135m:latest · Q4_1 · 98.4 MB",
+    ]
+    assert picker.value == "qwen-coder-0.5b:latest"
+    picker.set_value("smollm2-135m:latest").run()
+    assert not at.exception
+    assert at.selectbox(key="lane_model_0").value == "smollm2-135m:latest"
+    assert any("Q4_1 · 134.52M params" in t for t in _plain(at.caption))
+    # The vLLM lane: no size reported, the quantization read from the name.
+    assert at.selectbox(key="lane_model_1").options == [f"{VLLM_MODEL} · AWQ"]

@@ -477,3 +477,30 @@ def test_vllm_variants_unquantized_remote_and_local_paths():
     served = ModelInfo("Org/Model", quantization="awq", digest="Org/Model")
     models = [v.model for v in variants.vllm_variants(served, "http://h:8000/v1")]
     assert models == ["Org/Model-GPTQ-Int4", "Org/Model-GPTQ-Int8", "Org/Model-FP8"]
+
+
+# --- model labels for pickers -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "label"),
+    [
+        (397_821_319, "398 MB"),  # qwen2.5-coder:0.5b as `ollama list` shows it
+        (4_683_087_332, "4.68 GB"),
+        (7_269_161, "7.27 MB"),
+        (25_590_920, "25.6 MB"),
+        (999_600_000, "1 GB"),  # rounds up into the next unit, not "1e+03 MB"
+        (512, "512 B"),
+    ],
+)
+def test_size_label(size, label):
+    assert ep.size_label(size) == label
+
+
+def test_model_option_names_quantization_and_size():
+    """The Run page's model picker showed bare names: variants looked alike."""
+    coder = ModelInfo("qwen2.5-coder:0.5b", "Q4_K_M", size_bytes=397_821_319)
+    assert ep.model_option(coder) == "qwen2.5-coder:0.5b · Q4_K_M · 398 MB"
+    # vLLM reports no size; the quantization is read from the name, as in model_rows.
+    assert ep.model_option(ModelInfo("Org/M-AWQ")) == "Org/M-AWQ · AWQ"
+    assert ep.model_option(ModelInfo("plain")) == "plain"  # nothing known: the name only
