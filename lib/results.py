@@ -13,7 +13,7 @@ import sqlite3
 from collections import defaultdict
 from typing import Any
 
-from lib import metrics, store
+from lib import metrics, outcome, store
 
 
 class RunNotFound(LookupError):
@@ -47,6 +47,7 @@ def load_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
         "run": run,
         "lanes": store.get_lanes(conn, run_id),
         "levels": store.get_levels(conn, run_id),
+        "warmup_levels": store.get_levels(conn, run_id, warmup=True),
         "requests": grouped,
         "warmups": warmups,
         "samples": store.get_samples(conn, run_id),
@@ -60,11 +61,13 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
         data = load_run(conn, run_id)
     run, config = data["run"], data["run"]["config"]
     lanes_out = []
+    stored = {(lv["lane_idx"], lv["concurrency"]): lv for lv in data["levels"]}
     for lane in data["lanes"]:
         levels_out = []
         for c in _lane_levels(data, lane["lane_idx"]):
             recs = data["requests"].get((lane["lane_idx"], c), [])
             summary = metrics.level_summary(recs, concurrency=c)
+            summary |= _level_outcome(stored.get((lane["lane_idx"], c)), summary, recs)
             summary["requests"] = [_request_out(config, r) for r in recs]
             levels_out.append(summary)
         warm = data["warmups"].get(lane["lane_idx"], [])
@@ -76,17 +79,27 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
                 "model": lane["model"],
                 "engine_info": {**lane["engine_info"].get("extra", {}), **_info(lane)},
                 "model_info": lane["model_info"],
+                "status": outcome.combined_status(lv["status"] for lv in levels_out),
+                "warmup_status": _warmup_outcome(data, lane["lane_idx"]),
                 "warmup": [_request_out(config, r) for r in warm],
                 "levels": levels_out,
                 "telemetry": lane_telemetry(data, lane["lane_idx"]),
             }
         )
+    names = [lane["name"] for lane in lanes_out]
+    troubled = [{"lane_idx": i, **lv} for i, lane in enumerate(lanes_out) for lv in lane["levels"]]
+    status, error = run["status"], run["error"]
+    if status == outcome.COMPLETED:
+        # Runs stored before outcomes were judged: say now what their requests did.
+        status = outcome.combined_status(lane["status"] for lane in lanes_out)
+        error = error or outcome.run_error(troubled, names)
     document = {
         "run_id": run["run_id"],
         "created_at": run["created_at"],
         "label": run["label"],
-        "status": run["status"],
-        "error": run["error"],
+        "status": status,
+        "error": error,
+        "failures": outcome.failure_lines(troubled, names),
         "settings": _settings(config),
         "environment": run["env"],
         "lanes": lanes_out,
@@ -147,6 +160,33 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
         "lanes_parallel": config.get("lanes_parallel"),
         "num_ctx": config.get("num_ctx"),
         "prompts": len(config.get("prompts") or []),
+    }
+
+
+def _level_outcome(
+    row: dict[str, Any] | None, summary: dict[str, Any], recs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A level's status and reason as the runner stored them; for runs stored before
+    levels had outcomes, judged from the requests now (same rule)."""
+    status = row["status"] if row else None
+    error = row.get("error") if row else None
+    if status in (None, outcome.COMPLETED) and summary["failed"]:
+        # Older runs called a level "completed" whatever its requests did.
+        status = outcome.level_status(summary["completed"], summary["failed"])
+        errors = [r["error"] for r in recs if r.get("error")]
+        error = error or outcome.error_reason(errors, summary["completed"] + summary["failed"])
+    return {"status": status or outcome.WAITING, "error": error}
+
+
+def _warmup_outcome(data: dict[str, Any], lane_idx: int) -> dict[str, Any] | None:
+    row = next((w for w in data["warmup_levels"] if w["lane_idx"] == lane_idx), None)
+    if row is None:
+        return None
+    return {
+        "status": row["status"],
+        "error": row.get("error"),
+        "started_at": row.get("started_at"),
+        "finished_at": row.get("finished_at"),
     }
 
 

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lib import __version__, store
+from lib import __version__, outcome, store
 from lib.endpoints import validate_url
+from lib.engine_logs import sandbox_engine_report
 from lib.engines import make_engine
 from lib.engines.base import Engine
 from lib.metrics import request_metrics
@@ -161,6 +162,25 @@ class RunState:
     completed: int = 0
     quality: Callable[..., Any] | None = None
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Per (lane_idx, concurrency; 0 = warm-up): successes and error messages, so a
+    # level's outcome and its reason are known when it ends.
+    tally: dict[tuple[int, int], LevelTally] = field(default_factory=dict)
+    # How each measured level ended, in the order they ended.
+    ended: list[dict[str, Any]] = field(default_factory=list)
+
+    def count(self, lane_idx: int, concurrency: int) -> LevelTally:
+        return self.tally.setdefault((lane_idx, concurrency), LevelTally())
+
+
+@dataclass
+class LevelTally:
+    ok: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def outcome(self, cancelled: bool) -> tuple[str, str | None]:
+        total = self.ok + len(self.errors)
+        status = outcome.level_status(self.ok, len(self.errors), cancelled)
+        return status, outcome.error_reason(self.errors, total)
 
 
 async def prepare_lanes(config: RunConfig, api_key: str | None = None) -> list[PreparedLane]:
@@ -245,7 +265,7 @@ async def execute_run(
         writer.submit(store.create_run, state.run_id, config.to_dict(), config.label, env)
     writer.submit(_start_run, state.run_id, env, lane_rows)
     recorder = _telemetry(state, lanes, telemetry_interval_s)
-    status, error = "completed", None
+    status, error = outcome.COMPLETED, None
     try:
         if config.lanes_parallel:
             await asyncio.gather(*(_run_lane(state, config, lane) for lane in lanes))
@@ -253,13 +273,20 @@ async def execute_run(
             for lane in lanes:
                 await _run_lane(state, config, lane)
         if cancel.is_set():
-            status = "cancelled"
+            status = outcome.CANCELLED
+        else:
+            # Finished is not the same as fine: a lane whose engine died fails its levels.
+            status = outcome.combined_status(lv["status"] for lv in state.ended)
+            error = outcome.run_error(state.ended, [lane.spec.name for lane in lanes])
     except BaseException as exc:  # record why, keep what finished
         status, error = ("cancelled", None) if _is_cancel(exc) else ("failed", _one_line(exc))
         raise
     finally:
         recorder.stop()
         env["telemetry"] = recorder.status()
+        logs = _engine_logs(state, lanes)
+        if logs:
+            env["engine_logs"] = logs
         writer.submit(_finish_run, state.run_id, status, error, env)
         writer.close()
     return state.run_id
@@ -289,8 +316,22 @@ def _finish_run(
 ) -> None:
     now = time.time()
     store.update_run(conn, run_id, status=status, error=error, finished_at=now, env=env)
-    if status != "completed":  # a stopped or failed run leaves its level unfinished
+    if status not in (outcome.COMPLETED, outcome.PARTIAL):
+        # A stopped or crashed run leaves its level unfinished.
         store.close_levels(conn, run_id, status, now)
+
+
+def _engine_logs(state: RunState, lanes: list[PreparedLane]) -> dict[str, Any]:
+    """For each lane with failed requests that is a sandbox engine: whether it still
+    answers, its log and the log's last lines, read now (the log may be rewritten)."""
+    troubled = {li for (li, _), tally in state.tally.items() if tally.errors}
+    out = {}
+    for lane in lanes:
+        if lane.idx in troubled:
+            report = sandbox_engine_report(lane.spec.base_url)
+            if report:
+                out[str(lane.idx)] = report
+    return out
 
 
 def _telemetry(state: RunState, lanes: list[PreparedLane], interval_s: float) -> TelemetryRecorder:
@@ -323,15 +364,26 @@ def _quality_checker() -> Callable[..., Any] | None:
 
 
 async def _run_lane(state: RunState, config: RunConfig, lane: PreparedLane) -> None:
-    for i in range(config.warmup):
-        if state.cancel.is_set():
-            return
-        state.progress({"event": "warmup", "lane": lane.spec.name, "index": i, "of": config.warmup})
-        await _one_request(state, config, lane, concurrency=0, idx=i, warmup=True)
+    if config.warmup and not state.cancel.is_set():
+        await _warm_up(state, config, lane)
     for c in config.concurrency:
         if state.cancel.is_set():
             return
         await _run_level(state, config, lane, c)
+
+
+async def _warm_up(state: RunState, config: RunConfig, lane: PreparedLane) -> None:
+    """Warm-up requests, one at a time, as a level of concurrency 0 in the store: the
+    pages show "warming up" with its own timer while an engine loads its model."""
+    run_id = state.run_id
+    state.writer.submit(store.set_level, run_id, lane.idx, 0, outcome.WARMING_UP, time.time(), None)
+    for i in range(config.warmup):
+        if state.cancel.is_set():
+            break
+        state.progress({"event": "warmup", "lane": lane.spec.name, "index": i, "of": config.warmup})
+        await _one_request(state, config, lane, concurrency=0, idx=i, warmup=True)
+    status, error = state.count(lane.idx, 0).outcome(state.cancel.is_set())
+    state.writer.submit(store.set_level, run_id, lane.idx, 0, status, None, time.time(), error)
 
 
 async def _run_level(state: RunState, config: RunConfig, lane: PreparedLane, c: int) -> None:
@@ -367,10 +419,17 @@ async def _run_level(state: RunState, config: RunConfig, lane: PreparedLane, c: 
                 break
     finally:
         cancel_wait.cancel()
-    status = "cancelled" if state.cancel.is_set() else "completed"
-    state.writer.submit(store.set_level, run_id, lane.idx, c, status, None, time.time())
+    status, error = state.count(lane.idx, c).outcome(state.cancel.is_set())
+    state.ended.append({"lane_idx": lane.idx, "concurrency": c, "status": status, "error": error})
+    state.writer.submit(store.set_level, run_id, lane.idx, c, status, None, time.time(), error)
     state.progress(
-        {"event": "level_end", "lane": lane.spec.name, "concurrency": c, "status": status}
+        {
+            "event": "level_end",
+            "lane": lane.spec.name,
+            "concurrency": c,
+            "status": status,
+            "error": error,
+        }
     )
 
 
@@ -445,6 +504,11 @@ def _record(
         "quality": quality,
     }
     state.writer.add_request(row)
+    tally = state.count(lane.idx, concurrency)
+    if result.error and result.error != "cancelled":
+        tally.errors.append(result.error)
+    elif not result.error:
+        tally.ok += 1
     if not warmup:
         if result.error:
             state.failed += 1

@@ -21,7 +21,14 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DB = PROJECT_ROOT / "data" / "servescope.db"
 
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+RUN_STATUSES = (
+    "pending",
+    "running",
+    "completed",
+    "completed with failures",
+    "failed",
+    "cancelled",
+)
 
 MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -130,6 +137,12 @@ MIGRATIONS: list[str] = [
         CHECK (left_lane IN (lane_a, lane_b)),
         UNIQUE (run_id, concurrency, req_idx, lane_a, lane_b, voter)
     );
+    """,
+    # 4: why a level failed ("4 of 4 failed: cannot connect…"), stored by the runner so
+    # every page, the report and the card give the same reason. The warm-up of a lane is
+    # a level row with concurrency 0 (status "warming up", then how it ended).
+    """
+    ALTER TABLE levels ADD COLUMN error TEXT;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -313,13 +326,17 @@ def set_level(
     status: str,
     started_at: float | None = None,
     finished_at: float | None = None,
+    error: str | None = None,
 ) -> None:
+    """Create or update a level; concurrency 0 is the lane's warm-up."""
     conn.execute(
-        "INSERT INTO levels VALUES (?, ?, ?, ?, ?, ?)"
+        "INSERT INTO levels (run_id, lane_idx, concurrency, status, started_at, finished_at,"
+        " error) VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (run_id, lane_idx, concurrency) DO UPDATE SET status = excluded.status,"
         " started_at = COALESCE(excluded.started_at, started_at),"
-        " finished_at = COALESCE(excluded.finished_at, finished_at)",
-        (run_id, lane_idx, concurrency, status, started_at, finished_at),
+        " finished_at = COALESCE(excluded.finished_at, finished_at),"
+        " error = COALESCE(excluded.error, error)",
+        (run_id, lane_idx, concurrency, status, started_at, finished_at, error),
     )
 
 
@@ -328,14 +345,17 @@ def close_levels(conn: sqlite3.Connection, run_id: str, status: str, at: float) 
     stopped never ended them itself)."""
     conn.execute(
         "UPDATE levels SET status = ?, finished_at = COALESCE(finished_at, ?)"
-        " WHERE run_id = ? AND status = 'running'",
+        " WHERE run_id = ? AND status IN ('running', 'warming up')",
         (status, at, run_id),
     )
 
 
-def get_levels(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+def get_levels(conn: sqlite3.Connection, run_id: str, warmup: bool = False) -> list[dict[str, Any]]:
+    """A run's measured levels; with `warmup`, its lanes' warm-ups (concurrency 0) only."""
+    where = "concurrency = 0" if warmup else "concurrency > 0"
     rows = conn.execute(
-        "SELECT * FROM levels WHERE run_id = ? ORDER BY lane_idx, concurrency", (run_id,)
+        f"SELECT * FROM levels WHERE run_id = ? AND {where} ORDER BY lane_idx, concurrency",
+        (run_id,),
     )
     return [dict(r) for r in rows]
 

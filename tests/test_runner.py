@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from lib import store
 from lib.records import LaneSpec, Prompt, RunConfig, Sampling
@@ -61,7 +62,14 @@ def test_hung_request_is_timed_out_and_the_run_goes_on(tmp_path):
     assert len(hung) == 2 and all("timed out" in r["error"].lower() for r in hung)
     # Bounded by the timeout plus the runner's grace, never forever.
     assert all(r["t_done"] - r["t_send"] < 1.0 + 5.0 for r in hung)
-    assert run["status"] == "completed"
+    # One lane fine, one whose every request timed out: not a plain "completed".
+    assert run["status"] == "completed with failures"
+    assert "c=2 failed: 2 of 2 failed: timed out after 1 s" in run["error"]
+    with store.opened(tmp_path / "s.db") as conn:
+        levels = {lv["lane_idx"]: lv for lv in store.get_levels(conn, run_id)}
+    assert levels[0]["status"] == "completed" and levels[0]["error"] is None
+    assert levels[1]["status"] == "failed"
+    assert levels[1]["error"] == "2 of 2 failed: timed out after 1 s"
 
 
 def test_lanes_parallel_overlap_in_time(tmp_path):
@@ -88,3 +96,38 @@ def test_quality_flags_are_stored_with_each_request(tmp_path):
     with store.opened(tmp_path / "s.db") as conn:
         recs = store.get_requests(conn, run_id)
     assert all(r["quality"] is not None and "flags" in r["quality"] for r in recs)
+
+
+def test_a_failing_sandbox_engine_fails_the_run_with_its_log(tmp_path, monkeypatch):
+    """Every request of the only lane fails: the run, its levels and its warm-up are
+    failed with the reason, and the sandbox engine's log tail is kept with the run."""
+    script = OpenAIScript(ttft_ms=5, gap_ms=1, models=["fault-http503"])
+    with OpenAIServer(script) as server:
+        home = tmp_path / "sandbox"
+        (home / "logs").mkdir(parents=True)
+        log = home / "logs" / "llama.log"
+        log.write_text("loading model\n\nllama_model_load: error: out of memory\n", "utf-8")
+        engine = {"name": "llama", "base_url": server.base_url, "log": str(log), "pid": 0}
+        (home / "state.json").write_text(json.dumps({"engines": [engine]}), "utf-8")
+        monkeypatch.setenv("SERVESCOPE_SANDBOX_HOME", str(home))
+        monkeypatch.delenv("SERVESCOPE_SANDBOX", raising=False)
+        config = _config(concurrency=[1, 2], requests=2, warmup=1)
+        config.lanes = [LaneSpec(engine="openai", base_url=server.base_url, model="fault-http503")]
+        run_id = asyncio.run(_run(config, tmp_path / "s.db"))
+    with store.opened(tmp_path / "s.db") as conn:
+        run = store.get_run(conn, run_id)
+        levels = store.get_levels(conn, run_id)
+        (warm,) = store.get_levels(conn, run_id, warmup=True)
+    assert run["status"] == "failed"
+    assert run["error"] == (
+        "vllm:fault-http503 c=1 failed: 2 of 2 failed: HTTP 503: Service Unavailable"
+        " (+1 more level)"
+    )
+    assert [(lv["concurrency"], lv["status"]) for lv in levels] == [(1, "failed"), (2, "failed")]
+    assert warm["concurrency"] == 0 and warm["status"] == "failed"
+    assert warm["error"] == "1 of 1 failed: HTTP 503: Service Unavailable"
+    assert warm["started_at"] <= warm["finished_at"] <= levels[0]["started_at"]
+    report = run["env"]["engine_logs"]["0"]
+    assert report["name"] == "llama" and report["ready"] is False
+    assert report["log"] == str(log)
+    assert report["tail"] == ["loading model", "llama_model_load: error: out of memory"]
