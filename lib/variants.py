@@ -77,6 +77,38 @@ def pull_progress(layers: dict[str, tuple[int, int]], event: Mapping[str, Any]) 
     )
 
 
+REGISTRY_HOST = "registry.ollama.ai"
+# How Go reports a connection the Ollama server itself could not make (DNS, firewall,
+# proxy): the pull fails on the server's side, so the fix is on that machine's network.
+_NETWORK_FAILURE_RE = re.compile(
+    r"no such host|server misbehaving|i/o timeout|connection refused|network is unreachable"
+    r"|no route to host|TLS handshake timeout|Client\.Timeout exceeded"
+    r"|temporary failure in name resolution|connection reset by peer",
+    re.IGNORECASE,
+)
+# Go's url.Error: `Get "https://registry.ollama.ai/v2/...": dial tcp: ...`.
+_GO_URL_HOST_RE = re.compile(r'\b(?:Get|Head|Post) "https?://([^/":\s]+)')
+
+
+def pull_failure(reason: str, secret: str | None = None) -> str:
+    """The one-line message for a failed pull, given what Ollama said.
+
+    When the Ollama server could not reach its registry (no DNS, no route, a refused or
+    timed-out connection) the raw Go error says nothing of what to do, so a hint comes
+    first, naming the registry host; the raw reason follows it. Other reasons are kept.
+    """
+    raw = _scrub(reason, secret)
+    host = _GO_URL_HOST_RE.search(raw)
+    about_registry = host is not None or REGISTRY_HOST in raw or "manifest" in raw
+    if not (about_registry and _NETWORK_FAILURE_RE.search(raw)):
+        return f"Pull failed: {raw}"
+    hint = (
+        f"the Ollama server cannot reach its registry ({host.group(1) if host else REGISTRY_HOST})"
+        " from this machine: pull on a machine with internet access, or copy the model in"
+    )
+    return f"Pull failed: {hint}. Ollama said: {raw}"
+
+
 def pull_model(
     base_url: str,
     model: str,
@@ -89,7 +121,7 @@ def pull_model(
     a bad name and EngineError (one line, no key) when Ollama refuses or fails.
     """
     from lib.engines import make_engine
-    from lib.engines.base import EngineError
+    from lib.engines.base import EngineError, EngineUnreachable
 
     name = validate_ollama_model(model)
 
@@ -100,12 +132,15 @@ def pull_model(
         try:
             async for event in engine.pull(name):
                 if event.get("error"):
-                    raise EngineError(_scrub(f"Pull failed: {event['error']}", api_key))
+                    raise EngineError(f"pull {name}: {event['error']}")
                 last = pull_progress(layers, event)
                 if on_progress is not None:
                     on_progress(last)
-        except EngineError as exc:
+        except EngineUnreachable as exc:
+            # Ollama itself is out of reach, not its registry: no registry hint.
             raise EngineError(_scrub(str(exc), api_key)) from None
+        except EngineError as exc:
+            raise EngineError(pull_failure(str(exc), api_key)) from None
         except Exception as exc:
             message = f"Pull failed: {type(exc).__name__}: {exc}"
             raise EngineError(_scrub(message, api_key)) from None

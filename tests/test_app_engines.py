@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -327,3 +328,38 @@ def test_ollama_models_show_size_in_units_that_fit(env):
     assert rows.loc["tiny-qwen2-q4:latest", ["quantization", "size"]].tolist() == [
         "Q4_0", "7.27 MB",
     ]  # fmt: skip
+
+
+class OfflineOllama(OllamaServer):
+    """Replays Ollama 0.24.0's /api/pull on a machine whose registry cannot be reached
+    (reference recording qwen-coder-0.5b__api_pull_offline.txt): a 200 stream whose
+    second line is the error."""
+
+    REASON = (
+        'pull model manifest: Get "https://registry.ollama.ai/v2/library/qwen2.5/manifests/'
+        '0.5b": dial tcp: lookup registry.ollama.ai on 127.0.0.53:53: no such host'
+    )
+
+    def _pull(self, rec, reply, body):
+        reply.start("application/x-ndjson")
+        items = [b'{"status":"pulling manifest"}\n', json.dumps({"error": self.REASON}).encode()]
+        return self.stream(reply, rec, items, [0.0, 0.0], [0, 0], reply.end)
+
+
+def test_pull_without_the_registry_says_what_to_do(env):
+    """The pull showed Go's raw DNS error and nothing about what to do."""
+    with OfflineOllama(OllamaScript()) as server:
+        env.setenv(ep.OLLAMA_URL_ENV, server.url)
+        at = run_page()
+        name = ep.DEFAULT_OLLAMA_NAME
+        at.text_input(key=f"pull_tag:{name}").input("qwen2.5:0.5b")
+        at.button(key=f"pull_go:{name}").click().run()
+    assert not at.exception
+    [error] = at.error
+    message = unescape(error.value)
+    assert message.startswith(
+        "Pull failed: the Ollama server cannot reach its registry (registry.ollama.ai) from "
+        "this machine: pull on a machine with internet access, or copy the model in."
+    )
+    assert message.endswith(OfflineOllama.REASON) and "\n" not in message
+    assert not at.success  # nothing claims the model arrived

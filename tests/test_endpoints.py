@@ -3,6 +3,7 @@ probes against the scripted Ollama and OpenAI-compatible servers, pulls, vLLM va
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import types
@@ -504,3 +505,64 @@ def test_model_option_names_quantization_and_size():
     # vLLM reports no size; the quantization is read from the name, as in model_rows.
     assert ep.model_option(ModelInfo("Org/M-AWQ")) == "Org/M-AWQ · AWQ"
     assert ep.model_option(ModelInfo("plain")) == "plain"  # nothing known: the name only
+
+
+# --- Ollama pull: registry out of reach ---------------------------------------------------
+
+# Ollama 0.24.0's /api/pull error on a machine whose registry cannot be reached
+# (reference recording qwen-coder-0.5b__api_pull_offline.txt).
+OFFLINE_REASON = (
+    'pull model manifest: Get "https://registry.ollama.ai/v2/library/qwen2.5/manifests/0.5b":'
+    " dial tcp: lookup registry.ollama.ai on 127.0.0.53:53: no such host"
+)
+REGISTRY_HINT = (
+    "the Ollama server cannot reach its registry (registry.ollama.ai) from this machine:"
+    " pull on a machine with internet access, or copy the model in"
+)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        OFFLINE_REASON,
+        OFFLINE_REASON.replace("no such host", "server misbehaving"),
+        'pull model manifest: Get "https://registry.ollama.ai/v2/library/x/manifests/latest":'
+        " dial tcp 104.21.75.227:443: i/o timeout",
+        'pull model manifest: Get "https://registry.ollama.ai/v2/library/x/manifests/latest":'
+        " dial tcp 127.0.0.1:443: connect: connection refused",
+    ],
+)
+def test_pull_failure_names_the_unreachable_registry(reason):
+    """The raw DNS error came with no hint of what to do."""
+    message = variants.pull_failure(f"pull qwen2.5:0.5b: {reason}")
+    assert message.startswith(f"Pull failed: {REGISTRY_HINT}")
+    assert message.endswith(f"pull qwen2.5:0.5b: {reason}")  # the raw reason kept after it
+    assert "\n" not in message
+
+
+def test_pull_failure_other_reasons_and_hosts():
+    assert variants.pull_failure("pull m: pull model manifest: file does not exist") == (
+        "Pull failed: pull m: pull model manifest: file does not exist"
+    )
+    # A model from another registry: that one is named.
+    hf = 'pull model manifest: Get "https://hf.co/v2/org/m/manifests/Q4_K_M": dial tcp: i/o timeout'
+    assert "cannot reach its registry (hf.co)" in variants.pull_failure(hf)
+    # Multi-line text from a server stays one line.
+    assert "\n" not in variants.pull_failure("first line\nsecond line")
+
+
+class OfflineOllama(OllamaServer):
+    """Replays Ollama 0.24.0's /api/pull stream on a machine without the registry."""
+
+    def _pull(self, rec, reply, body):
+        reply.start("application/x-ndjson")
+        lines = [{"status": "pulling manifest"}, {"error": OFFLINE_REASON}]
+        items = [json.dumps(x).encode() + b"\n" for x in lines]
+        return self.stream(reply, rec, items, [0.0, 0.0], [0, 0], reply.end)
+
+
+def test_pull_without_the_registry_gives_the_hint():
+    with OfflineOllama(OllamaScript()) as server, pytest.raises(EngineError) as info:
+        variants.pull_model(server.url, "qwen2.5:0.5b")
+    message = str(info.value)
+    assert REGISTRY_HINT in message and "no such host" in message and "\n" not in message
