@@ -44,6 +44,10 @@ if flash := st.session_state.pop("engines_flash", None):
 
 # Shared with the sidebar and the Run page, cached for ui.ENDPOINT_TTL_S (10 s).
 statuses = ui.endpoint_statuses(DB)
+# A server is listed once; an older store may hold an entry that hides another (the
+# sandbox's, say), which would otherwise just be missing from the list.
+for hidden, by in ep.hidden_endpoints(DB):
+    st.warning(esc_md(ep.hidden_line(hidden, by)))
 top = st.columns([4, 1])
 top[0].caption(
     "Defaults come from SERVESCOPE_OLLAMA_URL and SERVESCOPE_VLLM_URL, sandbox engines "

@@ -227,12 +227,10 @@ def saved_endpoints(db: str | os.PathLike[str] | None = None) -> list[Endpoint]:
     ]
 
 
-def configured_endpoints(db: str | os.PathLike[str] | None = None) -> list[Endpoint]:
-    """Defaults, then sandbox engines, then saved endpoints, one per normalised URL.
-
-    Where two point at the same server, the saved one wins (it carries the user's
-    name and key variable), then the sandbox's; the order stays default, sandbox, saved.
-    """
+def _merged(
+    db: str | os.PathLike[str] | None,
+) -> tuple[list[Endpoint], list[tuple[Endpoint, Endpoint]]]:
+    """The endpoints kept, one per server, and (hidden, kept instead) for the rest."""
     try:
         saved = saved_endpoints(db)
     except (sqlite3.Error, OSError, RuntimeError):
@@ -243,7 +241,51 @@ def configured_endpoints(db: str | os.PathLike[str] | None = None) -> list[Endpo
         for ep in group:
             winners.setdefault(url_key(ep.url), ep)
     chosen = {id(ep) for ep in winners.values()}
-    return [ep for group in groups for ep in group if id(ep) in chosen]
+    kept = [ep for group in groups for ep in group if id(ep) in chosen]
+    hidden = [
+        (ep, winners[url_key(ep.url)]) for group in groups for ep in group if id(ep) not in chosen
+    ]
+    return kept, hidden
+
+
+def configured_endpoints(db: str | os.PathLike[str] | None = None) -> list[Endpoint]:
+    """Defaults, then sandbox engines, then saved endpoints, one per normalised URL.
+
+    Where two point at the same server, the saved one wins (it carries the user's
+    name and key variable), then the sandbox's; the order stays default, sandbox, saved.
+    """
+    return _merged(db)[0]
+
+
+def hidden_endpoints(
+    db: str | os.PathLike[str] | None = None,
+) -> list[tuple[Endpoint, Endpoint]]:
+    """(hidden, kept instead) for sandbox and saved entries that another entry for the
+    same server hides: save_endpoint refuses these now, but an older store may hold one.
+
+    A default replaced by a sandbox or saved endpoint is left out: that is by design
+    (the other names the same server better), not an entry the user would miss.
+    """
+    return [(h, by) for h, by in _merged(db)[1] if h.source != "default"]
+
+
+def hidden_line(hidden: Endpoint, by: Endpoint) -> str:
+    """One line saying which entry hides which, and how to list both."""
+    line = (
+        f"{by.name!r} ({redact_url(by.url)}) hides {hidden.name!r} ({redact_url(hidden.url)}):"
+        " both are the same server."
+    )
+    if by.source == "saved":
+        line += f" Remove {by.name!r} or change its URL to list both."
+    return line
+
+
+def _listed_at(url: str, others: Iterable[Endpoint]) -> Endpoint | None:
+    """The entry among `others` (sandbox engines, other saved endpoints) for the same
+    server as `url`. Defaults are not passed in: a saved endpoint at a default's URL
+    replaces the default on purpose, with the user's name and key variable."""
+    key = url_key(url)
+    return next((e for e in others if url_key(e.url) == key), None)
 
 
 def find_endpoint(name: str, db: str | os.PathLike[str] | None = None) -> Endpoint | None:
@@ -259,19 +301,27 @@ def save_endpoint(
     """Validate and save an endpoint: a new one, or the saved one named `replaces`
     (which may be renamed this way).
 
-    Raises ValueError (one line) on bad input or when the name is taken.
+    Raises ValueError (one line) on bad input, when the name is taken, or when a
+    sandbox engine or another saved endpoint already stands for the same server.
     """
     key_env = endpoint.api_key_env or None
     validate_endpoint(endpoint.name, endpoint.url, key_env)
     if endpoint.api is not None and endpoint.api not in APIS:
         raise ValueError(f"API must be one of {', '.join(APIS)} or auto-detect.")
     url = normalize_url(endpoint.url)
+    sandbox = sandbox_endpoints()  # read before the write lock is taken
     with store.opened(db) as conn:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            taken = {r["name"] for r in store.list_endpoints(conn)}
+            rows = store.list_endpoints(conn)
+            taken = {r["name"] for r in rows}
             if endpoint.name in taken and endpoint.name != replaces:
                 raise ValueError(f"An endpoint named {endpoint.name!r} already exists.")
+            # One entry per server: a second one would silently hide the first (the
+            # registry lists a server once).
+            saved = [Endpoint(r["name"], r["url"], None) for r in rows if r["name"] != replaces]
+            if (other := _listed_at(url, [*sandbox, *saved])) is not None:
+                raise ValueError(_listed_message(url, other))
             if replaces and replaces != endpoint.name:
                 store.delete_endpoint(conn, replaces)
             store.save_endpoint(conn, endpoint.name, url, endpoint.api, key_env)
@@ -279,6 +329,15 @@ def save_endpoint(
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def _listed_message(url: str, other: Endpoint) -> str:
+    """'http://127.0.0.1:8000 is already listed as 'sandbox: vllm' (…/v1); use that entry…'."""
+    where = "" if normalize_url(other.url) == url else f" ({redact_url(other.url)})"
+    return (
+        f"{redact_url(url)} is already listed as {other.name!r}{where};"
+        " use that entry, or give another URL."
+    )
 
 
 def remove_endpoint(name: str, db: str | os.PathLike[str] | None = None) -> bool:

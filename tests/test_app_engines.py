@@ -363,3 +363,44 @@ def test_pull_without_the_registry_says_what_to_do(env):
     )
     assert message.endswith(OfflineOllama.REASON) and "\n" not in message
     assert not at.success  # nothing claims the model arrived
+
+
+@pytest.fixture
+def sandbox_engine(env):
+    """The sandbox's vLLM, at a port where nothing answers (the probe fails fast)."""
+    import sandbox
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    env.delenv("SERVESCOPE_SANDBOX")
+    env.setattr(
+        sandbox, "status", lambda: {"engines": [{"name": "vllm", "kind": "vllm", "base_url": url}]}
+    )
+    return url
+
+
+def test_adding_an_endpoint_at_the_sandbox_url_is_refused(sandbox_engine):
+    """The saved entry silently hid the sandbox's, and the page said 'Added'."""
+    at = run_page()
+    here = sandbox_engine.removesuffix("/v1").replace("127.0.0.1", "localhost")
+    fill_add_form(at, "my vllm", here)
+    assert not at.exception
+    assert not at.success
+    [error] = at.error[-1:]
+    assert unescape(error.value) == (
+        f"{here} is already listed as 'sandbox: vllm' ({sandbox_engine}); use that entry,"
+        " or give another URL."
+    )
+    assert saved_rows(os.environ["SERVESCOPE_DB"]) == []
+    assert [unescape(x.label).split(" — ")[0] for x in at.expander] == ["sandbox: vllm"]
+
+
+def test_an_old_saved_entry_hiding_the_sandbox_is_named(sandbox_engine):
+    with store.opened(os.environ["SERVESCOPE_DB"]) as conn:
+        store.save_endpoint(conn, "old vllm", sandbox_engine, "openai", None)
+    at = run_page()
+    assert not at.exception
+    assert any(
+        unescape(w.value).startswith("'old vllm' (")
+        and "hides 'sandbox: vllm'" in unescape(w.value)
+        for w in at.warning
+    ), [w.value for w in at.warning]

@@ -566,3 +566,59 @@ def test_pull_without_the_registry_gives_the_hint():
         variants.pull_model(server.url, "qwen2.5:0.5b")
     message = str(info.value)
     assert REGISTRY_HINT in message and "no such host" in message and "\n" not in message
+
+
+# --- one server, one entry ------------------------------------------------------------------
+
+
+@pytest.fixture
+def sandbox_vllm(monkeypatch):
+    """The sandbox's vLLM running on the default vLLM port."""
+    monkeypatch.delenv("SERVESCOPE_SANDBOX", raising=False)
+    monkeypatch.setenv(ep.OLLAMA_URL_ENV, "")
+    monkeypatch.setenv(ep.VLLM_URL_ENV, "")
+    fake = types.ModuleType("sandbox")
+    fake.status = lambda: {  # type: ignore[attr-defined]
+        "engines": [{"name": "vllm", "kind": "vllm", "base_url": "http://127.0.0.1:8000/v1"}]
+    }
+    monkeypatch.setitem(sys.modules, "sandbox", fake)
+
+
+def test_save_refuses_a_url_already_listed(db, sandbox_vllm):
+    """A saved endpoint at the sandbox's URL silently hid the sandbox's entry."""
+    with pytest.raises(ValueError) as info:
+        ep.save_endpoint(Endpoint("mine", "http://localhost:8000/", "openai"))
+    assert str(info.value) == (
+        "http://localhost:8000 is already listed as 'sandbox: vllm' (http://127.0.0.1:8000/v1);"
+        " use that entry, or give another URL."
+    )
+    assert ep.saved_endpoints() == []
+    # Two saved entries for one server: the second would hide too.
+    ep.save_endpoint(Endpoint("a", "http://h1:8000/v1", "openai"))
+    with pytest.raises(ValueError) as info:
+        ep.save_endpoint(Endpoint("b", "http://H1:8000", None))
+    assert str(info.value).startswith("http://h1:8000 is already listed as 'a' ")
+    ep.save_endpoint(Endpoint("a", "http://h1:8000/v1", None, "K"), replaces="a")  # itself
+    assert [(e.name, e.api_key_env) for e in ep.saved_endpoints()] == [("a", "K")]
+
+
+def test_hidden_endpoints_say_which_hides_which(db, sandbox_vllm):
+    """A store saved before the refusal existed: the page must say who hides whom."""
+    from lib import store
+
+    with store.opened() as conn:
+        store.save_endpoint(conn, "old vllm", "http://localhost:8000", "openai", None)
+    assert [e.name for e in ep.configured_endpoints()] == ["old vllm"]
+    [(hidden, by)] = ep.hidden_endpoints()
+    assert (hidden.name, by.name) == ("sandbox: vllm", "old vllm")
+    assert ep.hidden_line(hidden, by) == (
+        "'old vllm' (http://localhost:8000) hides 'sandbox: vllm' (http://127.0.0.1:8000/v1):"
+        " both are the same server. Remove 'old vllm' or change its URL to list both."
+    )
+
+
+def test_a_default_replaced_by_design_is_not_reported(db, monkeypatch, no_sandbox):
+    monkeypatch.setenv(ep.VLLM_URL_ENV, "http://127.0.0.1:8000/v1")
+    ep.save_endpoint(Endpoint("my vllm", "http://localhost:8000", "openai", "KEY"))
+    assert [e.name for e in ep.configured_endpoints()][-1] == "my vllm"
+    assert ep.hidden_endpoints() == []
