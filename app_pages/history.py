@@ -34,8 +34,9 @@ if not runs:
 by_id = {run["run_id"]: run for run in runs}
 figures = {run["run_id"]: levels(run["run_id"], DB, run["stamp"]) for run in runs}
 table = history.history_frame(runs, figures)
+status_of = dict(zip(table["run_id"], table["status"], strict=True))
 st.dataframe(
-    table,
+    table.style.map(history.status_style, subset=["status"]),
     hide_index=True,
     column_order=history.SHOWN_COLUMNS,
     column_config={
@@ -65,7 +66,7 @@ st.session_state[PICK] = [r for r in st.session_state.get(PICK, []) if r in by_i
 picked = st.multiselect(
     "Runs",
     ids,
-    format_func=lambda r: f"{history.run_title(by_id[r])} · {by_id[r]['status']} · {r}",
+    format_func=lambda r: f"{history.run_title(by_id[r])} · {status_of[r]} · {r}",
     key=PICK,
     placeholder="Pick one run to open, relabel or delete it; two or more to compare them",
 )

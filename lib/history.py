@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from lib import frames, store
+from lib import frames, outcome, store
 from lib.jobs import ACTIVE, process_alive
 
 MAX_LABEL_LEN = 200
@@ -161,6 +161,29 @@ def _created(run: Mapping[str, Any]) -> datetime | None:
 # --- the runs table --------------------------------------------------------------------
 
 
+# Status cells in the colours of the run header's badges: a failure shows in the list.
+_STATUS_CSS = {
+    outcome.FAILED: "color: #c62828; font-weight: 600",
+    outcome.PARTIAL: "color: #b26a00; font-weight: 600",
+}
+
+
+def status_style(status: Any) -> str:
+    """CSS for a status cell of the runs table (pandas Styler.map)."""
+    return _STATUS_CSS.get(str(status), "")
+
+
+def _judged_status(status: str | None, levels: pd.DataFrame) -> str | None:
+    """The stored status, except that a run stored as "completed" before outcomes were
+    judged says now what its levels' requests did (a dead engine is not a success)."""
+    if status != outcome.COMPLETED or levels.empty:
+        return status
+    return outcome.combined_status(
+        outcome.level_status(int(ok), int(bad))
+        for ok, bad in zip(levels["completed"], levels["failed"], strict=True)
+    )
+
+
 def history_frame(
     runs: Sequence[Mapping[str, Any]], levels: Mapping[str, pd.DataFrame]
 ) -> pd.DataFrame:
@@ -180,7 +203,7 @@ def history_frame(
             "run_id": run["run_id"],
             "label": run.get("label") or "",
             "created": _created(run),
-            "status": run.get("status"),
+            "status": _judged_status(run.get("status"), lv),
             "lanes": ", ".join(names),
             "models": ", ".join(models),
             "levels": ", ".join(str(c) for c in config.get("concurrency") or []),

@@ -345,3 +345,19 @@ def test_page_inside_the_app_links_to_results(two_runs, monkeypatch):
     assert not at.exception
     links = [(x.proto.page, x.proto.query_string) for x in at.get("page_link")]
     assert ("results", "run=run-a") in links
+
+
+def test_page_says_which_runs_failed(two_runs):
+    """A run whose lane's every request failed is not listed as "completed", whether the
+    runner judged it (new runs) or it was stored before outcomes were judged."""
+    with store.opened(two_runs) as conn:
+        conn.execute(
+            "UPDATE requests SET error = 'timed out after 60 s', ttft_ms = NULL,"
+            " e2el_ms = NULL, output_tokens = NULL WHERE run_id = 'run-a' AND lane_idx = 1"
+        )
+    at = run_page()
+    assert not at.exception
+    table = at.dataframe[0].value
+    status = dict(zip(table["run_id"], table["status"], strict=True))
+    assert status == {"run-a": "completed with failures", "run-b": "completed"}
+    assert "before · completed with failures · run-a" in at.multiselect(key="history_pick").options
