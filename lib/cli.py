@@ -253,7 +253,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     print(f"run {run_id} ({document['status']})")
     print(results.format_table(results.summary_rows(document)))
+    _print_failures(document)
     return code
+
+
+def _print_failures(document: dict[str, Any]) -> None:
+    """Below the table: why levels failed, and where a failing sandbox engine logs."""
+    for line in document.get("failures") or []:
+        print(f"failed: {line}")
+    names = [lane["name"] for lane in document["lanes"]]
+    for key, report in (document["environment"].get("engine_logs") or {}).items():
+        li = int(key)
+        lane = names[li] if 0 <= li < len(names) else f"lane {li}"
+        alive = "still answers" if report.get("ready") else "no longer answers"
+        print(f"{lane}: sandbox engine {report.get('name')} {alive}; log {report.get('log')}")
+        for tail in (report.get("tail") or [])[-5:]:
+            print(f"  | {tail}")
 
 
 def _fail_precreated_run(args: argparse.Namespace, reason: str) -> None:

@@ -104,9 +104,12 @@ def test_every_fault_is_recorded_and_the_run_goes_on(tmp_path, capsys, servers):
         argv += ["--lane", engine, url, model]
 
     code = cli.main(argv)
-    _, err = capsys.readouterr()
+    out, err = capsys.readouterr()
 
     assert code == 1  # some requests failed; everything was still written
+    # Below the table, one line per failed level with its reason.
+    failed_lines = [line for line in out.splitlines() if line.startswith("failed: ")]
+    assert len(failed_lines) == (len(lanes) - 3) * 2, out
     doc = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert doc["status"] == "completed with failures"
     assert len(doc["lanes"]) == len(lanes)
