@@ -260,7 +260,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_failures(document: dict[str, Any]) -> None:
     """Below the table: why levels failed, and where a failing sandbox engine logs."""
     for line in document.get("failures") or []:
-        print(f"failed: {line}")
+        print(f"failures: {line}")
     names = [lane["name"] for lane in document["lanes"]]
     for key, report in (document["environment"].get("engine_logs") or {}).items():
         li = int(key)

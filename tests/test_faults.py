@@ -108,7 +108,7 @@ def test_every_fault_is_recorded_and_the_run_goes_on(tmp_path, capsys, servers):
 
     assert code == 1  # some requests failed; everything was still written
     # Below the table, one line per failed level with its reason.
-    failed_lines = [line for line in out.splitlines() if line.startswith("failed: ")]
+    failed_lines = [line for line in out.splitlines() if line.startswith("failures: ")]
     assert len(failed_lines) == (len(lanes) - 3) * 2, out
     doc = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert doc["status"] == "completed with failures"
