@@ -52,7 +52,13 @@ h3 { font-size: 16px; margin: 18px 0 6px; }
 .meta { color: var(--muted); margin: 0 0 2px; }
 .status { display: inline-block; padding: 0 8px; border-radius: 10px; background: var(--soft);
   border: 1px solid var(--line); font-size: 13px; }
-.status.failed, .status.cancelled { background: #fdecea; border-color: #f5c2bd; }
+.status.ok { background: #e6f4ea; border-color: #b7dfc1; }
+.status.partial { background: #fff4e5; border-color: #f0b46a; color: #8a4b00; font-weight: 600; }
+.status.failed, .status.cancelled { background: #fdecea; border-color: #f5c2bd; color: #b3261e;
+  font-weight: 600; }
+ul.failures { color: #b3261e; margin: 6px 0 10px; padding-left: 22px; }
+pre.log { background: var(--soft); border: 1px solid var(--line); padding: 8px 12px;
+  max-height: 420px; overflow: auto; }
 table { border-collapse: collapse; margin: 6px 0 10px; font-size: 14px; }
 th, td { border-bottom: 1px solid var(--line); padding: 5px 10px; text-align: left;
   vertical-align: top; }
@@ -122,6 +128,7 @@ def render_html(view: RunView, concurrency: int | None = None) -> str:
     body = "".join(
         [
             sections.header(view),
+            sections.failures_section(view),
             sections.headline(view, c),
             sections.summary_section(view),
             sections.charts_section(sections.figures(view)),

@@ -28,6 +28,7 @@ from lib.report_facts import (
     fmt,
     hardware_summary,
     lane_kpis,
+    level_trouble,
     load_view,
     resolve_concurrency,
     run_date,
@@ -124,6 +125,32 @@ h1 { font-size: 40px; line-height: 1.15; white-space: nowrap; overflow: hidden;
 .bad { color: #b3261e; }
 .problem { font-size: 26px; color: #b3261e; padding: 24px; background: #fdecea; border-radius: 12px;
   width: 100%; }
+.banner { margin-top: 10px; font-size: 21px; font-weight: 700; color: #b3261e; background: #fdecea;
+  border-radius: 8px; padding: 5px 14px; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+.lane > * { flex-shrink: 0; }
+.troubled .lanes { height: 380px; margin-top: 12px; } .troubled .bottom { height: 262px; }
+.troubled .kpis { margin-top: 10px; gap: 10px 16px; } .troubled .v { font-size: 44px; }
+.troubled.n3 .v { font-size: 38px; } .troubled.n4 .v { font-size: 30px; }
+.best.warn { background: #b3261e; display: block; width: fit-content; max-width: 100%;
+  margin: 3px 0 0; font-size: 14px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
+  vertical-align: 0; }
+.t { font-size: 17px; color: #b3261e; font-weight: 700; margin-top: 8px; display: -webkit-box;
+  -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; }
+table.lv { border-collapse: collapse; margin-top: 10px; width: 100%; font-size: 20px;
+  font-variant-numeric: tabular-nums; table-layout: fixed; }
+.lv th { font-size: 14px; color: #57606a; font-weight: 600; text-align: right; padding: 0 6px 2px;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.lv td { text-align: right; padding: 2px 6px; border-top: 1px solid #d0d7de; white-space: nowrap;
+  overflow: hidden; text-overflow: ellipsis; }
+.lv th:first-child, .lv td:first-child { text-align: left; width: 17%; }
+.lv td.x { color: #b3261e; font-weight: 700; text-align: left; }
+.lv .star { color: var(--c); font-size: 15px; margin-left: 3px; }
+.lv .star.warn { color: #b3261e; }
+.lv.many { font-size: 16px; } .lv.many td { padding: 1px 6px; }
+.n3 table.lv { font-size: 17px; } .n4 table.lv { font-size: 15px; } .n4 .lv th { font-size: 12px; }
+.mem { font-size: 16px; color: #57606a; margin-top: 6px; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
 .foot { position: absolute; left: 44px; right: 44px; bottom: 12px; font-size: 14px; color: #6e7781;
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 """
@@ -132,100 +159,224 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src d
 
 
 def card_html(view: RunView, concurrency: int | None = None) -> str:
-    """The card page for a loaded run at one concurrency level (default: the highest
-    level every lane measured). Raises ConcurrencyError for a level the run lacks."""
-    concurrency = resolve_concurrency(view.doc, concurrency)
-    kpis = lane_kpis(view, concurrency)
+    """The card page for a loaded run: every level of each lane (default), or the one
+    level asked for (ConcurrencyError for a level the run lacks). Either way each lane
+    states its failed levels and unusable answers, and a run that did not complete says
+    so at the top with its reason."""
+    picked = resolve_concurrency(view.doc, concurrency) if concurrency is not None else None
+    kpis = lane_kpis(view, picked)
     shown, hidden = kpis[:MAX_LANES], len(kpis) - MAX_LANES
     settings = view.doc["settings"]
+    ran = sorted({lv["concurrency"] for lane in view.doc["lanes"] for lv in lane["levels"]})
+    if picked is not None:
+        levels_text = f"concurrency {picked}"
+    elif ran:
+        levels_text = "concurrency " + ", ".join(map(str, ran))
+    else:
+        levels_text = "no level ran"
     when = [
         f"<b>{_e(run_date(view.doc))}</b>",
         _e(hardware_summary(view.doc.get("environment") or {})),
         _e(
-            (f"concurrency {concurrency}" if concurrency is not None else "no level ran")
-            + f" · {settings.get('requests')} requests per level · "
+            levels_text + f" · {settings.get('requests')} requests per level · "
             f"max {settings.get('max_tokens')} tokens · temp. {settings.get('temperature')}"
         ),
     ]
     more = f" · {hidden} more lanes in the report" if hidden > 0 else ""
-    # A run that did not complete says so at the top; with no lane, its error fills the card.
+    # A run that did not complete says so at the top, with its reason, in red: a retro
+    # screenshot must not read as a clean run. With no lane, its error fills the card.
     state = view.doc["status"]
-    status = f' · <span class="bad">{_e(state)}</span>' if state != "completed" else ""
-    problem = (
-        f'<div class="problem">The run {_e(state)}: '
-        f"{_e(truncate(scrub_urls(view.doc.get('error') or 'no lane was measured'), 300))}</div>"
+    troubled = state != "completed"
+    status = f' · <span class="bad">{_e(state)}</span>' if troubled else ""
+    reason = truncate(scrub_urls(view.doc.get("error") or "no lane was measured"), 300)
+    banner = (
+        f'<div class="banner">⚠ Run {_e(state)}: {_e(reason)}</div>' if troubled and shown else ""
     )
+    problem = f'<div class="problem">The run {_e(state)}: {_e(reason)}</div>'
+    box = _lane_box if picked is not None else _lane_table
+    if picked is not None:
+        legend = (
+            " · best = top of the lanes; ⚑ beside it: that lane failed or its answers are flagged"
+        )
+    else:
+        legend = (
+            " · ★ top output throughput at that level (⚑ instead: top, but that lane failed "
+            "somewhere or its answers are flagged)"
+        )
     body = (
         f'<div class="top"><div><div class="brand">servescope · benchmark card{status}</div>'
         f"<h1>{_e(truncate(run_title(view.doc), 60))}</h1></div>"
         f'<div class="when">{"".join(f"<div>{w}</div>" for w in when)}</div></div>'
-        f'<div class="lanes">{"".join(_lane_box(k, shown) for k in shown) or problem}</div>'
+        f"{banner}"
+        f'<div class="lanes">{"".join(box(k, shown) for k in shown) or problem}</div>'
         '<div class="bottom"><div class="chart"><h2>Output throughput vs concurrency (tok/s)</h2>'
-        f"{throughput_svg(view, concurrency)}</div>"
-        f'<div class="pair">{_pair_html(view, concurrency)}</div></div>'
-        f'<div class="foot">run {_e(view.doc["run_id"])}{_e(more)} · TTFT = time to first '
-        "token · tokens/s = one request's output tokens ÷ its E2E latency · output throughput = "
-        "all output tokens of the level ÷ its duration · warm-ups left out</div>"
+        f"{throughput_svg(view, picked, height=232 if banner else 270)}</div>"
+        f'<div class="pair">{_pair_html(view, picked)}</div></div>'
+        f'<div class="foot">run {_e(view.doc["run_id"])}{_e(more)}{_e(legend if shown else "")} · '
+        "TTFT = time to first token · tokens/s = one request's output tokens ÷ its E2E "
+        "latency · output throughput = all output tokens of the level ÷ its duration · "
+        "warm-ups left out</div>"
     )
+    classes = f"n{len(shown)}" + (" troubled" if banner else "")
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        f'<style>{_CSS}</style></head><body class="n{len(shown)}">{body}</body></html>'
+        f'<style>{_CSS}</style></head><body class="{classes}">{body}</body></html>'
     )
 
 
-def _best(kpis: Sequence[Mapping[str, Any]], key: str, higher: bool) -> str | None:
-    values = [(k[key], k["name"]) for k in kpis if k[key] is not None]
+def _winner(values: Sequence[tuple[Any, str]], higher: bool) -> str | None:
+    """The name with the best value, when at least two lanes differ; else None."""
+    values = [(v, name) for v, name in values if v is not None]
     if len(values) < 2 or len({v for v, _ in values}) < 2:
         return None
     return (max if higher else min)(values)[1]
 
 
-def _lane_box(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str:
+def _best(kpis: Sequence[Mapping[str, Any]], key: str, higher: bool) -> str | None:
+    return _winner([(k[key], k["name"]) for k in kpis], higher)
+
+
+def _best_badge(k: Mapping[str, Any]) -> str:
+    """The badge for the lane on top of one figure. A lane that failed somewhere or whose
+    answers are flagged (k["caveats"]) never gets a bare "best": the badge itself carries
+    its first caveat in red ("best, but ⚑ 4/4 answers drifted to Chinese"). Withholding
+    it would either crown a slower lane or leave a gap a reader cannot explain; a badge
+    that says both things is what a cropped screenshot still reads honestly."""
+    caveats = k["caveats"]
+    if not caveats:
+        return '<span class="best">best</span>'
+    more = f" (+{len(caveats) - 1})" if len(caveats) > 1 else ""
+    return f'<span class="best warn">best, but ⚑ {_e(caveats[0])}{_e(more)}</span>'
+
+
+def _lane_head(k: Mapping[str, Any]) -> str:
     engine = ENGINE_NAMES.get(k["engine"], k["engine"] or "engine")
     version = f" {k['version']}" if k["version"] else ""
     quant = " · ".join(
         str(x) for x in (k["quantization"] or "quantization unknown", k["parameter_size"]) if x
     )
+    return (
+        f'<div class="engine">{_e(engine + version)}</div>'
+        f'<div class="model">{_e(k["model"])}</div><div class="quant">{_e(quant)}</div>'
+    )
+
+
+def _memory_text(k: Mapping[str, Any]) -> tuple[str, str, str]:
+    mem = k["peak_memory_bytes"]
+    value = fmt(mem / 2**30, 1) if mem is not None else "–"
+    unit = "GiB" if mem is not None else "no telemetry"
+    return value, unit, MEMORY_LABELS.get(k["memory_source"], "peak memory")
+
+
+def _lane_box(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str:
+    """A lane at the one level the user picked: four big figures, then every failed
+    level of the lane (not only the picked one) and its answer checks."""
 
     def kpi(key: str, digits: int, unit: str, label: str, higher: bool) -> str:
         value = k[key]
-        best = '<span class="best">best</span>' if _best(lanes, key, higher) == k["name"] else ""
+        best = _best_badge(k) if _best(lanes, key, higher) == k["name"] else ""
         shown = fmt(value, digits) if value is not None else "–"
+        badge, below = (best, "") if not k["caveats"] else ("", best)
         return (
-            f'<div><div class="v">{_e(shown)}<small>{_e(unit)}</small>{best}</div>'
-            f'<div class="k">{_e(label)}</div></div>'
+            f'<div><div class="v">{_e(shown)}<small>{_e(unit)}</small>{badge}</div>'
+            f'<div class="k">{_e(label)}</div>{below}</div>'
         )
 
-    mem = k["peak_memory_bytes"]
-    mem_label = MEMORY_LABELS.get(k["memory_source"], "peak memory")
+    value, unit, mem_label = _memory_text(k)
     kpis = (
         kpi("ttft_p50_ms", 0 if (k["ttft_p50_ms"] or 0) >= 10 else 1, "ms", "TTFT p50", False)
         + kpi("tok_per_s_p50", 1, "tok/s", "tokens/s p50", True)
         + kpi("out_tok_per_s", 0, "tok/s", "output throughput", True)
         + (
-            f'<div><div class="v">{_e(fmt(mem / 2**30, 1) if mem is not None else "–")}'
-            f"<small>{'GiB' if mem is not None else 'no telemetry'}</small></div>"
+            f'<div><div class="v">{_e(value)}<small>{_e(unit)}</small></div>'
             f'<div class="k">{_e(mem_label)}</div></div>'
         )
     )
     return (
-        f'<div class="lane" style="--c:{_e(k["color"])}">'
-        f'<div class="engine">{_e(engine + version)}</div>'
-        f'<div class="model">{_e(k["model"])}</div><div class="quant">{_e(quant)}</div>'
-        f'<div class="kpis">{kpis}</div>{_quality_line(k)}</div>'
+        f'<div class="lane" style="--c:{_e(k["color"])}">{_lane_head(k)}'
+        f'<div class="kpis">{kpis}</div>{_troubles_line(k)}{_quality_line(k)}</div>'
     )
 
 
+def _lane_table(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str:
+    """A lane over every level it ran: a row per level (a failed level reads as its
+    reason, in red), the highest output throughput of each level starred."""
+    winners: dict[int, str | None] = {}
+    for c in {lv["concurrency"] for lane in lanes for lv in lane["levels"]}:
+        values = [
+            (lv["out_tok_per_s"], lane["name"])
+            for lane in lanes
+            for lv in lane["levels"]
+            if lv["concurrency"] == c
+        ]
+        winners[c] = _winner(values, higher=True)
+    rows = []
+    for lv in k["levels"]:
+        c = lv["concurrency"]
+        if lv["status"] == "failed" or not lv["completed"]:
+            why = level_trouble(lv) or f"c={c}: no answer"
+            rows.append(
+                f'<tr><td>{_e(c)}</td><td class="x" colspan="3">✗ '
+                f"{_e(why.split(': ', 1)[-1])}</td></tr>"
+            )
+            continue
+        star = ""
+        if winners.get(c) == k["name"]:
+            # ★ for a clean lane; a flagged lane on top gets ⚑, its reasons in the box.
+            cls, sym = ("star warn", "⚑") if k["caveats"] else ("star", "★")
+            star = f'<span class="{cls}">{sym}</span>'
+        ttft = lv["ttft_p50_ms"]
+        digits = 0 if (ttft or 0) >= 10 else 1
+        failed = lv["failed"] or 0
+        mark = f' <span class="bad">✗{failed}</span>' if failed else ""
+        rows.append(
+            f"<tr><td>{_e(c)}{mark}</td><td>{_e(fmt(ttft, digits))}</td>"
+            f"<td>{_e(fmt(lv['tok_per_s_p50'], 1))}</td>"
+            f"<td>{_e(fmt(lv['out_tok_per_s'], 0))}{star}</td></tr>"
+        )
+    many = " many" if len(rows) > 5 else ""
+    table = (
+        f'<table class="lv{many}"><tr><th>c</th><th>TTFT p50 ms</th><th>tokens/s p50</th>'
+        f"<th>output tok/s</th></tr>{''.join(rows)}</table>"
+    )
+    value, unit, mem_label = _memory_text(k)
+    mem = f'<div class="mem">{_e(mem_label)}: {_e(value)} {_e(unit)}</div>'
+    partial = [t for t in k["troubles"] if not _failed_row(t, k)]
+    return (
+        f'<div class="lane" style="--c:{_e(k["color"])}">{_lane_head(k)}{table}{mem}'
+        f"{_troubles_line(k, partial)}{_quality_line(k)}</div>"
+    )
+
+
+def _failed_row(trouble: str, k: Mapping[str, Any]) -> bool:
+    """Whether a trouble line is already a red row of the lane's table."""
+    for lv in k["levels"]:
+        if (lv["status"] == "failed" or not lv["completed"]) and trouble.startswith(
+            f"c={lv['concurrency']}: "
+        ):
+            return True
+    return False
+
+
+def _troubles_line(k: Mapping[str, Any], troubles: Sequence[str] | None = None) -> str:
+    troubles = k["troubles"] if troubles is None else troubles
+    if not troubles:
+        return ""
+    return f'<div class="t">✗ {_e(" · ".join(troubles))}</div>'
+
+
 def _quality_line(k: Mapping[str, Any]) -> str:
-    failed = k["failed"] or 0
-    bits = [f"{failed} of {failed + (k['completed'] or 0)} failed"] if failed else []
+    failed = sum(lv["failed"] or 0 for lv in k["levels"])
+    done = sum(lv["completed"] or 0 for lv in k["levels"])
+    bits = [f"{failed} of {failed + done} requests failed"] if failed else []
     if k["checked"]:
-        bits.append(k["language"] or "")
+        drift = k["language"] or ""
+        bits.append(drift.replace(" drifted", " answers drifted", 1) if k["drifted"] else drift)
         bits += [f"{n} {code.replace('_', ' ')}" for code, n in k["flags"].items()]
     else:
         bits.append("no answer checks")
-    warn = " warn" if k["drifted"] or failed else ""
+    warn = " warn" if k["caveats"] else ""
     return f'<div class="q{warn}">⚑ {_e(" · ".join(bits))}</div>'
 
 
@@ -259,18 +410,25 @@ def throughput_svg(
     view: RunView, concurrency: int | None, width: int = 690, height: int = 270
 ) -> str:
     """Output throughput vs concurrency per lane as inline SVG (the card runs no JS)."""
-    series = []
+    series, failed = [], []
     for lane in view.doc["lanes"][:MAX_LANES]:
         pts = [
             (lv["concurrency"], lv["output_throughput"])
             for lv in lane["levels"]
-            if lv.get("output_throughput") is not None
+            if lv.get("output_throughput") is not None and lv.get("completed")
         ]
         series.append((view.colors[lane["name"]], sorted(pts)))
-    xs = sorted({x for _, pts in series for x, _ in pts})
+        # A level with no throughput because its requests failed is a red cross on the
+        # axis, not a silent gap in the line.
+        failed += [
+            (view.colors[lane["name"]], lv["concurrency"])
+            for lv in lane["levels"]
+            if not lv.get("completed") and (lv.get("failed") or 0)
+        ]
+    xs = sorted({x for _, pts in series for x, _ in pts} | {x for _, x in failed})
     if not xs:
         return f'<svg width="{width}" height="{height}"><text x="20" y="40">no data</text></svg>'
-    top = max(y for _, pts in series for _, y in pts) or 1.0
+    top = max((y for _, pts in series for _, y in pts), default=0.0) or 1.0
     step = _nice_step(top / 4)
     ymax = step * math.ceil(top / step)
     digits = max(0, -math.floor(math.log10(step)))  # 0.5 steps need one digit
@@ -320,6 +478,16 @@ def throughput_svg(
         )
         for x, y in pts:
             parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" fill="{_e(color)}"/>')
+    for color, x in failed:
+        parts.append(
+            f'<text x="{sx(x):.1f}" y="{sy(0) + 7:.1f}" text-anchor="middle" font-size="26" '
+            f'font-weight="700" fill="{_e(color)}">✗</text>'
+        )
+    if failed:
+        parts.append(
+            f'<text x="{width - right}" y="{upper - 8}" text-anchor="end" fill="#b3261e" '
+            'font-weight="700">✗ = level failed</text>'
+        )
     parts.append(
         f'<text x="{(left + width - right) / 2:.0f}" y="{height - 4}" text-anchor="middle">'
         "concurrency (requests in flight)</text></svg>"

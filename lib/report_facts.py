@@ -271,9 +271,91 @@ def default_concurrency(doc: Mapping[str, Any]) -> int | None:
     return max(pool) if pool else None
 
 
+# Answer flags that make an answer unusable as asked: a lane whose answers carry them is
+# never called "best" on speed without them beside it. "truncated" is left out on purpose:
+# a throughput benchmark stops every answer at max tokens by design (JSON cut off that
+# way already reads json_invalid), and "reasoning_leak" is shown but is still an answer.
+UNUSABLE_FLAGS = (
+    "lang_drift",
+    "json_invalid",
+    "json_missing_keys",
+    "json_empty_value",
+    "empty",
+    "repetition",
+)
+FLAG_WORDS = {
+    "json_invalid": "invalid JSON",
+    "json_missing_keys": "JSON missing keys",
+    "json_empty_value": "JSON with empty values",
+    "empty": "empty",
+    "repetition": "looping",
+}
+TROUBLED_LEVELS = ("completed with failures", "failed", "cancelled")  # lib/outcome.py's
+
+
+def level_figures(level: Mapping[str, Any]) -> dict[str, Any]:
+    """One level's headline figures and outcome, flat (the card's table rows)."""
+    return {
+        "concurrency": level["concurrency"],
+        "status": level.get("status"),
+        "error": level.get("error"),
+        "completed": level.get("completed"),
+        "failed": level.get("failed"),
+        "ttft_p50_ms": (level.get("ttft_ms") or {}).get("p50"),
+        "tok_per_s_p50": (level.get("tokens_per_s") or {}).get("p50"),
+        "out_tok_per_s": level.get("output_throughput"),
+    }
+
+
+def level_trouble(level: Mapping[str, Any]) -> str | None:
+    """'c=4: 4 of 4 failed: timed out after 60 s' for a level that did not complete
+    cleanly (URLs cut as in scrub_urls); None for a clean one."""
+    status = level.get("status")
+    failed = level.get("failed") or 0
+    if status not in TROUBLED_LEVELS and not failed:
+        return None
+    why = level.get("error")
+    if not why:
+        total = failed + (level.get("completed") or 0)
+        why = f"{failed} of {total} failed" if failed else str(status)
+    if status == "cancelled":
+        why = f"cancelled ({why})" if why != "cancelled" else why
+    return f"c={level['concurrency']}: {scrub_urls(str(why))}"
+
+
+def lane_troubles(lane: Mapping[str, Any]) -> list[str]:
+    """Every troubled level of a lane, and a failed warm-up, one line each."""
+    out = [t for lv in lane.get("levels", []) if (t := level_trouble(lv))]
+    warm = lane.get("warmup_status") or {}
+    if warm.get("status") in TROUBLED_LEVELS:
+        why = warm.get("error") or warm["status"]
+        out.append(f"warm-up: {scrub_urls(str(why))}")
+    return out
+
+
+def quality_caveats(checks: list[dict[str, Any]]) -> list[str]:
+    """'4/4 answers drifted to Chinese', '2/4 answers invalid JSON': the unusable-answer
+    flags of a lane, for anything that ranks it."""
+    from lib import quality
+
+    if not checks:
+        return []
+    n = len(checks)
+    flags = quality.summarize_flags(checks)
+    out = []
+    if flags.get("lang_drift"):
+        out.append(quality.drift_summary(checks).replace(" drifted", " answers drifted", 1))
+    for code in UNUSABLE_FLAGS[1:]:
+        if flags.get(code):
+            out.append(f"{flags[code]}/{n} answers {FLAG_WORDS[code]}")
+    return out
+
+
 def lane_kpis(view: RunView, concurrency: int | None) -> list[dict[str, Any]]:
-    """Per lane, what the card shows: who it is, its level's headline figures, peak
-    memory, and its answer checks over the whole run."""
+    """Per lane, what the card shows: who it is, its level's headline figures, every
+    level's figures and outcome, peak memory, its answer checks over the whole run, and
+    `caveats`: what must stand beside any "best" given to it (its failed levels and
+    unusable answers; empty for a clean lane)."""
     from lib import quality  # another area's module, imported where used (as frames does)
 
     out = []
@@ -283,6 +365,7 @@ def lane_kpis(view: RunView, concurrency: int | None) -> list[dict[str, Any]]:
         peak, label = peak_memory(view, idx, concurrency)
         checks = [r["quality"] for lv in lane["levels"] for r in lv["requests"] if r.get("quality")]
         flags = quality.summarize_flags(checks) if checks else {}
+        troubles = lane_troubles(lane)
         out.append(
             {
                 "name": lane["name"],
@@ -303,6 +386,10 @@ def lane_kpis(view: RunView, concurrency: int | None) -> list[dict[str, Any]]:
                 "language": quality.drift_summary(checks) if checks else None,
                 "flags": {code: n for code, n in flags.items() if n and code != "lang_drift"},
                 "drifted": flags.get("lang_drift", 0),
+                "status": lane.get("status"),
+                "levels": [level_figures(lv) for lv in lane.get("levels", [])],
+                "troubles": troubles,
+                "caveats": [*troubles, *quality_caveats(checks)],
             }
         )
     return out

@@ -83,20 +83,68 @@ def _table(
     return f'<div class="wide"><table><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
+# The run's and levels' outcomes (lib/outcome.py's words) as CSS classes: a run with failed
+# levels must never wear the neutral badge of a clean one.
+STATUS_CLASSES = {
+    "completed": "ok",
+    "completed with failures": "partial",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def status_badge(status: str) -> str:
+    """The status in a coloured badge (green, amber, red)."""
+    cls = STATUS_CLASSES.get(status, "other")
+    return f'<span class="status {cls}">{_e(status)}</span>'
+
+
 def header(view: RunView) -> str:
     doc = view.doc
-    status = _e(doc["status"])
     bits = [
-        f'<span class="status {status}">{status}</span>',
+        status_badge(doc["status"]),
         f"run {_e(doc['run_id'])}",
         _e(run_date(doc)),
         f"{len(doc['lanes'])} lanes",
     ]
     out = f"<h1>{_e(run_title(doc))}</h1><p class='meta'>{' · '.join(bits)}</p>"
     out += f"<p class='meta'>{_e(hardware_summary(doc.get('environment') or {}))}</p>"
-    if doc.get("error"):
-        out += f"<p class='error'>The run failed: {_e(scrub_urls(doc['error']))}</p>"
+    if doc.get("error") or doc["status"] != "completed":
+        why = scrub_urls(doc.get("error") or "no reason recorded")
+        out += f"<p class='error'>The run {_e(doc['status'])}: {_e(why)}</p>"
     return out
+
+
+def failures_section(view: RunView) -> str:
+    """Every troubled level and failed warm-up with its reason, and for each sandbox
+    engine whose requests failed: whether it still answers, its log and the log's tail."""
+    doc = view.doc
+    lines = [scrub_urls(line) for line in doc.get("failures") or []]
+    for lane in doc["lanes"]:
+        warm = lane.get("warmup_status") or {}
+        if warm.get("status") in ("failed", "completed with failures", "cancelled"):
+            why = f": {warm['error']}" if warm.get("error") else ""
+            lines.append(scrub_urls(f"warm-up {lane['name']}: {warm['status']}{why}"))
+    logs = (doc.get("environment") or {}).get("engine_logs") or {}
+    if not lines and not logs:
+        return ""
+    out = ["<h2>Failures</h2>"]
+    if lines:
+        out.append("<ul class='failures'>" + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
+    names = [lane["name"] for lane in doc["lanes"]]
+    for key, log in sorted(logs.items(), key=lambda kv: str(kv[0])):
+        li = int(key) if str(key).isdigit() else -1
+        lane = names[li] if 0 <= li < len(names) else f"lane {key}"
+        alive = "still answers" if log.get("ready") else "no longer answers"
+        tail = log.get("tail") or []
+        text = "\n".join(str(x) for x in tail) if isinstance(tail, list) else str(tail)
+        out.append(
+            f"<h3>{_e(lane)}: sandbox engine {_e(log.get('name') or '?')} {alive}</h3>"
+            f"<p class='note'>Last lines of its log, <code>{_e(log.get('log') or 'no log')}</code>"
+            ", read when the run ended:</p>"
+            f"<pre class='text log'>{_e(text or '(empty)')}</pre>"
+        )
+    return "".join(out)
 
 
 def headline(view: RunView, concurrency: int | None) -> str:
