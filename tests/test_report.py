@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from lib import cli, cli_reports, report, report_card, report_facts, results
+from lib import cli, cli_reports, report, report_card, report_facts, report_sections, results
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 
 EVIL_ANSWER = (
@@ -156,25 +157,82 @@ def test_html_names_no_network_resource(page):
     assert any(where == "text" and "http://evil.example/x" in text for where, text in tags.text)
 
 
-def test_html_inlines_plotly_and_allows_only_its_own_scripts(page):
+def unpack7(text: str) -> bytes:
+    """A packed data block's bytes: 7 bits a character, U+0100 + v for the three unsafe
+    ones, then gzip (written here again, apart from lib/report_sections.py's numpy one)."""
+    acc = bits = 0
+    out = bytearray()
+    for ch in text:
+        v = ord(ch)
+        v = v - 0x100 if v >= 0x100 else v
+        acc, bits = (acc << 7) | v, bits + 7
+        if bits >= 8:
+            bits -= 8
+            out.append((acc >> bits) & 255)
+            acc &= (1 << bits) - 1
+    return gzip.decompress(bytes(out))
+
+
+def packed(page: str) -> dict[str, str]:
+    """The page's packed blocks by id, as text."""
+    return {
+        attrs["id"]: text
+        for attrs, text in parse(page).scripts
+        if attrs.get("type") == report_sections.PACKED_TYPE
+    }
+
+
+def page_figures(page: str) -> list[dict[str, Any]]:
+    """The figures the page draws, as the runner hands them to Plotly."""
+    doc = json.loads(unpack7(packed(page)["fig-data"]))
+    for fig in doc["figures"]:
+        fig["layout"].setdefault("template", doc["template"])
+    return doc["figures"]
+
+
+def test_html_inlines_plotly_once_and_allows_only_its_own_scripts(page):
     from plotly.offline import get_plotlyjs
 
     tags = parse(page)
-    code = [text for attrs, text in tags.scripts if attrs.get("type") != "application/json"]
-    data = [
-        (attrs, text) for attrs, text in tags.scripts if attrs.get("type") == "application/json"
-    ]
+    code = [text for attrs, text in tags.scripts if "type" not in attrs]
+    blocks = packed(page)
     assert all("src" not in attrs for attrs, _ in tags.scripts)
-    assert len(code) == 2 and code[0] == get_plotlyjs()  # the bundle, byte for byte
-    assert len(data) == 7 and all(json.loads(text)["data"] is not None for _, text in data)
+    assert len(tags.scripts) == 3 and set(blocks) == {"plotly-js", "fig-data"}
+    bundle = unpack7(blocks["plotly-js"]).decode("utf-8")
+    assert bundle == get_plotlyjs()  # the bundle, byte for byte, once
+    assert page.count("plotly.js v") == 0  # ...and not a second time in the clear
+    for text in blocks.values():  # nothing the HTML parser would change or end early
+        assert not set(text) & {"<", "\r", "\0"}
+        assert all(ord(ch) < 0x80 or 0x100 <= ord(ch) < 0x180 for ch in text)
+    figures = page_figures(page)
+    assert len(figures) == 7 and all(fig["data"] is not None for fig in figures)
+    assert all(fig["layout"]["template"]["layout"] for fig in figures)
     csp = next(a["content"] for t, a in tags.tags if t == "meta" and a.get("http-equiv"))
     assert "default-src 'none'" in csp and "connect-src 'none'" in csp
     script_src = re.search(r"script-src ([^;]+);", csp).group(1).split()
     hashes = {
         "'sha256-" + base64.b64encode(hashlib.sha256(c.encode()).digest()).decode() + "'"
-        for c in code
+        for c in (*code, bundle)
     }
-    assert set(script_src) == hashes  # exactly our two scripts run; nothing inline else
+    assert len(code) == 1 and set(script_src) == hashes  # the runner and the bundle only
+
+
+def test_html_of_the_yardstick_run_is_under_2_mb_with_rounded_data(tmp_path):
+    """bench/report_render.py's synthetic run (2 lanes, 4 levels, 50 requests each): the
+    report was 4.7 MB with the bundle in the clear and the data as doubles."""
+    from bench.report_render import synthetic_run
+
+    db = tmp_path / "bench.db"
+    run_id = synthetic_run(db, 50)
+    page = report.html_bytes(db, run_id)
+    assert len(page) < 2 * 2**20
+    figures = page_figures(page.decode("utf-8"))
+    timeline = next(f for f in figures if "over time" in f["layout"]["title"]["text"])
+    e2el = [y for trace in timeline["data"] for y in trace["y"]]
+    assert len(e2el) == 400 and all(isinstance(y, int | float) for y in e2el)
+    assert all(round(y, 1) == y for y in e2el)  # ms to 0.1 (values in the thousands)
+    ttft = next(f for f in figures if f["layout"]["title"]["text"].startswith("Time to first"))
+    assert all(round(y, 2) == y for trace in ttft["data"] for y in trace["y"])
 
 
 def test_html_escapes_answers_errors_names_and_label(page):
@@ -186,7 +244,7 @@ def test_html_escapes_answers_errors_names_and_label(page):
     assert "user:pw" not in page and "sk-123" not in page
     assert "&lt;b&gt;evil&lt;/b&gt; lane" in page and "retro &lt;i&gt;demo&lt;/i&gt;" in page
     # In the charts the lane name cannot become Plotly markup either.
-    figures = [json.loads(t) for a, t in parse(page).scripts if a.get("type") == "application/json"]
+    figures = page_figures(page)
     names = {trace.get("name") for fig in figures for trace in fig["data"]}
     assert "‹b›evil‹/b› lane" in names and not any("<" in (n or "") for n in names)
     hover = [
