@@ -3,7 +3,9 @@ result JSON, so servescope's numbers line up with vLLM's own tool.
 
 Rows come straight from the store (warm-ups included, marked `warmup`), with the lane's
 name, engine and model and the prompt's text beside them. Answers are exported as the
-engine wrote them: these are data files, not pages (the HTML report escapes them).
+engine wrote them: these are data files, not pages (the HTML report escapes them); only
+in CSV does a text cell a spreadsheet would evaluate as a formula get a leading `'`
+(lib.csv_safe), as spreadsheets open CSV and run what looks like a formula.
 
 vLLM JSON (`vllm_results`): one object per lane and level, with the fields and units
 `vllm bench serve --save-result --save-detailed` writes (vllm/benchmarks/serve.py):
@@ -32,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lib import metrics, results, store
+from lib import csv_safe, metrics, results, store
 
 FORMATS = ("csv", "parquet", "json")
 
@@ -183,9 +185,15 @@ def request_frame(db: str | os.PathLike[str] | None, run_id: str) -> pd.DataFram
 
 def csv_bytes(db: str | os.PathLike[str] | None, run_id: str) -> bytes:
     """The rows as UTF-8 CSV. Every text cell is quoted, so answers holding newlines or a
-    bare carriage return stay one cell; floats are written to round-trip exactly."""
+    bare carriage return stay one cell; a text cell a spreadsheet would evaluate (leading
+    `=`, `+`, `-`, `@`, tab or CR) gets a leading `'` (lib.csv_safe); numbers stay numbers
+    and floats are written to round-trip exactly."""
+    frame = request_frame(db, run_id)
+    for col in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[col]):  # text: numbers stay numbers
+            frame[col] = frame[col].map(csv_safe.guard)
     buffer = io.StringIO()
-    request_frame(db, run_id).to_csv(buffer, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    frame.to_csv(buffer, index=False, quoting=csv.QUOTE_NONNUMERIC)
     return buffer.getvalue().encode("utf-8")
 
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import plotly.graph_objects as go
 
-from lib import quality, store
+from lib import csv_safe, quality, store
 
 Db = str | os.PathLike[str] | None
 Sends = Literal["all", "first"]
@@ -701,11 +701,8 @@ def export_rows(data: ReviewData, votes: Iterable[Mapping[str, Any]]) -> list[di
 
 
 def _csv_cell(value: Any) -> Any:
-    # A text cell starting with = + - @ opens as a formula in spreadsheet apps
-    # (prompts and voter names are user text): a leading apostrophe keeps it text.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
+    # Prompts and voter names are user text: csv_safe keeps formulas out of spreadsheets.
+    return "" if value is None else csv_safe.guard(value)
 
 
 def votes_csv(rows: Iterable[Mapping[str, Any]]) -> str:

