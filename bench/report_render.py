@@ -3,10 +3,15 @@
 A synthetic run is written straight into a fresh store (2 lanes, levels 1/4/16/64,
 N measured requests per level, 1 s telemetry with NVML process memory, answers with
 quality checks), so the figures measure rendering, not a benchmark. Each output is
-made `--repeat` times; the median is reported.
+made `--repeat` times; the median is reported. With `--open`, each HTML report is also
+opened `--repeat` times in headless Chromium (Playwright, /usr/bin/chromium, after one
+warm-up open): `text_s` is when its text is shown (DOMContentLoaded), `charts_s` when all
+seven charts are drawn, both from the start of navigation (the page's performance clock).
 
     .venv/bin/python bench/report_render.py                  # 50 and 1000 requests/level
     .venv/bin/python bench/report_render.py --requests 200 --repeat 5 --json out.json
+    .venv/bin/python bench/report_render.py --open           # plus open times
+    .venv/bin/python bench/report_render.py --open-file OLD.html   # open times of a file
 """
 
 from __future__ import annotations
@@ -119,7 +124,40 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
-def measure(per_level: int, repeat: int) -> dict[str, Any]:
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+CHROMIUM_ARGS += ["--no-first-run"]
+CHARTS = 7
+
+
+def open_time(path: Path, repeat: int) -> dict[str, float]:
+    """Median seconds from navigation to the report's text and to all charts drawn."""
+    from playwright.sync_api import sync_playwright
+
+    # A function, not a string: the report's CSP forbids eval, which string predicates use.
+    drawn = f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {CHARTS}"
+    text, charts = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            for i in range(repeat + 1):  # the first open warms the browser's caches: dropped
+                tab = browser.new_page(viewport={"width": 1440, "height": 900})
+                tab.goto(path.resolve().as_uri())
+                tab.wait_for_function(drawn, timeout=120_000)
+                if i:
+                    charts.append(tab.evaluate("performance.now()") / 1000)
+                    nav = "performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd"
+                    text.append(tab.evaluate(nav) / 1000)
+                tab.close()
+        finally:
+            browser.close()
+    return {
+        "text_s": round(statistics.median(text), 2),
+        "charts_s": round(statistics.median(charts), 2),
+    }
+
+
+def measure(per_level: int, repeat: int, open_page: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         run_id = synthetic_run(db, per_level)
@@ -130,6 +168,7 @@ def measure(per_level: int, repeat: int) -> dict[str, Any]:
             "requests": n,
             "html_s": round(html_s, 3),
             "html_mb": round(len(page) / 2**20, 2),
+            **({"open": _open_bytes(page, repeat)} if open_page else {}),
             "png_s": round(png_s, 3),
             "png_kb": round(len(png) / 1024),
         }
@@ -139,13 +178,28 @@ def measure(per_level: int, repeat: int) -> dict[str, Any]:
         return out
 
 
+def _open_bytes(page: bytes, repeat: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "report.html"
+        path.write_bytes(page)
+        return open_time(path, repeat)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, action="append", help="per level (repeatable)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--open", action="store_true", help="also time opening the HTML")
+    parser.add_argument("--open-file", action="append", help="only time opening this HTML")
     args = parser.parse_args()
-    rows = [measure(n, args.repeat) for n in (args.requests or [50, 1000])]
+    if args.open_file:
+        for name in args.open_file:
+            path = Path(name)
+            size = {"file": name, "html_mb": round(path.stat().st_size / 2**20, 2)}
+            print(json.dumps(size | open_time(path, args.repeat)))
+        return
+    rows = [measure(n, args.repeat, args.open) for n in (args.requests or [50, 1000])]
     for row in rows:
         print(json.dumps(row))
     if args.json:
