@@ -29,7 +29,8 @@ def add_subcommands(sub: Any) -> dict[str, Handler]:
         "--concurrency",
         type=int,
         metavar="C",
-        help="the level the card shows (default: the highest every lane measured)",
+        help="the one level the card shows (default: every level of each lane) and the "
+        "report's headline table (default: the highest every lane measured)",
     )
     report.add_argument("--db", help="SQLite file (default: $SERVESCOPE_DB or data/servescope.db)")
 

@@ -1,5 +1,10 @@
 """The retro card: one 1600×900 PNG that says what a run found, for a slide.
 
+Each lane's box shows every level it ran (or the one level asked for, in big figures),
+its failed levels with their reasons and its answer checks; a run that did not complete
+says so in a red banner with its reason. "best" is never bare on a lane that failed
+somewhere or whose answers are unusable (report_facts.UNUSABLE_FLAGS): see `_best_badge`.
+
 The card is an HTML page with fixed pixel sizes and an inline SVG chart (no
 JavaScript, and a Content-Security-Policy that allows none), screenshotted by headless
 Chromium through its command line: no Python browser driver needed at run time.
