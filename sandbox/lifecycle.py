@@ -83,11 +83,12 @@ def _lock(where: Home, report: Reporter, timeout_s: float) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _engine_alive(engine: dict[str, Any]) -> bool:
+def _engine_alive(where: Home, engine: dict[str, Any]) -> bool:
     try:
-        return processes.is_ours(int(engine["pid"]), str(engine["token"]), str(engine["marker"]))
+        pid, token, marker = int(engine["pid"]), str(engine["token"]), str(engine["marker"])
     except (KeyError, TypeError, ValueError):
         return False
+    return processes.is_ours(pid, token, marker, where.root)
 
 
 def status(where: Home | None = None) -> dict[str, Any]:
@@ -101,7 +102,7 @@ def status(where: Home | None = None) -> dict[str, Any]:
     state = read_state(where)
     result = []
     for engine in state["engines"]:
-        alive = _engine_alive(engine)
+        alive = _engine_alive(where, engine)
         models = list(engine.get("models", []))
         result.append(
             {
@@ -127,18 +128,14 @@ def progress(where: Home | None = None) -> dict[str, Any] | None:
 
     Adds ``active``: True while the ``up`` that wrote it is still working.
     """
-    record = read_progress(where or home())
+    where = where or home()
+    record = read_progress(where)
     if record is None:
         return None
     pid = record.get("pid")
-    running = isinstance(pid, int) and processes.pid_alive(pid) and _is_sandbox_up(pid)
+    running = isinstance(pid, int) and processes.is_sandbox_up(pid, where.root)
     record["active"] = bool(running) and record.get("phase") not in ("ready", "failed", "stopped")
     return record
-
-
-def _is_sandbox_up(pid: int) -> bool:
-    args = processes.cmdline(pid)
-    return "sandbox" in args and "up" in args
 
 
 def _pick_port(explicit: int | None, preferred: int, avoid: Sequence[int], what: str) -> int:
@@ -152,13 +149,17 @@ def _pick_port(explicit: int | None, preferred: int, avoid: Sequence[int], what:
 
 
 def _stop_engines(where: Home, recorded: list[dict[str, Any]]) -> list[str]:
+    """Stop the recorded engines that prove to be this home's (token, marker and home);
+    a record naming anyone else's process (a state.json copied from another checkout,
+    say) stops nothing."""
     stopped = []
     for engine in recorded:
         try:
-            if processes.stop(int(engine["pgid"]), str(engine["token"]), str(engine["marker"])):
-                stopped.append(str(engine.get("name")))
+            pgid, token, marker = int(engine["pgid"]), str(engine["token"]), str(engine["marker"])
         except (KeyError, TypeError, ValueError):
             continue
+        if processes.stop(pgid, token, marker, root=where.root):
+            stopped.append(str(engine.get("name")))
     return stopped
 
 
@@ -246,6 +247,7 @@ def _up_locked(
             }
             env.update(launch.env)
             env[processes.TOKEN_VAR] = token
+            env[processes.HOME_VAR] = str(where.root)  # whose engine it is, for `down`
             launch.log.write_text("", encoding="utf-8")
             proc = processes.spawn(launch.args, launch.log, env, cwd=where.root)
             record = {
@@ -337,13 +339,22 @@ def _wait_ready(
 
 
 def down(report: Reporter) -> list[str]:
-    """Stop what ``up`` started (and a background ``up`` still working); returns names."""
+    """Stop what this home's ``up`` started (and a background ``up`` still working);
+    returns names.
+
+    Only processes that prove they are this home's are signalled: the ``up`` named in
+    ``progress.json`` only while its command line is ``python -m sandbox up`` and its
+    environment or working directory gives this home (``processes.is_sandbox_up``); the
+    engines in ``state.json`` only while they carry their ``up``'s token, their marker
+    and this home (``processes.in_home``). A stale or copied record naming another
+    checkout's or home's ``up`` or engines, or a recycled pid, is left alone.
+    """
     where = report.home
     stopped: list[str] = []
     record = read_progress(where)
     if record and record.get("phase") not in ("ready", "failed", "stopped"):
         pid = record.get("pid")
-        if isinstance(pid, int) and pid != os.getpid() and _is_sandbox_up(pid):
+        if isinstance(pid, int) and pid != os.getpid() and processes.is_sandbox_up(pid, where.root):
             # The background `up` cleans up after itself on SIGTERM; wait for it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
@@ -399,10 +410,15 @@ def ensure(background: bool, report: Reporter, names: Sequence[str] = ENGINE_NAM
         return "started"
     where.ensure()
     log = where.logs / "up.log"
+    # The child runs from REPO_ROOT: name the home absolutely, so it works on this home
+    # (a relative $SERVESCOPE_SANDBOX_HOME would point elsewhere from there) and `down`
+    # can tell it is this home's.
+    env = {**os.environ, processes.HOME_VAR: str(where.root)}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox", "up", "--engines", ",".join(names)],
             cwd=REPO_ROOT,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
