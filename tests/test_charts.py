@@ -3,6 +3,8 @@ bounded point counts, and the seed finding visible in the data each figure carri
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
@@ -195,3 +197,46 @@ def test_empty_data_still_titled():
         assert fig.layout.yaxis.title.text.endswith(")")
         assert fig.layout.annotations[0].text.startswith("No ")
         assert len(fig.data) == 0
+
+
+def test_timeline_of_lanes_in_turn_is_readable():
+    """Three lanes one after another, each a long level and two short ones (issue 12):
+    the x axis spans the whole run, every level is labelled in its lane's colour, and no
+    two labels on one row overprint (a short level's label moves a row down)."""
+    names = ["Ollama", "vLLM", "llama.cpp"]
+    colors = charts.lane_colors(names)
+    spans, rows, t = [], [], 0.0
+    for li, name in enumerate(names):
+        for c, seconds in ((1, 40.0), (4, 1.5), (16, 1.0)):
+            spans.append(
+                {"lane": name, "lane_idx": li, "concurrency": c, "start_s": t, "end_s": t + seconds}
+            )
+            for i in range(4):
+                send = 1000.0 + t + i * seconds / 4
+                rows.append(
+                    {"lane_idx": li, "concurrency": c, "idx": i, "t_send": send,
+                     "t_done": send + 0.2, "e2el_ms": 200.0, "ttft_ms": 50.0}
+                )  # fmt: skip
+            t += seconds
+    requests = frames.request_frame(rows, names, 1000.0)
+    fig = charts.latency_timeline(requests, colors, spans, "run-1")
+
+    lo, hi = fig.layout.xaxis.range
+    assert lo <= 0.0 and t <= hi <= t * 1.1  # the whole run, from its start
+    assert fig.layout.yaxis.range[1] >= 200.0 * 1.2  # room above the dots for the labels
+    labels = [a for a in fig.layout.annotations if a.text.startswith("c=")]
+    assert [a.text for a in labels] == [f"c={s['concurrency']}" for s in spans]
+    assert [a.font.color for a in labels] == [colors[s["lane"]] for s in spans]
+    bands = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert [(b.x0, b.x1) for b in bands] == [(s["start_s"], s["end_s"]) for s in spans]
+    # No overprinting: on each row, labels are further apart than a label's width.
+    sec_per_px = (max(s["end_s"] for s in spans) - 0.0) / charts.PLOT_WIDTH_PX
+    by_row: dict[float, list] = {}
+    for a in labels:
+        by_row.setdefault(a.yshift, []).append(a)
+    assert len(by_row) > 1
+    for row in by_row.values():
+        row.sort(key=lambda a: a.x)
+        for left, right in itertools.pairwise(row):
+            width_s = len(left.text) * charts.LABEL_CHAR_PX * sec_per_px
+            assert right.x - left.x >= width_s, (left.text, left.x, right.x)
