@@ -11,7 +11,9 @@ markdown; names that reach markdown (lane and endpoint names) are escaped first.
 
 from __future__ import annotations
 
+import gc
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -28,6 +30,7 @@ from lib import (
     endpoints,
     frames,
     jobs,
+    outcome,
     results,
     store,
     telemetry_frames,
@@ -44,14 +47,23 @@ from lib.run_form import (
 from lib.runner import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
-LIVE_EVERY_S = 1.0
+LIVE_EVERY_S = 1.0  # header and lane tiles of an active run
+# The charts of an active run: their own fragment, redrawn every CHARTS_EVERY_S from
+# figures cached per data version; rebuilt only when the data changed, and on a timer's
+# tick so that rebuilding takes at most CHART_BUDGET of a core (a rebuild that took
+# 0.3 s waits 3 s), whatever the run's size.
+CHARTS_EVERY_S = 2.0
+CHART_BUDGET = 0.1
 ENDPOINT_TTL_S = 10
 CONCURRENCY_OPTIONS = (1, 2, 4, 5, 8, 16, 32, 64)
 DEFAULT_CONCURRENCY = (1, 5)
 STATUS_COLORS = {
     "pending": "orange",
+    "warming up": "violet",
+    "waiting": "gray",
     "running": "blue",
     "completed": "green",
+    "completed with failures": "orange",
     "failed": "red",
     "cancelled": "gray",
 }
@@ -251,6 +263,7 @@ def lane_editor(statuses: Sequence[endpoints.EndpointStatus]) -> list[LaneChoice
             )
             status = by_name.get(endpoint or "")
             models = [m.name for m in status.models] if status else []
+            labels = {m.name: endpoints.model_option(m) for m in status.models} if status else {}
             # A second lane on the same endpoint starts on its next model (another
             # quantization variant, say) rather than a duplicate of the first lane.
             earlier = sum(1 for c in choices if c.endpoint == endpoint)
@@ -260,6 +273,10 @@ def lane_editor(statuses: Sequence[endpoints.EndpointStatus]) -> list[LaneChoice
                 index=earlier % len(models) if models else None,
                 key=f"lane_model_{lane_id}",
                 placeholder="no models" if status else "pick an endpoint",
+                # Variants differ only in quantization and size: the label shows them, the
+                # value stays the plain name. `.get(n, n)`: AppTest re-applies format_func
+                # to an already formatted option; the default binds this lane's labels.
+                format_func=lambda n, labels=labels: labels.get(n, n),
             )
             info = next((m for m in status.models if m.name == model), None) if status else None
             if info is not None:
@@ -505,6 +522,54 @@ def _request_log(db: str, run_id: str) -> frames.RequestLog:
     return frames.RequestLog(run_id)
 
 
+class _RunView:
+    """What the live view derives from one run's rows, kept per data version.
+
+    One per (store, run) in st.cache_resource, shared by every session that follows the
+    run: the level figures and drift lines per request count (the status part reads them
+    every second), the figures per data version (request count, level statuses, sample
+    count, run status), so a redraw whose data did not change builds nothing.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # _draw_charts holds it around _run_data
+        self.data_key: Any = None
+        self.data: dict[str, Any] = {}
+        self.charts_key: Any = None
+        self.figures: list[tuple[str, Any, bool]] = []
+        self.captions: list[str] = []
+        self.built_at = 0.0  # time.monotonic() of the last build
+        self.build_s = 0.0  # how long it took
+        self.builds = 0  # how many builds (tests count them)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _run_view(db: str, run_id: str) -> _RunView:
+    return _RunView()
+
+
+def _run_data(
+    run_id: str,
+    run: Mapping[str, Any],
+    log: frames.RequestLog,
+    names: Sequence[str],
+    order: Sequence[int],
+) -> dict[str, Any]:
+    """t0, the per-level frame and the drift lines, rebuilt only when requests arrived."""
+    view = _run_view(db_key(), run_id)
+    key = (len(log), tuple(names), tuple(order), run.get("started_at"))
+    with view.lock:
+        if view.data_key != key:
+            rows = log.rows()
+            view.data = {
+                "t0": frames.run_start(run, rows),
+                "levels": frames.level_frame(rows, names, order),
+                "drift": frames.drift_lines(rows, names),
+            }
+            view.data_key = key
+        return view.data
+
+
 def run_panel(run_id: str, where: str) -> bool:
     """Header, per-lane tiles and charts of a run; live (1 s) while it is active.
 
@@ -520,14 +585,44 @@ def run_panel(run_id: str, where: str) -> bool:
     if st.session_state.pop("scroll_top", False):
         _scroll_to_top()
 
+    # Two fragments: the status (header, tiles) every second, the charts more slowly
+    # and from cached figures; each re-emits all of its elements on every rerun
+    # (Streamlit removes a fragment's elements that a rerun does not emit again).
     @st.fragment(run_every=LIVE_EVERY_S if was_active else None)
     def live() -> None:
         now_active = _draw_run(run_id, where)
         if was_active and not now_active:
-            st.rerun()  # once: the page redraws without the timer and with the results
+            st.rerun()  # once: the page redraws without the timers and with the results
+
+    page_run = [True]  # this call is the page's run; later calls are the timer's ticks
+
+    @st.fragment(run_every=CHARTS_EVERY_S if was_active else None)
+    def live_charts() -> None:
+        _draw_charts(run_id, where, tick=not page_run[0])
+        page_run[0] = False
 
     live()
+    live_charts()
+    _settle_heap()
     return True
+
+
+_heap = {"settled": False}
+
+
+def _settle_heap() -> None:
+    """Once per process, after the first run drawn: put what is alive by then (Streamlit,
+    Plotly, pandas, their module-level tables) out of the garbage collector's sight.
+
+    Streamlit runs a full collection after every script run, each fragment tick included
+    (runner.postScriptGC): over the ~150,000 objects of this app's heap that took 30-100
+    ms a tick, more than drawing the live view itself. Frozen objects are still freed
+    by reference counting; collected garbage is cleared first, so none is kept."""
+    if _heap["settled"]:
+        return
+    _heap["settled"] = True
+    gc.collect()
+    gc.freeze()
 
 
 # A constant script, no data in it: after "Start run" (clicked at the foot of the form)
@@ -545,12 +640,81 @@ def _scroll_to_top() -> None:
     st.html(_SCROLL_TOP_JS, unsafe_allow_javascript=True, width="content")
 
 
+def _reconcile_if_dead(run_id: str) -> None:
+    """Mark the run failed when its process is gone (jobs.reconcile, only when needed:
+    it reads every run of the store)."""
+    with store.opened() as conn:
+        run = store.get_run(conn, run_id)
+    if run and run["status"] in jobs.ACTIVE and not jobs.process_alive(run["pid"], run_id):
+        jobs.reconcile()
+
+
+def _charts_due(view: _RunView, version: Any, active: bool, tick: bool, now: float) -> bool:
+    """Whether the charts must be built anew: never built, or the data changed and this is
+    not a timer's tick of an active run that comes sooner than CHART_BUDGET allows."""
+    if view.charts_key is None:
+        return True
+    if view.charts_key == version:
+        return False
+    return not (tick and active) or now - view.built_at >= view.build_s / CHART_BUDGET
+
+
+def _draw_charts(run_id: str, where: str, tick: bool = False) -> None:
+    """The charts part: the six run charts and the telemetry, from figures cached per
+    data version (see _charts_due for when they are built anew)."""
+    _reconcile_if_dead(run_id)
+    with store.opened() as conn:
+        run = store.get_run(conn, run_id)
+        if run is None:
+            return
+        lanes = store.get_lanes(conn, run_id)
+        levels = store.get_levels(conn, run_id)
+        log = _request_log(db_key(), run_id)
+        log.refresh(conn)
+        samples = _sample_log(db_key(), run_id)
+        samples.refresh(conn)
+    active = run["status"] in jobs.ACTIVE
+    names = frames.lane_names(run, lanes)
+    order = list(run["config"].get("concurrency") or [])
+    version = (
+        len(log),
+        len(samples),
+        run["status"],
+        tuple(names),
+        tuple((lv["lane_idx"], lv["concurrency"], lv["status"]) for lv in levels),
+    )
+    view = _run_view(db_key(), run_id)
+    with view.lock:
+        if _charts_due(view, version, active, tick, time.monotonic()):
+            started = time.monotonic()
+            data = _run_data(run_id, run, log, names, order)
+            t0 = data["t0"]
+            requests = frames.request_frame(log.rows(), names, t0)
+            spans = frames.level_spans(levels, names, t0)
+            colors = charts.lane_colors(names)
+            grid = _grid_figures(requests, data["levels"], spans, colors, order, run_id)
+            tele = _telemetry_figures(run, lanes, spans, t0, active, samples)
+            view.figures = [(key, fig, False) for key, fig in grid]
+            view.figures += tele.figures if tele else []
+            view.captions = tele.captions if tele else []
+            view.charts_key = version
+            view.built_at = time.monotonic()
+            view.build_s = view.built_at - started
+            view.builds += 1
+        figures, captions = list(view.figures), list(view.captions)
+    _plot_grid([(key, fig) for key, fig, _ in figures[:GRID_SIZE]], run_id, where)
+    if len(figures) > GRID_SIZE or captions:
+        _plot_telemetry(figures[GRID_SIZE:], captions, run_id, where)
+
+
 def _draw_run(run_id: str, where: str) -> bool:
-    jobs.reconcile()  # a run whose process died is marked failed before it is drawn
+    """The status part: header and lane tiles; returns whether the run is active."""
+    _reconcile_if_dead(run_id)
     with store.opened() as conn:
         run = store.get_run(conn, run_id)
         lanes = store.get_lanes(conn, run_id)
         levels = store.get_levels(conn, run_id)
+        warmups = store.get_levels(conn, run_id, warmup=True)
         counts = store.count_requests(conn, run_id)
         log = _request_log(db_key(), run_id)
         log.refresh(conn)
@@ -559,24 +723,43 @@ def _draw_run(run_id: str, where: str) -> bool:
         return False
     active = run["status"] in jobs.ACTIVE
     config = run["config"]
-    rows = log.rows()
     names = frames.lane_names(run, lanes)
-    colors = charts.lane_colors(names)
     order = list(config.get("concurrency") or [])
-    t0 = frames.run_start(run, rows)
-    requests = frames.request_frame(rows, names, t0)
-    level_df = frames.level_frame(rows, names, order)
-    progress = frames.progress_frame(names, order, int(config.get("requests") or 0), counts, levels)
-    _run_header(run, active, where)
-    drift = frames.drift_lines(rows, names)
-    lane_tiles(names, frames.kpis(level_df, names), progress, active, drift)
-    spans = frames.level_spans(levels, names, t0)
-    chart_grid(requests, level_df, spans, colors, order, run_id, where)
-    telemetry_section(run, lanes, spans, t0, where, active)
+    data = _run_data(run_id, run, log, names, order)  # cached per request count
+    level_df = data["levels"]
+    total = int(config.get("requests") or 0)
+    progress = frames.progress_frame(names, order, total, counts, levels, log.rows)
+    _run_header(run, active, where, progress, names)
+    drift = data["drift"]
+    pick = _level_pick(order, where, run_id)
+    lane_tiles(names, frames.kpis(level_df, names, pick), progress, active, drift, warmups)
     return active
 
 
-def _run_header(run: Mapping[str, Any], active: bool, where: str) -> None:
+def _level_pick(order: Sequence[int], where: str, run_id: str) -> int | None:
+    """Which level the lane tiles' figures show: each lane's latest that answered, or
+    one the user picks (every level's outcome is listed in the tiles either way)."""
+    if len(order) < 2:
+        return None
+    options = ["latest", *order]
+    chosen = st.segmented_control(
+        "Figures of level",
+        options,
+        default="latest",
+        format_func=lambda o: "latest" if o == "latest" else f"c={o}",
+        key=f"{where}-pick-{run_id}",
+        label_visibility="collapsed",
+    )
+    return None if chosen in (None, "latest") else int(chosen)
+
+
+def _run_header(
+    run: Mapping[str, Any],
+    active: bool,
+    where: str,
+    progress: pd.DataFrame | None = None,
+    names: Sequence[str] = (),
+) -> None:
     run_id = run["run_id"]
     head, action = st.columns([5, 1], vertical_alignment="center")
     title = run.get("label") or f"Run {run_id}"
@@ -584,8 +767,13 @@ def _run_header(run: Mapping[str, Any], active: bool, where: str) -> None:
     started = run.get("started_at") or run["created_at"]
     end = run.get("finished_at") or (time.time() if active else started)
     mode = "lanes at the same time" if run["config"].get("lanes_parallel") else "lanes in turn"
+    status = run["status"]
+    levels = progress.to_dict("records") if progress is not None else []
+    if status == outcome.COMPLETED:
+        # Runs stored before outcomes were judged: say what their requests did.
+        status = outcome.combined_status(lv["status"] for lv in levels if lv["status"] != "waiting")
     bits = [
-        f":{STATUS_COLORS.get(run['status'], 'gray')}-badge[{run['status']}]",
+        f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]",
         f"run {esc_md(run_id)}",
         datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
         f"{max(end - started, 0):.0f} s",
@@ -602,8 +790,28 @@ def _run_header(run: Mapping[str, Any], active: bool, where: str) -> None:
             if st.button("New run", icon=":material/add:", key=f"run-new-{run_id}"):
                 show_run(None)  # back to an open form
                 st.rerun()
-    if run["status"] == "failed" and run.get("error"):
-        st.error(f"The run failed: {esc_md(run['error'])}")
+    _failure_box(run, status, levels, names)
+
+
+def _failure_box(
+    run: Mapping[str, Any], status: str, levels: Sequence[Mapping[str, Any]], names: Sequence[str]
+) -> None:
+    """Why a run failed, level by level, and what a failing sandbox engine logged."""
+    lines = outcome.failure_lines(levels, names)
+    if status not in outcome.TROUBLED and not lines:
+        return
+    if not lines and run.get("error"):
+        lines = [run["error"]]
+    head = "The run failed" if status == outcome.FAILED else "Some requests failed"
+    body = "\n".join(f"- {esc_md(line)}" for line in lines)
+    (st.error if status == outcome.FAILED else st.warning)(f"**{head}:**\n{body}")
+    for key, report in (run.get("env") or {}).get("engine_logs", {}).items():
+        li = int(key)
+        lane = names[li] if 0 <= li < len(names) else f"lane {li}"
+        alive = "still answers" if report.get("ready") else "no longer answers"
+        with st.expander(f"{lane}: sandbox engine {report.get('name')} {alive} · its log"):
+            st.caption(esc_md(f"last lines of {report.get('log')}"))
+            st.code("\n".join(report.get("tail") or ["(empty)"]), language=None)
 
 
 def lane_tiles(
@@ -612,44 +820,86 @@ def lane_tiles(
     progress: pd.DataFrame,
     active: bool,
     drift: Mapping[str, str] | None = None,
+    warmups: Sequence[Mapping[str, Any]] = (),
 ) -> None:
-    """One bordered box per lane: name in its colour, four KPIs, progress per level,
-    and the language check of its answers ("4/5 drifted to Chinese")."""
+    """One bordered box per lane: name in its colour and how the lane is doing, four
+    KPIs of one level (two by two: they fit three lanes side by side), the warm-up,
+    every level's progress or outcome with its reason, and the language check."""
     per_row = min(max(len(names), 1), 3)
+    warm = {w["lane_idx"]: w for w in warmups}
     for start in range(0, len(names), per_row):
         cols = st.columns(per_row)
         for col, kpi in zip(cols, kpis[start : start + per_row], strict=False):
             li = kpi["lane_idx"]
+            mine = progress[progress["lane_idx"] == li]
             with col.container(border=True):
-                level = f" · concurrency {kpi['concurrency']}" if kpi["concurrency"] else ""
-                st.markdown(f":{charts.lane_color_name(li)}[■] **{esc_md(kpi['lane'])}**{level}")
-                m = st.columns(4)
+                _tile_title(kpi, mine, warm.get(li), active)
+                m = st.columns(2)
                 m[0].metric("TTFT p50", fmt_num(kpi["ttft_p50_ms"], 0, "ms"))
                 m[1].metric("Tokens/s p50", fmt_num(kpi["tok_per_s_p50"], 1, "tok/s"))
-                m[2].metric("Output throughput", fmt_num(kpi["out_tok_per_s"], 0, "tok/s"))
-                m[3].metric("Errors", f"{kpi['failed']}")
+                m = st.columns(2)
+                m[0].metric("Output tok/s", fmt_num(kpi["out_tok_per_s"], 0, "tok/s"))
+                done = kpi["completed"] + kpi["failed"]
+                m[1].metric("Failed", f"{kpi['failed']}/{done}" if done else "–")
                 if drift and kpi["lane"] in drift:
                     line = esc_md(f"Answers: {drift[kpi['lane']]}")
                     st.markdown(f":material/translate: **{line}**")
-                mine = progress[progress["lane_idx"] == li]
-                if active:
-                    for row in mine.itertuples():
-                        failed = f", {row.failed} failed" if row.failed else ""
-                        st.progress(
-                            float(row.fraction),
-                            text=(
-                                f"c={row.concurrency}: {row.completed + row.failed}/{row.total}"
-                                f" requests{failed} · {row.status}"
-                            ),
-                        )
-                else:
-                    st.caption(
-                        " · ".join(
-                            f"c={r.concurrency}: {r.completed}/{r.total} done"
-                            + (f", {r.failed} failed" if r.failed else "")
-                            for r in mine.itertuples()
-                        )
-                    )
+                _warmup_line(warm.get(li), active)
+                _level_lines(mine, active)
+
+
+def _tile_title(
+    kpi: Mapping[str, Any],
+    mine: pd.DataFrame,
+    warm: Mapping[str, Any] | None,
+    active: bool,
+) -> None:
+    level = f" · c={kpi['concurrency']}" if kpi["concurrency"] else ""
+    statuses = [str(s) for s in mine["status"]]
+    if warm is not None and warm.get("status") == outcome.WARMING_UP:
+        state = outcome.WARMING_UP
+    elif active:
+        state = next((s for s in statuses if s == outcome.RUNNING), None)
+        state = state or ("waiting" if all(s == "waiting" for s in statuses) else None)
+    else:
+        state = outcome.combined_status(s for s in statuses if s != "waiting")
+    badge = f" :{STATUS_COLORS.get(state, 'gray')}-badge[{state}]" if state else ""
+    swatch = f":{charts.lane_color_name(kpi['lane_idx'])}[■]"
+    st.markdown(f"{swatch} **{esc_md(kpi['lane'])}**{level}{badge}")
+
+
+def _warmup_line(warm: Mapping[str, Any] | None, active: bool) -> None:
+    """Warm-up is a state of its own, with its own clock: an engine loading its model
+    takes tens of seconds before the first measured request (Ollama's cold load)."""
+    if warm is None or not warm.get("started_at"):
+        return
+    end = warm.get("finished_at") or (time.time() if active else None)
+    took = f" {end - warm['started_at']:.0f} s" if end else ""
+    status = warm.get("status")
+    if status == outcome.WARMING_UP:
+        st.info(
+            f"Warming up:{took} so far (the first requests load the model; not measured)",
+            icon=":material/hourglass_top:",
+        )
+    elif status == outcome.FAILED:
+        st.markdown(f":red[Warm-up failed after{took}: {esc_md(warm.get('error') or '')}]")
+    else:
+        st.caption(f"Warm-up took{took} (model load included; not measured)")
+
+
+def _level_lines(mine: pd.DataFrame, active: bool) -> None:
+    """Every level of the lane: progress while it runs, then its outcome and reason."""
+    for row in mine.itertuples():
+        failed = f", {row.failed} failed" if row.failed else ""
+        counts = f"c={row.concurrency}: {row.completed + row.failed}/{row.total} requests{failed}"
+        if active and row.status in ("waiting", outcome.RUNNING):
+            st.progress(float(row.fraction), text=f"{counts} · {row.status}")
+        elif row.status in outcome.TROUBLED:
+            colour = "red" if row.status == outcome.FAILED else "orange"
+            why = f": {row.error}" if row.error else ""
+            st.markdown(f":{colour}[**{esc_md(counts)} · {esc_md(row.status)}**{esc_md(why)}]")
+        else:
+            st.caption(esc_md(f"{counts} · {row.status}"))
 
 
 def page_link(page: str, label: str, **query: str) -> None:
@@ -667,6 +917,9 @@ def _plot(fig: Any, key: str) -> None:
     st.plotly_chart(fig, key=key, theme=None, config={"displaylogo": False})
 
 
+GRID_SIZE = 6
+
+
 def chart_grid(
     requests: pd.DataFrame,
     levels: pd.DataFrame,
@@ -677,22 +930,34 @@ def chart_grid(
     where: str,
 ) -> None:
     """Six charts, two per row: the seed finding (timeline, E2E) first."""
+    _plot_grid(_grid_figures(requests, levels, spans, colors, order, run_id), run_id, where)
+
+
+def _grid_figures(
+    requests: pd.DataFrame,
+    levels: pd.DataFrame,
+    spans: Sequence[Mapping[str, Any]],
+    colors: Mapping[str, str],
+    order: Sequence[int],
+    run_id: str,
+) -> list[tuple[str, Any]]:
+    """chart_grid's figures by key, in reading order (two per row)."""
     rev = run_id  # uirevision: zoom and legend state survive the live redraws
-    row = st.columns(2)
-    with row[0]:
-        _plot(charts.latency_timeline(requests, colors, spans, rev), f"{where}-timeline-{run_id}")
-    with row[1]:
-        _plot(charts.e2el_box(requests, colors, order, rev), f"{where}-e2el-{run_id}")
-    row = st.columns(2)
-    with row[0]:
-        _plot(charts.throughput_vs_concurrency(levels, colors, rev), f"{where}-tput-{run_id}")
-    with row[1]:
-        _plot(charts.ttft_box(requests, colors, order, rev), f"{where}-ttft-{run_id}")
-    row = st.columns(2)
-    with row[0]:
-        _plot(charts.tokens_per_s_box(requests, colors, order, rev), f"{where}-toks-{run_id}")
-    with row[1]:
-        _plot(charts.tpot_box(requests, colors, order, rev), f"{where}-tpot-{run_id}")
+    return [
+        ("timeline", charts.latency_timeline(requests, colors, spans, rev)),
+        ("e2el", charts.e2el_box(requests, colors, order, rev)),
+        ("tput", charts.throughput_vs_concurrency(levels, colors, rev)),
+        ("ttft", charts.ttft_box(requests, colors, order, rev)),
+        ("toks", charts.tokens_per_s_box(requests, colors, order, rev)),
+        ("tpot", charts.tpot_box(requests, colors, order, rev)),
+    ]
+
+
+def _plot_grid(figures: Sequence[tuple[str, Any]], run_id: str, where: str) -> None:
+    for start in range(0, len(figures), 2):
+        for col, (key, fig) in zip(st.columns(2), figures[start : start + 2], strict=False):
+            with col:
+                _plot(fig, f"{where}-{key}-{run_id}")
 
 
 # --- telemetry beside the run ----------------------------------------------------------------
@@ -722,9 +987,25 @@ def telemetry_section(
     log = _sample_log(db_key(), run_id)
     with store.opened() as conn:
         log.refresh(conn)
+    out = _telemetry_figures(run, lanes, spans, t0, active, log)
+    if out is not None:
+        _plot_telemetry(out.figures, out.captions, run_id, where)
+
+
+def _telemetry_figures(
+    run: Mapping[str, Any],
+    lanes: Sequence[Mapping[str, Any]],
+    spans: Sequence[Mapping[str, Any]],
+    t0: float | None,
+    active: bool,
+    log: telemetry_frames.SampleLog,
+) -> charts_telemetry.TelemetryCharts | None:
+    """telemetry_section's figures and captions (None before the run started)."""
+    if t0 is None:
+        return None
     names = frames.lane_names(run, lanes)
     finished = run.get("finished_at")
-    out = charts_telemetry.telemetry_charts(
+    return charts_telemetry.telemetry_charts(
         log.rows(),
         run.get("env") or {},
         telemetry_frames.lane_refs(lanes),
@@ -733,13 +1014,18 @@ def telemetry_section(
         charts.lane_colors(names),
         end_s=finished - t0 if finished and not active else None,
         active=active,
-        uirevision=run_id,
+        uirevision=run["run_id"],
     )
+
+
+def _plot_telemetry(
+    figures: Sequence[tuple[str, Any, bool]], captions: Sequence[str], run_id: str, where: str
+) -> None:
     st.markdown("#### Memory and engine telemetry")
-    for caption in out.captions:
+    for caption in captions:
         st.caption(esc_md(caption))
-    half = [(key, fig) for key, fig, wide in out.figures if not wide]
-    for key, fig, wide in out.figures:
+    half = [(key, fig) for key, fig, wide in figures if not wide]
+    for key, fig, wide in figures:
         if wide:
             _plot(fig, f"{where}-telemetry-{key}-{run_id}")
     for start in range(0, len(half), 2):
@@ -816,7 +1102,8 @@ LANE_COLUMNS = {
     "model": st.column_config.TextColumn("Model"),
     "quantization": st.column_config.TextColumn("Quantization"),
     "parameter_size": st.column_config.TextColumn("Parameters"),
-    "context_length": st.column_config.NumberColumn("Context length (tokens)", format="%d"),
+    # Text: a lane whose engine reported no context length shows "–", not "None".
+    "context_length": st.column_config.TextColumn("Context length (tokens)", alignment="right"),
     "digest": st.column_config.TextColumn("Digest / root"),
 }
 SETTING_COLUMNS = {
@@ -826,19 +1113,40 @@ SETTING_COLUMNS = {
 
 
 def _lane_styled(frame: pd.DataFrame, colors: Mapping[str, str]) -> Any:
-    """The lane column in its lane's colour, so tables read like the charts."""
+    """The lane column in its lane's colour, so tables read like the charts; text
+    columns with "–" where a value is missing (see _dashed)."""
+    frame = _dashed(frame)
     if frame.empty or "lane" not in frame:
         return frame
-    return frame.style.map(
+    # The Styler's cell texts too (a number column's NaN would read "nan" there).
+    return frame.style.format(na_rep="–").map(
         lambda v: f"color: {colors.get(v, '#222222')}; font-weight: 600", subset=["lane"]
     )
+
+
+def _dashed(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with "–" for None and NaN in the text columns: the data grid
+    draws a missing cell as a faded "None" (a Styler's na_rep does not reach it), which
+    reads as a value; "–" is what the rest of the page shows for "not reported"."""
+    out = frame.copy()
+    for col in out.columns:
+        values = out[col]
+        if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
+            out[col] = values.astype(object).where(values.notna(), "–")
+    return out
 
 
 def _token_source_caption(doc: Mapping[str, Any]) -> None:
     """Say which lanes' token counts are not the server's own count of what it generated."""
     notes = {"server-tokenizer": [], "none": []}
     for lane in doc["lanes"]:
-        sources = {r.get("token_source") for lv in lane["levels"] for r in lv["requests"]}
+        # Answered requests only: a timed-out request has no count from any server.
+        sources = {
+            r.get("token_source")
+            for lv in lane["levels"]
+            for r in lv["requests"]
+            if not r.get("error")
+        }
         for source, names in notes.items():
             if source in sources:
                 names.append(esc_md(lane["name"]))
@@ -893,11 +1201,9 @@ def results_details(run_id: str) -> None:
             hide_index=True,
         )
     st.markdown("#### Lanes: engine and model")
-    st.dataframe(
-        _lane_styled(frames.lane_info_frame(doc), colors),
-        hide_index=True,
-        column_config=LANE_COLUMNS,
-    )
+    lane_info = frames.lane_info_frame(doc)
+    lane_info["context_length"] = [fmt_num(v) for v in lane_info["context_length"]]
+    st.dataframe(_lane_styled(lane_info, colors), hide_index=True, column_config=LANE_COLUMNS)
     st.markdown("#### Run settings, hardware and version")
     settings = frames.settings_frame(doc)
     half = (len(settings) + 1) // 2

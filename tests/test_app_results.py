@@ -4,6 +4,7 @@ is still going (driven with repeated at.run(): AppTest cannot fire run_every).""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -79,7 +80,7 @@ def test_finished_run(db):
     # Per-lane tiles with units.
     metrics = {(m.label, m.value) for m in at.metric}
     assert ("TTFT p50", "2,100 ms") in metrics  # Ollama at c=5: 100 ms + 2 s queued
-    assert ("Output throughput", "250 tok/s") in metrics  # vLLM at c=5
+    assert ("Output tok/s", "250 tok/s") in metrics  # vLLM at c=5
     # Six charts, keyed per page and run.
     charts = at.get("plotly_chart")
     assert len(charts) == 6
@@ -345,3 +346,81 @@ def test_re_tokenized_counts_are_said_so(db):
     at = _open(doc["run_id"])
     assert not at.exception
     assert any("server's tokenizer" in t for t in _texts(at.caption))
+
+
+# --- failures read as failures ------------------------------------------------------------
+
+
+def _fail_level(db, run_id: str, lane: int, c: int, error: str, stored: str | None) -> None:
+    """Turn a lane's level into one whose every request failed (as a dead engine does);
+    `stored` is the level status the runner wrote (None: leave the old 'completed')."""
+    with store.opened(db) as conn:
+        conn.execute(
+            "UPDATE requests SET error = ?, ttft_ms = NULL, e2el_ms = NULL, tpot_ms = NULL,"
+            " tokens_per_s = NULL, output_tokens = NULL, prompt_tokens = NULL,"
+            " token_source = 'none', output_text = '', quality_json = NULL"
+            " WHERE run_id = ? AND lane_idx = ? AND concurrency = ?",
+            (error, run_id, lane, c),
+        )
+        if stored:
+            store.set_level(conn, run_id, lane, c, stored, error=f"5 of 5 failed: {error}")
+
+
+def test_a_level_that_failed_reads_as_failed_with_its_reason_and_log(db):
+    run_id = make_seed_run(db)
+    _fail_level(db, run_id, 0, 5, "timed out after 60 s", "failed")
+    logs = {"0": {"name": "llama", "ready": False, "log": "/x/llama.log", "tail": ["oom!"]}}
+    with store.opened(db) as conn:
+        store.update_run(
+            conn,
+            run_id,
+            status="completed with failures",
+            error="ollama c=5 failed: 5 of 5 failed: timed out after 60 s",
+            env={"engine_logs": logs},
+        )
+    at = _open(run_id)
+    assert not at.exception
+    markdown = " ".join(_texts(at.markdown))
+    assert ":orange-badge[completed with failures]" in markdown
+    warning = " ".join(_texts(at.warning))
+    assert f"{LANE_NAMES[0]} c=5 failed: 5 of 5 failed: timed out after 60 s" in warning
+    # The lane's tile: figures of the level that answered (c=1), the failed one listed.
+    metrics = [(m.label, m.value) for m in at.metric]
+    assert ("TTFT p50", "100 ms") in metrics and ("Failed", "0/5") in metrics, metrics
+    assert "c=5: 5/5 requests, 5 failed · failed" in markdown
+    assert ":red-badge[failed]" not in markdown  # the lane itself half worked
+    assert ":orange-badge[completed with failures]" in markdown
+    # The sandbox engine's log, kept with the run.
+    assert any("llama no longer answers" in e.label for e in at.expander)
+    assert any("oom!" in str(c.value) for c in at.code)
+    # Ollama's good requests carry its counts: no caption says it has none.
+    assert not any("No token counts from" in t for t in _texts(at.caption))
+
+
+def test_an_older_run_whose_level_failed_is_not_shown_as_completed(db):
+    """Runs stored before levels had outcomes said "completed" whatever happened."""
+    run_id = make_seed_run(db)
+    _fail_level(db, run_id, 1, 1, "cannot connect to http://127.0.0.1:8000: [Errno 111]", None)
+    at = _open(run_id)
+    assert not at.exception
+    (header,) = [t for t in _texts(at.markdown) if f"run {run_id}" in t]
+    assert header.startswith(":orange-badge[completed with failures]"), header
+    assert "[Errno 111]" in " ".join(_texts(at.warning))
+
+
+def test_warm_up_is_a_state_with_its_own_timer(db):
+    run_id = make_seed_run(db, status="running", with_requests=False)
+    with store.opened(db) as conn:
+        conn.execute("DELETE FROM levels WHERE run_id = ?", (run_id,))
+        store.set_level(conn, run_id, 0, 0, "warming up", time.time() - 34)
+    at = _open(run_id)
+    assert not at.exception
+    info = " ".join(_texts(at.info))
+    assert re.search(r"Warming up: 3[4-9] s so far", info), info
+    assert ":violet-badge[warming up]" in " ".join(_texts(at.markdown))
+
+    with store.opened(db) as conn:
+        store.set_level(conn, run_id, 0, 0, "completed", None, time.time())
+    at.run()
+    assert not any("Warming up" in t for t in _texts(at.info))
+    assert any(re.match(r"Warm-up took 3\d s", t) for t in _texts(at.caption))

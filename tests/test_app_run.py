@@ -227,7 +227,9 @@ def test_run_live_busy_and_reattach(env):
     at.run()
     assert not at.exception
     assert not at.get("progress")  # done: the bars give way to a one-line summary
-    assert any("c=1: 4/4 done · c=2: 4/4 done" in t for t in _plain(at.caption))
+    captions = _plain(at.caption)
+    assert "c=1: 4/4 requests · completed" in captions, captions
+    assert "c=2: 4/4 requests · completed" in captions, captions
     markdown = " ".join(_plain(at.markdown))
     assert ":green-badge[completed]" in markdown
     assert "scripted pair" in markdown

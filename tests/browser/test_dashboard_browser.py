@@ -47,6 +47,15 @@ PROGRESS_JS = """() => {
 }"""
 
 
+# Metric labels and values whose text does not fit their box (drawn with an ellipsis).
+CUT_OFF_JS = """() => {
+  const els = [...document.querySelectorAll(
+    '[data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p')];
+  return {checked: els.length,
+          cut: els.filter(el => el.scrollWidth > el.clientWidth + 1).map(el => el.innerText)};
+}"""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -80,6 +89,7 @@ def engines() -> Iterator[dict[str, str]]:
         yield {
             "ollama": f"http://127.0.0.1:{found.group(1)}",
             "vllm": f"http://127.0.0.1:{found.group(2)}/v1",
+            "pid": str(proc.pid),  # a test may kill the engines mid-run
         }
     finally:
         _stop(proc)  # type: ignore[arg-type]
@@ -181,8 +191,9 @@ def test_run_live_and_results_in_chromium(dashboard):
             expect(sidebar.get_by_text("Ollama 0.9.0 · 2 models")).to_be_visible()
             expect(sidebar.get_by_text("vLLM 0.9.1 · 1 model")).to_be_visible()
             models = page.get_by_role("combobox", name="Model")
-            expect(models.nth(0)).to_have_value(OLLAMA_MODEL)
-            expect(models.nth(1)).to_have_value(VLLM_MODEL)
+            # Each option names the model, then its quantization and size.
+            expect(models.nth(0)).to_have_value(f"{OLLAMA_MODEL} · Q4_K_M · 4.68 GB")
+            expect(models.nth(1)).to_have_value(re.compile("^" + re.escape(VLLM_MODEL)))
             expect(page.get_by_text("Q4_K_M · 7.6B params · 4.68 GB")).to_be_visible()
             page.get_by_label("Requests per level", exact=True).fill("5")
             page.get_by_label("Max tokens", exact=True).fill("48")
@@ -193,7 +204,7 @@ def test_run_live_and_results_in_chromium(dashboard):
             page.get_by_role("button", name="Start run").click()
 
             # Live: the run's header, then progress that grows between two reads.
-            expect(page.get_by_text("running", exact=True)).to_be_visible()
+            expect(page.get_by_text("running", exact=True).first).to_be_visible()
             page.wait_for_function(f"({PROGRESS_JS})() >= 3")
             first = page.evaluate(PROGRESS_JS)
             page.wait_for_function(f"({PROGRESS_JS})() > {first}")
@@ -207,7 +218,7 @@ def test_run_live_and_results_in_chromium(dashboard):
             # The end: one rerun drops the timer; the bars give way to a summary line.
             # .first: for a moment at the end the page holds the old and the new view.
             expect(page.get_by_text("completed", exact=True).first).to_be_visible(timeout=90_000)
-            expect(page.get_by_text("c=1: 5/5 done · c=5: 5/5 done").first).to_be_visible()
+            expect(page.get_by_text("c=5: 5/5 requests · completed").first).to_be_visible()
             _settled_shot(page, ARTIFACTS / "run_done.png")
 
             # Results: charts, the table with units, quality, answers as text.
@@ -269,3 +280,69 @@ def test_deep_link_is_the_first_visit(dashboard):
             assert not page.get_by_text("Page not found").is_visible()
         finally:
             browser.close()
+
+
+def test_a_run_whose_engines_die_reads_as_failed_with_its_reason(dashboard, engines):
+    """The engines are killed mid-run: the run goes on to its end, every later request
+    fails at once ("cannot connect"), and the page says so in red/orange with the
+    reason, in the header, in the lane tiles and on the History page; no green badge."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    expect.set_options(timeout=30_000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(30_000)
+            page.goto(dashboard)
+            expect(page.get_by_text("Lane 2: endpoint")).to_be_visible()
+            # Three lanes: the third on Ollama's next model, the widest tile layout.
+            page.get_by_role("button", name="Add lane").click()
+            expect(page.get_by_text("Lane 3: endpoint")).to_be_visible()
+            page.get_by_label("Requests per level", exact=True).fill("5")
+            page.get_by_label("Max tokens", exact=True).fill("48")
+            label = page.get_by_label("Label")
+            label.fill("engines killed mid-run")
+            label.press("Enter")
+            expect(page.get_by_label("Max tokens", exact=True)).to_have_value("48")
+            page.get_by_role("button", name="Start run").click()
+            expect(page.get_by_text("running", exact=True).first).to_be_visible()
+            page.wait_for_function(f"({PROGRESS_JS})() >= 2")
+            _stop_pid(int(engines["pid"]))
+
+            # The end: the header's badge and the reason, never "completed" alone.
+            troubled = re.compile(r"^(completed with failures|failed)$")
+            expect(page.get_by_text(troubled).first).to_be_visible(timeout=90_000)
+            expect(
+                page.get_by_text(re.compile("Some requests failed|The run failed")).first
+            ).to_be_visible()
+            expect(
+                page.get_by_text(
+                    re.compile(r"failed: .*(cannot connect|Errno 111|connection lost)")
+                ).first
+            ).to_be_visible()
+            assert not page.get_by_text("completed", exact=True).count()
+            page.wait_for_function(SETTLED_JS)
+            expect(page.get_by_test_id("stMetricValue")).to_have_count(12)  # 4 per lane
+            fit = page.evaluate(CUT_OFF_JS)
+            assert fit["checked"] >= 24 and fit["cut"] == [], fit  # labels and values fit
+            _settled_shot(page, ARTIFACTS / "run_dead_engine.png")
+
+            page.goto(f"{dashboard}/history")
+            expect(page.get_by_text("Runs", exact=True).first).to_be_visible()
+            grid = page.get_by_test_id("stDataFrame").first
+            expect(grid).to_be_visible()
+            picker = page.get_by_text(
+                re.compile(r"engines killed mid-run · (completed with failures|failed)")
+            )
+            page.get_by_role("combobox", name="Runs").click()
+            expect(picker.first).to_be_visible()
+        finally:
+            browser.close()
+
+
+def _stop_pid(pid: int) -> None:
+    import signal
+
+    os.kill(pid, signal.SIGTERM)
