@@ -3,6 +3,7 @@ pull another Ollama quantization or get the `vllm serve` command for another var
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from lib import endpoints as ep
@@ -60,7 +61,7 @@ if not statuses:
     st.info("No endpoints: both defaults are disabled. Add one below.")
 else:
     st.dataframe(
-        ep.status_rows(statuses, secrets()),
+        ui.dashed(pd.DataFrame(ep.status_rows(statuses, secrets()))),
         hide_index=True,
         column_config={
             "name": "Endpoint",
@@ -90,7 +91,7 @@ for status in statuses:
                 st.error(esc_md(fresh.error or "unreachable"))
         if status.models:
             st.dataframe(
-                ep.model_rows(status.models),
+                ui.dashed(pd.DataFrame(ep.model_rows(status.models))),
                 hide_index=True,
                 key=f"models:{e.name}",
                 column_config={

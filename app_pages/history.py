@@ -36,7 +36,7 @@ figures = {run["run_id"]: levels(run["run_id"], DB, run["stamp"]) for run in run
 table = history.history_frame(runs, figures)
 status_of = dict(zip(table["run_id"], table["status"], strict=True))
 st.dataframe(
-    table.style.map(history.status_style, subset=["status"]),
+    ui.dashed(table).style.map(history.status_style, subset=["status"]),
     hide_index=True,
     column_order=history.SHOWN_COLUMNS,
     column_config={

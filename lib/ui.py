@@ -1114,8 +1114,8 @@ SETTING_COLUMNS = {
 
 def _lane_styled(frame: pd.DataFrame, colors: Mapping[str, str]) -> Any:
     """The lane column in its lane's colour, so tables read like the charts; text
-    columns with "–" where a value is missing (see _dashed)."""
-    frame = _dashed(frame)
+    columns with "–" where a value is missing (see dashed)."""
+    frame = dashed(frame)
     if frame.empty or "lane" not in frame:
         return frame
     # The Styler's cell texts too (a number column's NaN would read "nan" there).
@@ -1124,7 +1124,7 @@ def _lane_styled(frame: pd.DataFrame, colors: Mapping[str, str]) -> Any:
     )
 
 
-def _dashed(frame: pd.DataFrame) -> pd.DataFrame:
+def dashed(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy with "–" for None and NaN in the text columns: the data grid
     draws a missing cell as a faded "None" (a Styler's na_rep does not reach it), which
     reads as a value; "–" is what the rest of the page shows for "not reported"."""

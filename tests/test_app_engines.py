@@ -137,6 +137,11 @@ def test_unreachable_endpoint_shows_one_line(env):
     [error] = at.error
     assert str(port) in error.value and "\n" not in error.value
     assert [t.key for t in at.text_input if t.key.startswith("pull_tag:")] == []  # no pull form
+    # What an unreachable engine did not report reads "–", never a literal None.
+    table = at.dataframe[0].value
+    texts = table.select_dtypes(include="object")
+    assert not texts.isna().any().any(), texts
+    assert table.loc[table["name"] == ep.DEFAULT_OLLAMA_NAME, "version"].iloc[0] == "–"
 
 
 def test_engine_with_no_models(env):
