@@ -157,7 +157,9 @@ def test_dashboard_killed_mid_run_the_run_goes_on_and_a_new_one_reattaches(env):
     at.run()
     assert not at.exception
     assert any(":green-badge[completed]" in t for t in plain(at.markdown))
-    assert any("c=1: 4/4 done · c=2: 4/4 done" in t for t in plain(at.caption))
+    captions = plain(at.caption)
+    assert "c=1: 4/4 requests · completed" in captions, captions
+    assert "c=2: 4/4 requests · completed" in captions, captions
     assert finished(db, run_id) == 16 > before  # two lanes x two levels x four requests
 
 
@@ -193,7 +195,9 @@ def test_run_process_killed_is_failed_with_what_finished_kept(env, engines):
     row = run_row(db, run_id)
     assert row["status"] == "failed" and row["finished_at"] and row["error"]
     assert finished(db, run_id) == kept >= 3  # what finished is kept
-    assert any(f"c=2: {kept}/30 done" in t for t in plain(at.caption)), plain(at.caption)
+    # The level the dead process left unfinished reads failed, with what it kept.
+    lines = plain(at.markdown)
+    assert any(f"c=2: {kept}/30 requests · failed" in t for t in lines), lines
 
 
 def test_cli_list_never_shows_a_dead_run_as_running(tmp_path, capsys, engines):
