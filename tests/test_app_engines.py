@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -139,7 +140,7 @@ def test_unreachable_endpoint_shows_one_line(env):
     assert [t.key for t in at.text_input if t.key.startswith("pull_tag:")] == []  # no pull form
     # What an unreachable engine did not report reads "–", never a literal None.
     table = at.dataframe[0].value
-    texts = table.select_dtypes(include="object")
+    texts = table[[c for c in table.columns if pd.api.types.is_string_dtype(table[c])]]
     assert not texts.isna().any().any(), texts
     assert table.loc[table["name"] == ep.DEFAULT_OLLAMA_NAME, "version"].iloc[0] == "–"
 
