@@ -159,6 +159,20 @@ SETTLED_JS = """() => document.querySelectorAll('[data-stale="true"]').length ==
 SIX_CHARTS_JS = "() => document.querySelectorAll('.js-plotly-plot').length >= 6"
 
 
+def _start_run(page, label: str) -> None:
+    """Five requests per level of 48 tokens, the label, Start run; waits for the header."""
+    from playwright.sync_api import expect
+
+    page.get_by_label("Requests per level", exact=True).fill("5")
+    page.get_by_label("Max tokens", exact=True).fill("48")
+    field = page.get_by_label("Label")
+    field.fill(label)
+    field.press("Enter")
+    expect(page.get_by_label("Max tokens", exact=True)).to_have_value("48")
+    page.get_by_role("button", name="Start run").click()
+    expect(page.get_by_text("running", exact=True).first).to_be_visible()
+
+
 def _settled_shot(page, path: Path) -> None:
     """A screenshot of a settled page: a live view redraws every second."""
     page.wait_for_function(SETTLED_JS)
@@ -195,16 +209,9 @@ def test_run_live_and_results_in_chromium(dashboard):
             expect(models.nth(0)).to_have_value(f"{OLLAMA_MODEL} · Q4_K_M · 4.68 GB")
             expect(models.nth(1)).to_have_value(re.compile("^" + re.escape(VLLM_MODEL)))
             expect(page.get_by_text("Q4_K_M · 7.6B params · 4.68 GB")).to_be_visible()
-            page.get_by_label("Requests per level", exact=True).fill("5")
-            page.get_by_label("Max tokens", exact=True).fill("48")
-            label = page.get_by_label("Label")
-            label.fill("Ollama Q4_K_M vs vLLM AWQ, 5 at once")
-            label.press("Enter")
-            expect(page.get_by_label("Max tokens", exact=True)).to_have_value("48")
-            page.get_by_role("button", name="Start run").click()
+            _start_run(page, "Ollama Q4_K_M vs vLLM AWQ, 5 at once")
 
             # Live: the run's header, then progress that grows between two reads.
-            expect(page.get_by_text("running", exact=True).first).to_be_visible()
             page.wait_for_function(f"({PROGRESS_JS})() >= 3")
             first = page.evaluate(PROGRESS_JS)
             page.wait_for_function(f"({PROGRESS_JS})() > {first}")
@@ -300,14 +307,7 @@ def test_a_run_whose_engines_die_reads_as_failed_with_its_reason(dashboard, engi
             # Three lanes: the third on Ollama's next model, the widest tile layout.
             page.get_by_role("button", name="Add lane").click()
             expect(page.get_by_text("Lane 3: endpoint")).to_be_visible()
-            page.get_by_label("Requests per level", exact=True).fill("5")
-            page.get_by_label("Max tokens", exact=True).fill("48")
-            label = page.get_by_label("Label")
-            label.fill("engines killed mid-run")
-            label.press("Enter")
-            expect(page.get_by_label("Max tokens", exact=True)).to_have_value("48")
-            page.get_by_role("button", name="Start run").click()
-            expect(page.get_by_text("running", exact=True).first).to_be_visible()
+            _start_run(page, "engines killed mid-run")
             page.wait_for_function(f"({PROGRESS_JS})() >= 2")
             _stop_pid(int(engines["pid"]))
 
