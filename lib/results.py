@@ -87,19 +87,21 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
             }
         )
     names = [lane["name"] for lane in lanes_out]
-    troubled = [{"lane_idx": i, **lv} for i, lane in enumerate(lanes_out) for lv in lane["levels"]]
+    all_levels = [
+        {"lane_idx": i, **lv} for i, lane in enumerate(lanes_out) for lv in lane["levels"]
+    ]  # failure_lines picks the troubled ones
     status, error = run["status"], run["error"]
     if status == outcome.COMPLETED:
         # Runs stored before outcomes were judged: say now what their requests did.
         status = outcome.combined_status(lane["status"] for lane in lanes_out)
-        error = error or outcome.run_error(troubled, names)
+        error = error or outcome.run_error(all_levels, names)
     document = {
         "run_id": run["run_id"],
         "created_at": run["created_at"],
         "label": run["label"],
         "status": status,
         "error": error,
-        "failures": outcome.failure_lines(troubled, names),
+        "failures": outcome.failure_lines(all_levels, names),
         "settings": _settings(config),
         "environment": run["env"],
         "lanes": lanes_out,
