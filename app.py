@@ -6,7 +6,7 @@ a page whose file is not there yet is left out, so the app never breaks.
 
 import streamlit as st
 
-from lib import ui
+from lib.app import ui
 
 st.set_page_config(page_title="servescope", page_icon=":material/speed:", layout="wide")
 navigation = st.navigation(ui.registered_pages())

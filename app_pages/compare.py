@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib import charts, quality, review, store, ui
-from lib.ui import esc_md, fmt_num
+from lib import charts, quality, store
+from lib.app import ui
+from lib.app.ui import esc_md, fmt_num
+from lib.quality import review
 
 DB = ui.db_key()
 REVEALED = "compare_revealed"  # the id of the vote just cast, to reveal its lanes

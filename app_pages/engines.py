@@ -7,9 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from lib import endpoints as ep
-from lib import ui, variants
+from lib.app import ui
+from lib.app.ui import esc_md
+from lib.endpoints import variants
 from lib.engines.base import EngineError
-from lib.ui import esc_md
 
 DB = ui.db_key()
 API_CHOICES = ["auto", "ollama", "openai"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lib import charts_history, history, ui
-from lib.ui import esc_md, page_link
+from lib.analysis import history
+from lib.app import ui
+from lib.app.ui import esc_md, page_link
+from lib.charts import history as charts_history
 
 DB = ui.db_key()
 PICK = "history_pick"

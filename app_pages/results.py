@@ -2,7 +2,10 @@
 
 import streamlit as st
 
-from lib import exports, report, report_card, ui
+from lib import report
+from lib.app import ui
+from lib.report import card as report_card
+from lib.report import exports
 
 # No page title: the run's label is the heading, so the charts start higher on screen.
 run_id = ui.run_picker()

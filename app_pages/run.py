@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from lib import ui
+from lib.app import ui
 
 run_id = ui.attached_run()
 if run_id and ui.run_panel(run_id, "run"):

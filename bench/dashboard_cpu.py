@@ -50,8 +50,9 @@ APP_ROOT = Path(os.environ.get("DASHBOARD_CPU_APP_ROOT") or ROOT).resolve()
 sys.path.insert(0, str(APP_ROOT))  # run as a script
 
 from bench.soak import CHROMIUM, CHROMIUM_ARGS, cpu_s, free_port, stop  # noqa: E402
-from lib import jobs, store  # noqa: E402
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling  # noqa: E402
+from lib import store  # noqa: E402
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling  # noqa: E402
+from lib.load import jobs  # noqa: E402
 
 OLLAMA_MODEL = "qwen2.5:7b-instruct-q4_K_M"
 VLLM_MODEL = "Qwen/Qwen2.5-7B-Instruct-AWQ"
@@ -261,7 +262,7 @@ APPTEST_CODE = textwrap.dedent(
 
     # A redraw after new rows must rebuild every figure here, not wait for the live
     # view's rebuild throttle (a checkout that has one).
-    import lib.ui as ui
+    import lib.app.ui as ui
     if hasattr(ui, "CHART_MIN_GAP_S"):
         ui.CHART_MIN_GAP_S, ui.CHART_BUDGET = 0.0, 1e9
 

@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from lib.records import Sample
+from lib.core.records import Sample
 from lib.telemetry import TelemetryRecorder, gpu_snapshot, hardware_info
 
 MIB = 1024**2

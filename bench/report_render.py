@@ -29,8 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from lib import exports, quality, report, report_card, store
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib import quality, report, store
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib.report import card as report_card
+from lib.report import exports
 
 LEVELS = (1, 4, 16, 64)
 ANSWER = "인공지능 기술이 빠르게 발전하고 있습니다. 많은 기업이 대규모 언어 모델에 투자합니다. " * 4

@@ -34,8 +34,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script
 
-from lib import jobs, store  # noqa: E402
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling  # noqa: E402
+from lib import store  # noqa: E402
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling  # noqa: E402
+from lib.load import jobs  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

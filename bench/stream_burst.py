@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script
 
 from bench.soak import CHROMIUM, CHROMIUM_ARGS, start_dashboard, stop  # noqa: E402
-from lib import jobs, store  # noqa: E402
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling  # noqa: E402
+from lib import store  # noqa: E402
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling  # noqa: E402
+from lib.load import jobs  # noqa: E402
 
 PROMPT = "LLM 서빙에서 KV 캐시가 무엇인지 초보자도 이해할 수 있게 설명해 주세요."
 BURST_MS = 5.0

@@ -40,10 +40,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
+from lib.core.metrics import request_metrics
+from lib.core.records import Prompt, RequestResult, Sampling
 from lib.engines.ollama import OllamaEngine
 from lib.engines.openai_compat import OpenAICompatEngine
-from lib.metrics import request_metrics
-from lib.records import Prompt, RequestResult, Sampling
 from tests.scripted.core import token_plan
 
 ROOT = Path(__file__).resolve().parent.parent

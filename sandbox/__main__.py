@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from lib.core.usage import OneLineParser, UsageError, error_line
 from sandbox.errors import SandboxError
 from sandbox.install import ensure_installed
 from sandbox.lifecycle import ENGINE_NAMES, Interrupted, UpOptions, down, ensure, status, up
@@ -39,11 +40,11 @@ def _engines(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m sandbox``."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m sandbox",
         description="Real local engines (vLLM CPU build, llama.cpp) with a small model.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     def engines_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -106,7 +107,11 @@ def _print_status(data: dict[str, object], as_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sandbox command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:  # the same one line as python -m lib.cli, exit 2
+        print(error_line("sandbox", exc), file=sys.stderr)
+        return 2
     where = home()
     report = Reporter(where, quiet=False)
     try:

@@ -10,7 +10,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from lib import cli, review, store
+from lib import cli, store
+from lib.quality import review
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 from tests.test_review import KO_JSON, NAMES, ZH_JSON, make_run
 
@@ -115,7 +116,7 @@ def test_a_run_made_by_the_cli_shows_both_lanes_answers(db, capsys):
 
 def review_md(name: str) -> str:
     """How a lane name reads inside the page's markdown (escaped)."""
-    from lib.ui import esc_md
+    from lib.app.ui import esc_md
 
     return esc_md(name)
 

@@ -11,8 +11,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from lib import charts_history, history, store
-from lib.records import LaneSpec, Prompt, RunConfig
+from lib import store
+from lib.analysis import history
+from lib.charts import history as charts_history
+from lib.core.records import LaneSpec, Prompt, RunConfig
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
 PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "history.py")

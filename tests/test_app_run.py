@@ -16,7 +16,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from lib import jobs, store
+from lib import store
+from lib.load import jobs
 from tests.scripted.ollama_server import OllamaScript, OllamaServer, model_entry
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 

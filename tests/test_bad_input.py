@@ -21,8 +21,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from lib import cli, records, results, store, workloads
+from lib import cli, store
 from lib import endpoints as ep
+from lib.analysis import results
+from lib.core import records
+from lib.load import workloads
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 from tests.scripted.ollama_server import model_entry
 from tests.test_app_engines import fill_add_form, saved_rows, unescape
@@ -120,6 +123,34 @@ def test_the_real_entry_point_gives_one_line_for_a_folder_as_db(tmp_path):
     )
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, "cannot open the store", "it is a folder")
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "name", "reason"),
+    [
+        ("lib.cli", ["run", "--bogus"], "servescope", "unrecognized arguments: --bogus"),
+        ("lib.cli", [], "servescope", "the following arguments are required: command"),
+        ("sandbox", ["up", "--bogus"], "sandbox", "unrecognized arguments: --bogus"),
+        ("sandbox", [], "sandbox", "the following arguments are required: command"),
+        ("sandbox", ["up", "--engines", "foo"], "sandbox", "argument --engines: choose from"),
+    ],
+)
+def test_both_command_lines_give_bad_arguments_the_same_one_line(module, argv, name, reason):
+    """`python -m lib.cli` and `python -m sandbox` share one shape for bad arguments:
+    `<name>: error: <reason> (see python -m <module> ... --help)`, exit 2, no usage dump."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{name}: error: {reason}")
+    assert lines[0].endswith("--help)") and f"(see python -m {module}" in lines[0]
 
 
 def test_an_unexpected_error_is_one_line_exit_1_unless_debugging(

@@ -9,7 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from lib import charts, frames, results, store
+from lib import charts, store
+from lib.analysis import frames, results
 from tests.test_frames import LANE_NAMES, make_seed_run
 
 

@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 import pytest
 
 from lib import charts
-from lib import charts_telemetry as ct
-from lib import telemetry_frames as tf
+from lib.analysis import telemetry_frames as tf
+from lib.charts import telemetry as ct
 from lib.telemetry import parse_vllm_metrics
 from tests.test_frames import LANE_NAMES, T0
 from tests.test_telemetry_frames import (

@@ -11,10 +11,9 @@ import types
 import pytest
 
 from lib import endpoints as ep
-from lib import variants
-from lib.endpoints import Endpoint
+from lib.core.records import ModelInfo
+from lib.endpoints import Endpoint, variants
 from lib.engines.base import EngineError
-from lib.records import ModelInfo
 from tests.scripted.ollama_server import OllamaScript, OllamaServer
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from lib.core.records import Prompt, Sampling
 from lib.engines import aio
 from lib.engines.openai_compat import OpenAICompatEngine
 from lib.engines.sse import SSEDecoder
-from lib.records import Prompt, Sampling
 from tests.scripted import OpenAIScript, OpenAIServer
 
 STREAM = (

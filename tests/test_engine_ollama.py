@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from lib.core.records import Prompt, RequestResult, Sampling
 from lib.engines import make_engine
 from lib.engines.base import EngineError, EngineUnreachable, ModelNotFound
 from lib.engines.ollama import OllamaEngine
-from lib.records import Prompt, RequestResult, Sampling
 from tests.scripted import OllamaScript, OllamaServer
 
 TOL_S = 0.025

@@ -19,11 +19,11 @@ import aiohttp
 import httpx
 import pytest
 
+from lib.core.records import Prompt, RequestResult, Sampling
 from lib.engines import make_engine
 from lib.engines.base import EngineError, EngineUnreachable, ModelNotFound
 from lib.engines.common import guess_quantization
 from lib.engines.openai_compat import OpenAICompatEngine
-from lib.records import Prompt, RequestResult, Sampling
 from tests.scripted import OpenAIScript, OpenAIServer
 
 TOL_S = 0.025

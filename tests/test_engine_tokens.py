@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from lib.core.records import Prompt, RequestResult, Sampling
 from lib.engines.openai_compat import OpenAICompatEngine
 from lib.engines.tokens import route_order
-from lib.records import Prompt, RequestResult, Sampling
 from tests.scripted import OpenAIScript, OpenAIServer
 from tests.scripted.core import count_tokens
 

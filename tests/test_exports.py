@@ -15,7 +15,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from lib import cli, csv_safe, exports, results, review, store
+from lib import cli, store
+from lib.analysis import results
+from lib.core import csv_safe
+from lib.quality import review
+from lib.report import exports
 from tests.test_report import EVIL_ANSWER, EVIL_ERROR, call, record_run
 
 # Every key `vllm bench serve` writes with --save-result --save-detailed for a chat
@@ -216,7 +220,7 @@ def test_csv_guards_cells_a_spreadsheet_would_evaluate(run, tmp_path):
 
 
 def test_one_guard_for_every_csv():
-    """lib.csv_safe.guard is the one rule: strings only, numbers and None pass through."""
+    """lib.core.csv_safe.guard is the one rule: strings only, numbers and None pass through."""
     assert [csv_safe.guard(t) for t in FORMULAS] == ["'" + t for t in FORMULAS]
     assert [csv_safe.guard(v) for v in (-3.5, -2, None, "", "a=b", "3-1")] == [
         -3.5, -2, None, "", "a=b", "3-1"

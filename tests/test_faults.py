@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from lib import cli, store
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling
-from lib.runner import TIMEOUT_GRACE_S, close_lanes, execute_run, prepare_lanes
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib.load.runner import TIMEOUT_GRACE_S, close_lanes, execute_run, prepare_lanes
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 from tests.scripted.ollama_server import model_entry
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lib import frames, metrics, quality, results, store
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib import quality, store
+from lib.analysis import frames, results
+from lib.core import metrics
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
 
 KOREAN_PROMPT = "인공지능 기술에 관한 짧은 뉴스 기사를 한국어로 써 주세요."
 KOREAN_ANSWER = "인공지능 기술이 빠르게 발전하며 여러 산업에 변화를 이끌고 있습니다."

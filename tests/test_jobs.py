@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from lib import jobs, store
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib import store
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib.load import jobs
 from tests.scripted import OpenAIScript, OpenAIServer
 
 

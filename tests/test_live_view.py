@@ -17,7 +17,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from lib import charts, store, ui
+from lib import charts, store
+from lib.app import ui
 from tests.test_app_results import _array_len
 from tests.test_frames import T0, _request, make_seed_run
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from lib import metrics
-from lib.records import RequestResult
+from lib.core import metrics
+from lib.core.records import RequestResult
 
 
 def make(t_send, chunks, tokens, error=None, t_done=None):

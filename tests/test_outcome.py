@@ -1,6 +1,6 @@
 """How levels, lanes and runs are judged from their requests (lib.outcome)."""
 
-from lib import outcome
+from lib.core import outcome
 
 
 def test_a_level_whose_every_request_failed_is_failed():

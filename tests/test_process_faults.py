@@ -25,8 +25,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from lib import cli, jobs, store
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib import cli, store
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib.load import jobs
 from tests.scripted.ollama_server import OllamaScript, OllamaServer, model_entry
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 

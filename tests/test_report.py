@@ -22,7 +22,13 @@ from typing import Any
 
 import pytest
 
-from lib import cli, cli_reports, report, report_card, report_facts, report_sections, results
+from lib import cli, report
+from lib.analysis import lane_memory, results
+from lib.cli import reports as cli_reports
+from lib.core.usage import OneLineParser
+from lib.report import card as report_card
+from lib.report import facts as report_facts
+from lib.report import sections as report_sections
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 
 EVIL_ANSWER = (
@@ -372,7 +378,7 @@ def test_a_failing_browser_is_named_with_its_last_words(run, monkeypatch, tmp_pa
 
 def test_failed_runs_still_report(tmp_path):
     from lib import store
-    from lib.records import LaneSpec, Prompt, RunConfig
+    from lib.core.records import LaneSpec, Prompt, RunConfig
 
     db = tmp_path / "f.db"
     url = "http://user:pw@gpu.lan:8000/v1"
@@ -420,21 +426,21 @@ def test_memory_prefers_the_engines_own_processes():
         sample(1, "nvml", "memory_used_bytes", 20 * gib, gpu="0"),
         sample(2, "nvml", "process_memory_used_bytes", 4 * gib, engine="vllm", pid="1"),
     ]
-    assert report_facts.memory_series(lane("vllm", samples)) == (
+    assert lane_memory.memory_series(lane("vllm", samples)) == (
         "GPU, engine processes",
         [(1, 3 * gib), (2, 4 * gib)],
     )
     ollama = [sample(1, "ollama", "size", 5e9), sample(1, "ollama", "size_vram", 0.0)]
-    assert report_facts.memory_series(lane("ollama", ollama)) == ("model size, Ollama", [(1, 5e9)])
+    assert lane_memory.memory_series(lane("ollama", ollama)) == ("model size, Ollama", [(1, 5e9)])
     ollama.append(sample(2, "ollama", "size_vram", 4e9))
-    assert report_facts.memory_series(lane("ollama", ollama))[0] == "VRAM, Ollama"
+    assert lane_memory.memory_series(lane("ollama", ollama))[0] == "VRAM, Ollama"
     whole = [sample(1, "nvml", "memory_used_bytes", 7.0, gpu="0")]
     whole.append(sample(1, "nvml", "memory_used_bytes", 3.0, gpu="1"))
-    assert report_facts.memory_series(lane("llama.cpp", whole)) == (
+    assert lane_memory.memory_series(lane("llama.cpp", whole)) == (
         "GPU, whole device",
         [(1, 10.0)],
     )
-    assert report_facts.memory_series(lane("openai", [])) == ("", [])
+    assert lane_memory.memory_series(lane("openai", [])) == ("", [])
 
 
 def test_default_level_is_the_highest_every_lane_measured():
@@ -462,8 +468,8 @@ def test_endpoint_text_drops_scheme_credentials_and_query():
 
 
 def parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
-    top = cli._Parser(prog="python -m lib.cli")
-    sub = top.add_subparsers(dest="command", required=True, parser_class=cli._Parser)
+    top = OneLineParser(prog="python -m lib.cli")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     return top, cli_reports.add_subcommands(sub)
 
 
@@ -508,7 +514,7 @@ def test_card_render_retries_a_browser_that_hangs(tmp_path, monkeypatch):
     import struct
     import zlib
 
-    from lib import report_card
+    from lib.report import card as report_card
 
     def png(width: int, height: int) -> bytes:
         def chunk(kind: bytes, data: bytes) -> bytes:

@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 
-from lib import quality, report, report_card, report_facts, results, store
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib import quality, report, store
+from lib.analysis import results
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib.report import card as report_card
+from lib.report import facts as report_facts
 from tests.test_report import parse
 
 PROMPT = "자연어 처리를 한국어로 두 문장으로 설명해 주세요."

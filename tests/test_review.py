@@ -9,8 +9,9 @@ import sqlite3
 
 import pytest
 
-from lib import quality, review, store
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib import quality, store
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib.quality import review
 
 KO_PROMPT = (
     '인공지능 기술에 관한 짧은 뉴스 기사를 JSON으로 써 주세요. "title"과 "content" 키를 사용하세요.'
@@ -476,7 +477,7 @@ def test_page_count():
 
 
 def test_votes_travel_with_the_run_document(db, data):
-    from lib import results
+    from lib.analysis import results
 
     assert "votes" not in results.run_document(db, "seed")  # none cast yet
     item = review.pairs(data, 0, 1, concurrency=5)[0]

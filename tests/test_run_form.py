@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from lib.app.lane_choices import LaneChoice, build_lanes, model_caption, prompts_from_text
+from lib.core.records import ModelInfo
 from lib.endpoints import Endpoint, EndpointStatus
-from lib.records import ModelInfo
-from lib.run_form import LaneChoice, build_lanes, model_caption, prompts_from_text
 
 
 def status(name, url, engine="vllm", api="openai", models=("m",), reachable=True, key_env=None):

@@ -6,8 +6,8 @@ import asyncio
 import json
 
 from lib import store
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling
-from lib.runner import execute_run, prepare_lanes
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib.load.runner import execute_run, prepare_lanes
 from tests.scripted import OpenAIScript, OpenAIServer
 
 

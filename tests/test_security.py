@@ -29,9 +29,14 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from lib import cli, endpoints, exports, jobs, report, report_card, report_facts, store, variants
-from lib.records import LaneSpec, ModelInfo, Prompt, RunConfig, Sampling
-from lib.runner import ConfigError, validate_config
+from lib import cli, endpoints, report, store
+from lib.core.records import LaneSpec, ModelInfo, Prompt, RunConfig, Sampling
+from lib.endpoints import variants
+from lib.load import jobs
+from lib.load.runner import ConfigError, validate_config
+from lib.report import card as report_card
+from lib.report import exports
+from lib.report import facts as report_facts
 from sandbox import models as sandbox_models
 from sandbox.errors import SandboxError
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer

@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from lib import store
-from lib.records import Sample
-from lib.store_writer import StoreWriter
+from lib.core.records import Sample
+from lib.store.writer import StoreWriter
 
 
 def _request(run_id, idx, **kw):

@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED = {Path("app.py"), Path("lib/ui.py")}
+ALLOWED = {Path("app.py"), Path("lib/app/ui.py")}
 
 
 def _imports_streamlit(path: Path) -> bool:

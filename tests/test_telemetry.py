@@ -23,7 +23,7 @@ import httpx
 import pynvml
 import pytest
 
-from lib.records import Sample
+from lib.core.records import Sample
 from lib.telemetry import (
     MetricsFormatError,
     NvmlSampler,

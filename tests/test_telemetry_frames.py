@@ -14,9 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lib import results, store
-from lib import telemetry_frames as tf
-from lib.records import Sample
+from lib import store
+from lib.analysis import lane_memory, results
+from lib.analysis import telemetry_frames as tf
+from lib.core.records import Sample
 from lib.telemetry import parse_ollama_ps, parse_vllm_metrics
 from tests.test_frames import LANE_NAMES, T0, make_seed_run
 
@@ -334,10 +335,10 @@ def test_lane_peak_memory_from_the_results_document(tmp_path):
     seed_telemetry(db, run_id)
     doc = results.run_document(db, run_id)
     ollama, vllm = doc["lanes"]
-    peak, source = tf.lane_peak_memory(ollama)
+    peak, source = lane_memory.lane_peak_memory(ollama)
     assert peak == pytest.approx(OLLAMA_GIB * GIB)
     assert source == "engine processes (NVML)"
-    peak, source = tf.lane_peak_memory(vllm)
+    peak, source = lane_memory.lane_peak_memory(vllm)
     assert peak == pytest.approx(20.9 * GIB)
     assert source == "engine processes (NVML)"
 
@@ -348,14 +349,20 @@ def test_lane_peak_memory_falls_back_and_leaves_cpu_ram_out():
         {"t": 2.0, "source": "nvml", "name": "memory_used_bytes", "value": 9.0 * GIB},
     ]
     lane = {"engine_info": {"kind": "vllm"}, "telemetry": device}
-    assert tf.lane_peak_memory(lane) == (pytest.approx(9.0 * GIB), "whole GPU (NVML)")
+    assert lane_memory.lane_peak_memory(lane) == (pytest.approx(9.0 * GIB), "whole GPU (NVML)")
     # Ollama on CPU: /api/ps size with nothing in VRAM is RAM; no GPU figure at all.
     cpu = [
         {"t": 1.0, "source": "ollama", "name": "size", "value": 5.0 * GIB},
         {"t": 1.0, "source": "ollama", "name": "size_vram", "value": 0.0},
     ]
-    assert tf.lane_peak_memory({"engine_info": {"kind": "ollama"}, "telemetry": cpu}) == (None, "")
-    assert tf.lane_peak_memory({"engine_info": {"kind": "vllm"}, "telemetry": []}) == (None, "")
+    assert lane_memory.lane_peak_memory({"engine_info": {"kind": "ollama"}, "telemetry": cpu}) == (
+        None,
+        "",
+    )
+    assert lane_memory.lane_peak_memory({"engine_info": {"kind": "vllm"}, "telemetry": []}) == (
+        None,
+        "",
+    )
 
 
 def test_sample_log_reads_only_new_chart_samples(tmp_path):

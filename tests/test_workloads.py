@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lib import workloads
-from lib.quality import detect_language
-from lib.records import Prompt
-from lib.workloads import (
+from lib.core.records import Prompt
+from lib.load import workloads
+from lib.load.workloads import (
     MAX_FILE_BYTES,
     MAX_PROMPTS,
     PRESETS,
@@ -19,6 +18,7 @@ from lib.workloads import (
     load_prompt_file,
     load_prompts_from_bytes,
 )
+from lib.quality import detect_language
 
 # --- presets -----------------------------------------------------------------------------------
 

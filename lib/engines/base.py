@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from lib.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
+from lib.core.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
 
 
 class EngineError(Exception):

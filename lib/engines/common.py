@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from lib.core.records import MAX_CONCURRENCY
 from lib.engines.base import EngineError
-from lib.records import MAX_CONCURRENCY
 
 # Connections per client: one per concurrent stream plus a few for probes, so a
 # level at the maximum concurrency never waits on the pool (that wait would sit

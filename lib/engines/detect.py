@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 
+from lib.core.records import EngineInfo
 from lib.engines.base import EngineError, EngineUnreachable
 from lib.engines.common import check_url, exc_text
 from lib.engines.openai_compat import OpenAICompatEngine
-from lib.records import EngineInfo
 
 
 async def detect(url: str, api_key: str | None = None, timeout: float = 3.0) -> EngineInfo:

@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import ollama
 
+from lib.core.metrics import ollama_server_timings
+from lib.core.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
 from lib.engines.base import EngineError, EngineUnreachable, ModelNotFound
 from lib.engines.common import (
     META_TIMEOUT_S,
@@ -29,8 +31,6 @@ from lib.engines.common import (
     redact,
     send_clock,
 )
-from lib.metrics import ollama_server_timings
-from lib.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
 
 
 def server_timings(final: Any) -> dict[str, Any]:

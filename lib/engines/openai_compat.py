@@ -21,6 +21,7 @@ import httpx
 import httpx2
 import openai
 
+from lib.core.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
 from lib.engines.base import EngineError, EngineUnreachable, ModelNotFound
 from lib.engines.common import (
     META_TIMEOUT_S,
@@ -43,7 +44,6 @@ from lib.engines.sse import (
     TransportFault,
 )
 from lib.engines.tokens import TOKEN_SOURCE, ServerTokenizer, route_order
-from lib.records import EngineInfo, ModelInfo, Prompt, RequestResult, Sampling
 
 TRANSPORTS = ("aiohttp", "httpx")
 DEFAULT_TRANSPORT = "aiohttp"  # BENCHMARKS.md: ~2× the chunks/s of httpx at ≤ 5 ms lag

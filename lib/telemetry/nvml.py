@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lib.records import Sample
+from lib.core.records import Sample
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from lib.records import Sample
+from lib.core.records import Sample
 
 VLLM_PREFIX = "vllm:"
 LLAMACPP_PREFIX = "llamacpp:"

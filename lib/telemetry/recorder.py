@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib.records import Sample
+from lib.core.records import Sample
 from lib.telemetry.nvml import NvmlSampler
 from lib.telemetry.parsers import (
     LLAMACPP_DELTA_COUNTERS,

@@ -146,7 +146,7 @@ def dashboard(tmp_path, engines) -> Iterator[str]:
     finally:
         _stop(proc)
         log.close()
-        from lib import jobs  # cancel a run the test may have left behind
+        from lib.load import jobs  # cancel a run the test may have left behind
 
         for run in jobs.active_runs(env["SERVESCOPE_DB"]):
             jobs.cancel(run["run_id"], env["SERVESCOPE_DB"])

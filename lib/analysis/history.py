@@ -15,8 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from lib import frames, outcome, store
-from lib.jobs import ACTIVE, process_alive
+from lib import store
+from lib.analysis import frames
+from lib.core import outcome
+from lib.load.jobs import ACTIVE, process_alive
 
 MAX_LABEL_LEN = 200
 

@@ -34,7 +34,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lib import csv_safe, metrics, results, store
+from lib import store
+from lib.analysis import results
+from lib.core import csv_safe, metrics
 
 FORMATS = ("csv", "parquet", "json")
 

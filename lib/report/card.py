@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lib.report_facts import (
+from lib.report.facts import (
     ConcurrencyError,
     RunView,
     answer_pair,
@@ -58,7 +58,7 @@ ENGINE_NAMES = {
 }
 
 
-# What the memory figure is, by its source (report_facts.memory_series), in few words.
+# What the memory figure is, by its source (lane_memory.memory_series), in few words.
 MEMORY_LABELS = {
     "GPU, engine processes": "peak GPU memory",
     "VRAM, Ollama": "VRAM (Ollama)",

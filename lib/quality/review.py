@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 import plotly.graph_objects as go
 
-from lib import csv_safe, quality, store
+from lib import quality, store
+from lib.core import csv_safe
 
 Db = str | os.PathLike[str] | None
 Sends = Literal["all", "first"]

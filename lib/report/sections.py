@@ -19,15 +19,16 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from lib import charts, frames
-from lib.report_facts import (
+from lib import charts
+from lib.analysis import frames
+from lib.analysis.lane_memory import memory_series
+from lib.report.facts import (
     RunView,
     chart_text,
     engine_settings,
     fmt,
     hardware_summary,
     lane_kpis,
-    memory_series,
     run_date,
     run_title,
     scrub_urls,

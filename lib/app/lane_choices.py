@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lib import endpoints
-from lib.records import LaneSpec, Prompt
+from lib.core.records import LaneSpec, Prompt
 
 ENGINE_LABELS = {
     "ollama": "Ollama",

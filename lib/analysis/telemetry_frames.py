@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from lib import report_facts
+from lib.analysis.lane_memory import engine_kind
 
 GIB = float(2**30)
 MIB = float(2**20)
@@ -208,7 +208,7 @@ def lane_refs(lanes: Sequence[Mapping[str, Any]]) -> list[LaneRef]:
             LaneRef(
                 idx=int(lane.get("lane_idx", pos)),
                 name=str(lane.get("name") or f"lane {pos + 1}"),
-                kind=report_facts.engine_kind(lane),
+                kind=engine_kind(lane),
                 model=str(lane.get("model") or ""),
                 base_url=str(lane.get("base_url") or ""),
             )
@@ -570,26 +570,3 @@ def thin(frame: pd.DataFrame, by: str, value: str, max_points: int = MAX_POINTS)
                 continue
             keep += [index[int(chunk.idxmin())], index[int(chunk.idxmax())]]
     return frame.loc[sorted(set(keep))]
-
-
-# --- peak memory per lane (summary table) ------------------------------------------------
-
-PEAK_SOURCES = {
-    "GPU, engine processes": "engine processes (NVML)",
-    "VRAM, Ollama": "Ollama /api/ps size_vram",
-    "GPU, whole device": "whole GPU (NVML)",
-}
-
-
-def lane_peak_memory(lane: Mapping[str, Any]) -> tuple[float | None, str]:
-    """(peak bytes, what was measured) over a results-document lane's telemetry.
-
-    The sources and their order are report_facts.memory_series's, so the dashboard, the
-    report and the card agree: the NVML memory of the lane's engine processes, else the
-    VRAM Ollama reports for its models, else the whole GPU while the lane ran. A model
-    size Ollama reports with nothing in VRAM is RAM, not GPU memory: left out.
-    """
-    label, points = report_facts.memory_series(lane)
-    if label not in PEAK_SOURCES or not points:
-        return None, ""
-    return max(v for _, v in points), PEAK_SOURCES[label]

@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from lib import store
+from lib.core.records import ModelInfo
 from lib.engines.common import guess_quantization as engine_guess_quantization
-from lib.records import ModelInfo
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 DEFAULT_VLLM_URL = "http://127.0.0.1:8000/v1"

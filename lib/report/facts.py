@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lib import charts, results, store
+from lib import charts, store
+from lib.analysis import results
+from lib.analysis.lane_memory import engine_kind, memory_series
 
 # vLLM engine settings worth a line in a retro (from its cache_config_info labels).
 VLLM_SETTINGS = (
@@ -153,11 +155,6 @@ def chart_text(text: str) -> str:
     return scrub_urls(text).replace("<", "‹").replace(">", "›")
 
 
-def engine_kind(lane: Mapping[str, Any]) -> str:
-    """vllm, ollama, llama.cpp or openai (what the endpoint said it is)."""
-    return str((lane.get("engine_info") or {}).get("kind") or lane.get("engine") or "")
-
-
 def engine_settings(doc: Mapping[str, Any], lane: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Known engine settings of a lane: context length, Ollama num_ctx, vLLM cache config."""
     out = []
@@ -177,36 +174,6 @@ def engine_settings(doc: Mapping[str, Any], lane: Mapping[str, Any]) -> list[tup
                     out.append((key, str(value)))
             break
     return out
-
-
-def memory_series(lane: Mapping[str, Any]) -> tuple[str, list[tuple[float, float]]]:
-    """(what was measured, [(t seconds since run start, bytes)]) for a lane.
-
-    Best source first: NVML memory of the lane's engine processes (summed per sample
-    time); else Ollama's /api/ps model size (VRAM part, or all of it when on CPU); else
-    the whole GPU's used memory while the lane ran. ("", []) when none was sampled.
-    """
-    samples = lane.get("telemetry") or []
-    kind = engine_kind(lane)
-    by_t: dict[float, float] = {}
-    for s in samples:
-        labels = s.get("labels") or {}
-        if s["name"] == "process_memory_used_bytes" and labels.get("engine") == kind:
-            by_t[s["t"]] = by_t.get(s["t"], 0.0) + s["value"]
-    if by_t:
-        return "GPU, engine processes", sorted(by_t.items())
-    ollama: dict[str, list[tuple[float, float]]] = {"size_vram": [], "size": []}
-    for s in samples:
-        if s["source"] == "ollama" and s["name"] in ollama:
-            ollama[s["name"]].append((s["t"], s["value"]))
-    if any(v > 0 for _, v in ollama["size_vram"]):
-        return "VRAM, Ollama", ollama["size_vram"]
-    if ollama["size"]:
-        return "model size, Ollama", ollama["size"]
-    for s in samples:
-        if s["source"] == "nvml" and s["name"] == "memory_used_bytes":
-            by_t[s["t"]] = by_t.get(s["t"], 0.0) + s["value"]
-    return ("GPU, whole device", sorted(by_t.items())) if by_t else ("", [])
 
 
 def level_window(view: RunView, lane_idx: int, concurrency: int) -> tuple[float, float] | None:
@@ -401,7 +368,7 @@ def answer_pair(doc: Mapping[str, Any], concurrency: int | None) -> dict[str, An
 
     Returns {"prompt", "answers": [{"lane", "text", "error", "flags"}]} or None.
     """
-    from lib import frames
+    from lib.analysis import frames
 
     items = frames.answers_by_prompt(doc, concurrency, limit=200)
     if not items and concurrency is not None:

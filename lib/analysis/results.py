@@ -13,7 +13,8 @@ import sqlite3
 from collections import defaultdict
 from typing import Any
 
-from lib import metrics, outcome, store
+from lib import store
+from lib.core import metrics, outcome
 
 
 class RunNotFound(LookupError):
@@ -108,7 +109,7 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
     }
     if data["has_votes"]:
         # Blind-review votes travel with the run (Compare page), with win rates' inputs.
-        from lib.review import votes_export
+        from lib.quality.review import votes_export
 
         document["votes"] = votes_export(db, run_id)
     return document

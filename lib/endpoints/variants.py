@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from lib.core.records import ModelInfo
 from lib.endpoints import _run_sync, _scrub, guess_quantization
-from lib.records import ModelInfo
 
 # --- Ollama: pull another variant -----------------------------------------------------
 

@@ -4,7 +4,7 @@
     python -m lib.cli export RUN_ID (--csv FILE | --parquet FILE | --json FILE) [--db DB]
 
 `add_subcommands(sub)` adds both to the subparsers object and returns their handlers.
-Handlers return an exit code (0) and raise lib.cli.UsageError with one line for
+Handlers return an exit code (0) and raise lib.core.usage.UsageError with one line for
 anything the user can fix (unknown run, missing folder, a level the run lacks, no
 browser for the PNG); lib.cli is imported inside them, since it imports this module.
 """
@@ -15,6 +15,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from lib.core.usage import UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -49,18 +51,12 @@ def add_subcommands(sub: Any) -> dict[str, Handler]:
     return {"report": cmd_report, "export": cmd_export}
 
 
-def _usage_error(message: str) -> Exception:
-    from lib.cli import UsageError  # lib.cli imports this module: import at call time
-
-    return UsageError(message)
-
-
 def _target(path: str, flag: str) -> Path:
     out = Path(path)
     if not out.parent.exists():
-        raise _usage_error(f"{flag}: folder {out.parent} does not exist")
+        raise UsageError(f"{flag}: folder {out.parent} does not exist")
     if out.is_dir():
-        raise _usage_error(f"{flag}: {out} is a folder")
+        raise UsageError(f"{flag}: {out} is a folder")
     return out
 
 
@@ -71,18 +67,19 @@ def _size(path: Path) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report and/or the PNG card of a run."""
-    from lib import report_card, results
+    from lib.analysis import results
+    from lib.report import card as report_card
     from lib.report import render_html
-    from lib.report_facts import ConcurrencyError, load_view
+    from lib.report.facts import ConcurrencyError, load_view
 
     if not args.html and not args.png:
-        raise _usage_error("give --html FILE, --png FILE or both")
+        raise UsageError("give --html FILE, --png FILE or both")
     html_path = _target(args.html, "--html") if args.html else None
     png_path = _target(args.png, "--png") if args.png else None
     try:
         view = load_view(args.db, args.run_id)
     except results.RunNotFound as exc:
-        raise _usage_error(str(exc)) from None
+        raise UsageError(str(exc)) from None
     # Both are made before either is written: a level the run lacks, or no browser for
     # the card, fails with no half-done output.
     try:
@@ -93,7 +90,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             else None
         )
     except (ConcurrencyError, report_card.RenderError) as exc:
-        raise _usage_error(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if html_path and page is not None:
         html_path.write_text(page, encoding="utf-8")
         print(f"wrote {html_path} ({_size(html_path)})")
@@ -105,13 +102,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a run's rows as CSV or Parquet, or its levels as vLLM result JSON."""
-    from lib import exports, results
+    from lib.analysis import results
+    from lib.report import exports
 
     fmt, path = next((f, getattr(args, f)) for f in exports.FORMATS if getattr(args, f))
     out = _target(path, f"--{fmt}")
     try:
         exports.write_export(args.db, args.run_id, fmt, out)
     except results.RunNotFound as exc:
-        raise _usage_error(str(exc)) from None
+        raise UsageError(str(exc)) from None
     print(f"wrote {out} ({_size(out)})")
     return 0

@@ -15,7 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from lib import metrics, outcome, results, store
+from lib import store
+from lib.analysis import results
+from lib.analysis.lane_memory import lane_peak_memory
+from lib.analysis.telemetry_frames import hardware_rows
+from lib.core import metrics, outcome
 
 # What the live view keeps of each request: numbers only. Answers and inter-token gaps
 # stay in the store (the results page reads them through results.run_document), so a
@@ -248,9 +252,8 @@ def with_peak_memory(summary: pd.DataFrame, document: Mapping[str, Any]) -> pd.D
 
     `peak_gpu_mem_gib` is the lane's own (every row of a lane shows the same value): its
     engine processes' NVML memory, else Ollama's VRAM, else the whole GPU while the lane
-    ran (telemetry_frames.lane_peak_memory); NaN with an empty source when there was none.
+    ran (lane_memory.lane_peak_memory); NaN with an empty source when there was none.
     """
-    from lib.telemetry_frames import lane_peak_memory  # local: no import cycle
 
     peaks = [lane_peak_memory(lane) for lane in document.get("lanes", [])]
     out = summary.copy()
@@ -453,8 +456,6 @@ def settings_frame(document: Mapping[str, Any]) -> pd.DataFrame:
     hardware = env.get("hardware") or {}
     for key, value in hardware.items() if isinstance(hardware, dict) else []:
         if key == "gpu":  # a dict of GPUs: model and memory per GPU, the driver
-            from lib.telemetry_frames import hardware_rows  # local: no import cycle
-
             rows.extend(hardware_rows(hardware))
             continue
         if key.endswith("_bytes") and isinstance(value, int | float):

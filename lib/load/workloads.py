@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lib.core.records import Prompt
 from lib.quality import normalize_lang, parse_keys
-from lib.records import Prompt
 
 # Bounds on a prompt file, stated in the errors: a benchmark never needs more, and a
 # mistaken upload (a video, a database dump) must fail at once, not exhaust memory.

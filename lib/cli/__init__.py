@@ -16,23 +16,18 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from lib import cli_reports, jobs, results, store
+from lib import store
+from lib.analysis import results
+from lib.cli import reports as cli_reports
+from lib.core.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
+from lib.core.usage import OneLineParser, UsageError, error_line
 from lib.engines.base import EngineError
-from lib.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
-from lib.runner import ConfigError, close_lanes, execute_run, prepare_lanes, validate_config
+from lib.load import jobs
+from lib.load.runner import ConfigError, close_lanes, execute_run, prepare_lanes, validate_config
 
 PROG = "servescope"
-
-
-class UsageError(Exception):
-    """Bad input: printed as one line, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, no usage dump
-        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -48,8 +43,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m lib.cli", description="Benchmark LLM serving engines.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m lib.cli", description="Benchmark LLM serving engines.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     run = sub.add_parser("run", help="run a benchmark")
     run.add_argument("--engine", choices=ENGINE_KINDS, help="API dialect of the single lane")
@@ -157,7 +152,7 @@ def _prompts_from_args(args: argparse.Namespace) -> list[Prompt]:
         if not args.prompt.strip():
             raise UsageError("--prompt is empty")
         return [Prompt.from_text(args.prompt)]
-    from lib import workloads
+    from lib.load import workloads
 
     if args.preset is not None:
         if args.preset not in workloads.PRESETS:
@@ -377,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except (UsageError, store.StoreError) as exc:  # the user's to fix: a flag, --db
-        _say(f"error: {exc}")
+        print(error_line(PROG, exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         _say("interrupted")
@@ -387,7 +382,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _say(f"failed: {type(exc).__name__}: {exc}")
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

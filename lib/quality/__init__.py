@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from lib.quality_lang import (
+from lib.quality.language import (
     CODE_BLOCK_RE,
     LANG_NAMES,
     LANGS,

@@ -21,7 +21,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lib import telemetry_frames as tf
+from lib.analysis import telemetry_frames as tf
+from lib.analysis.telemetry_frames import MAX_POINTS, GpuInfo, fmt_gib, thin
 from lib.charts import (
     HEIGHT,
     PALETTE,
@@ -30,7 +31,6 @@ from lib.charts import (
     append_layout,
     base_figure,
 )
-from lib.telemetry_frames import MAX_POINTS, GpuInfo, fmt_gib, thin
 
 GIB_TITLE = "GPU memory (GiB)"
 MEMORY_HEIGHT = 500  # px; the memory figure takes a full row

@@ -20,13 +20,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lib import __version__, outcome, store
-from lib.endpoints import validate_url
-from lib.engine_logs import sandbox_engine_report
-from lib.engines import make_engine
-from lib.engines.base import Engine
-from lib.metrics import request_metrics
-from lib.records import (
+from lib import __version__, store
+from lib.core import outcome
+from lib.core.metrics import request_metrics
+from lib.core.records import (
     ENGINE_KINDS,
     MAX_CONCURRENCY,
     MAX_OUTPUT_TOKENS,
@@ -39,7 +36,11 @@ from lib.records import (
     RequestResult,
     RunConfig,
 )
-from lib.store_writer import StoreWriter
+from lib.endpoints import validate_url
+from lib.engines import make_engine
+from lib.engines.base import Engine
+from lib.load.engine_logs import sandbox_engine_report
+from lib.store.writer import StoreWriter
 from lib.telemetry import TelemetryRecorder, TelemetryTarget
 from lib.telemetry.recorder import TARGET_KINDS
 

@@ -24,19 +24,9 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
-from lib import (
-    charts,
-    charts_telemetry,
-    endpoints,
-    frames,
-    jobs,
-    outcome,
-    results,
-    store,
-    telemetry_frames,
-)
-from lib.records import LaneSpec, Prompt, RunConfig, Sampling
-from lib.run_form import (
+from lib import charts, endpoints, store
+from lib.analysis import frames, results, telemetry_frames
+from lib.app.lane_choices import (
     ENGINE_LABELS,
     LaneChoice,
     build_lanes,
@@ -44,9 +34,13 @@ from lib.run_form import (
     model_caption,
     prompts_from_text,
 )
-from lib.runner import ConfigError, validate_config
+from lib.charts import telemetry as charts_telemetry
+from lib.core import outcome
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
+from lib.load import jobs
+from lib.load.runner import ConfigError, validate_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LIVE_EVERY_S = 1.0  # header and lane tiles of an active run
 # The charts of an active run: their own fragment, redrawn every CHARTS_EVERY_S from
 # figures cached per data version; rebuilt only when the data changed, and on a timer's
@@ -306,7 +300,7 @@ def _endpoint_option(status: endpoints.EndpointStatus | None) -> str:
 def prompt_picker() -> tuple[list[Prompt], str | None]:
     """Preset, typed prompts or an uploaded file; returns (prompts, error)."""
     try:
-        from lib import workloads
+        from lib.load import workloads
     except ImportError:
         workloads = None  # type: ignore[assignment]
     presets = dict(getattr(workloads, "PRESETS", {}) or {}) if workloads else {}

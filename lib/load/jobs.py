@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lib import store
-from lib.records import RunConfig
-from lib.runner import ConfigError, new_run_id, validate_config
+from lib.core.records import RunConfig
+from lib.load.runner import ConfigError, new_run_id, validate_config
 
 ACTIVE = ("pending", "running")
 # A pending row whose process never reported in (it failed before writing) is

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from lib import report_sections as sections
-from lib.report_facts import RunView, load_view, resolve_concurrency, run_title
+from lib.report import sections as sections
+from lib.report.facts import RunView, load_view, resolve_concurrency, run_title
 
 __all__ = ["html_bytes", "html_report", "png_bytes", "write_html"]
 
@@ -223,6 +223,8 @@ def png_bytes(
     db: str | os.PathLike[str] | None, run_id: str, concurrency: int | None = None
 ) -> bytes:
     """The 1600×900 retro card as PNG bytes (see lib/report_card.py)."""
-    from lib import report_card  # the card pulls in the browser renderer; only when asked
+    from lib.report import (
+        card as report_card,  # the card pulls in the browser renderer; only when asked
+    )
 
     return report_card.png_bytes(db, run_id, concurrency)

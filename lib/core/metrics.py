@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.records import RequestResult
+from lib.core.records import RequestResult
 
 PERCENTILES = (50, 90, 99)
 LATENCY_METRICS = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
