@@ -39,11 +39,11 @@ from lib.report import exports
 from lib.report import facts as report_facts
 from sandbox import models as sandbox_models
 from sandbox.errors import SandboxError
+from tests.report.test_report import parse
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 from tests.scripted import ollama_server as ollama_module
 from tests.scripted import openai_server as openai_module
 from tests.scripted.ollama_server import model_entry
-from tests.test_report import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ROOT / "app_pages"

@@ -17,7 +17,7 @@ from sandbox.errors import SandboxError
 from sandbox.paths import Home
 from sandbox.pypi_models import PypiModel
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- the portable llama.cpp build ------------------------------------------------------

@@ -19,10 +19,10 @@ from streamlit.testing.v1 import AppTest
 
 from lib import charts, store
 from lib.app import ui
-from tests.test_app_results import _array_len
-from tests.test_frames import T0, _request, make_seed_run
+from tests.analysis.test_frames import T0, _request, make_seed_run
+from tests.app.test_app_results import _array_len
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "app_pages" / "results.py")
 
 

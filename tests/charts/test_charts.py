@@ -11,7 +11,7 @@ import pytest
 
 from lib import charts, store
 from lib.analysis import frames, results
-from tests.test_frames import LANE_NAMES, make_seed_run
+from tests.analysis.test_frames import LANE_NAMES, make_seed_run
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_streamlit_theme_colors_match_palette():
     import tomllib
     from pathlib import Path
 
-    config = tomllib.loads((Path(__file__).parents[1] / ".streamlit" / "config.toml").read_text())
+    config = tomllib.loads((Path(__file__).parents[2] / ".streamlit" / "config.toml").read_text())
     theme = config["theme"]
     for i, name in enumerate(charts.STREAMLIT_COLOR_NAMES):
         if name is not None:

@@ -20,7 +20,7 @@ from lib.analysis import results
 from lib.core import csv_safe
 from lib.quality import review
 from lib.report import exports
-from tests.test_report import EVIL_ANSWER, EVIL_ERROR, call, record_run
+from tests.report.test_report import EVIL_ANSWER, EVIL_ERROR, call, record_run
 
 # Every key `vllm bench serve` writes with --save-result --save-detailed for a chat
 # benchmark (vllm/benchmarks/serve.py: main_async's result_json, benchmark()'s result,

@@ -17,7 +17,7 @@ from lib import store
 from tests.scripted.ollama_server import OllamaScript, OllamaServer
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
-PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "engines.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "engines.py")
 SECRET = "sk-page-0c1d2e3f4a5b6c7d"
 
 

@@ -12,10 +12,10 @@ from streamlit.testing.v1 import AppTest
 
 from lib import cli, store
 from lib.quality import review
+from tests.quality.test_review import KO_JSON, NAMES, ZH_JSON, make_run
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
-from tests.test_review import KO_JSON, NAMES, ZH_JSON, make_run
 
-PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "compare.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 XSS = "<script>alert(1)</script>"
 
 

@@ -40,7 +40,7 @@ from lib.telemetry import (
 )
 from lib.telemetry.hardware import _cpu_info, _mem_total_bytes
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 GIB = 1024**3
 MIB = 1024**2
 
@@ -889,7 +889,7 @@ def test_hardware_info_parsers_and_real_host(tmp_path: Path) -> None:
 
 def load_gpu_check() -> Any:
     spec = importlib.util.spec_from_file_location(
-        "gpu_check", Path(__file__).parent.parent / "bench" / "gpu_check.py"
+        "gpu_check", Path(__file__).parents[2] / "bench" / "gpu_check.py"
     )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -20,7 +20,7 @@ from lib.analysis import results
 from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
 from lib.report import card as report_card
 from lib.report import facts as report_facts
-from tests.test_report import parse
+from tests.report.test_report import parse
 
 PROMPT = "자연어 처리를 한국어로 두 문장으로 설명해 주세요."
 KOREAN = "자연어 처리는 컴퓨터가 사람의 언어를 이해하도록 돕는 기술입니다. 번역과 검색에 쓰입니다."

@@ -32,7 +32,7 @@ from lib.load.runner import TIMEOUT_GRACE_S, close_lanes, execute_run, prepare_l
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 from tests.scripted.ollama_server import model_entry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OLLAMA_MODEL = "qwen2.5:7b-instruct-q4_K_M"
 
 # What each fault reads as on the request, by API dialect (the start of the message).

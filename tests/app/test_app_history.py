@@ -17,7 +17,7 @@ from lib.charts import history as charts_history
 from lib.core.records import LaneSpec, Prompt, RunConfig
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
-PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "history.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "history.py")
 
 
 @pytest.fixture

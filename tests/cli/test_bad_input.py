@@ -26,11 +26,11 @@ from lib import endpoints as ep
 from lib.analysis import results
 from lib.core import records
 from lib.load import workloads
+from tests.app.test_app_engines import fill_add_form, saved_rows, unescape
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 from tests.scripted.ollama_server import model_entry
-from tests.test_app_engines import fill_add_form, saved_rows, unescape
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 ENGINES_PAGE = str(ROOT / "app_pages" / "engines.py")
 CHAT = "/v1/chat/completions"

@@ -13,7 +13,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from lib import store
-from tests.test_frames import (
+from tests.analysis.test_frames import (
     CHINESE_ANSWER,
     KOREAN_ANSWER,
     KOREAN_PROMPT,
@@ -23,7 +23,7 @@ from tests.test_frames import (
     make_seed_run,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "app_pages" / "results.py")
 APP = str(ROOT / "app.py")
 
@@ -214,7 +214,7 @@ def test_telemetry_of_a_cli_run_with_gpu_samples(db):
     """NVML samples shaped like the seed log (this machine has no GPU) added to a real
     run: the memory chart, vLLM's KV cache and queue, Ollama's models; peak memory per
     lane in the summary; the GPU model, driver and memory in the settings."""
-    from tests.test_telemetry_frames import GPU_NAME, GPU_TOTAL, seed_samples
+    from tests.analysis.test_telemetry_frames import GPU_NAME, GPU_TOTAL, seed_samples
 
     run_id = _cli_run(db)
     with store.opened(db) as conn:
@@ -298,7 +298,7 @@ def test_telemetry_follows_a_running_run(db):
     (AppTest cannot fire run_every; each at.run() is one tick)."""
     import json
 
-    from tests.test_telemetry_frames import seed_samples
+    from tests.analysis.test_telemetry_frames import seed_samples
 
     run_id = make_seed_run(db, status="running", with_requests=False)
     nvml = seed_samples()[None]

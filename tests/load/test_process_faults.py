@@ -31,7 +31,7 @@ from lib.load import jobs
 from tests.scripted.ollama_server import OllamaScript, OllamaServer, model_entry
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 OLLAMA_MODEL = "qwen2.5:7b-instruct-q4_K_M"
 VLLM_MODEL = "Qwen/Qwen2.5-7B-Instruct-AWQ"

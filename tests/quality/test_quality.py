@@ -21,7 +21,7 @@ from lib.quality import (
     summarize_flags,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 NEWS = ["title", "content"]
 
 

@@ -19,9 +19,9 @@ from lib.analysis import lane_memory, results
 from lib.analysis import telemetry_frames as tf
 from lib.core.records import Sample
 from lib.telemetry import parse_ollama_ps, parse_vllm_metrics
-from tests.test_frames import LANE_NAMES, T0, make_seed_run
+from tests.analysis.test_frames import LANE_NAMES, T0, make_seed_run
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 GIB = 2**30
 GPU_TOTAL = 51_527_024_640  # an RTX A6000: 49,140 MiB
 GPU_NAME = "NVIDIA RTX A6000"

@@ -13,8 +13,8 @@ from lib import charts
 from lib.analysis import telemetry_frames as tf
 from lib.charts import telemetry as ct
 from lib.telemetry import parse_vllm_metrics
-from tests.test_frames import LANE_NAMES, T0
-from tests.test_telemetry_frames import (
+from tests.analysis.test_frames import LANE_NAMES, T0
+from tests.analysis.test_telemetry_frames import (
     GIB,
     GPU_NAME,
     GPU_TOTAL,
@@ -24,7 +24,7 @@ from tests.test_telemetry_frames import (
     seed_samples,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 COLORS = charts.lane_colors(LANE_NAMES)
 SPANS = [
     {"lane": LANE_NAMES[0], "lane_idx": 0, "concurrency": 1, "start_s": 0.0, "end_s": 6.0},
