@@ -1,14 +1,14 @@
 """servescope dashboard: the router and frame (navigation and engine status sidebar).
 
-Run with `streamlit run app.py`. Every page is registered explicitly in lib/ui.PAGES;
+Run with `streamlit run app.py`. Every page is registered explicitly in lib/navigation.PAGES;
 a page whose file is not there yet is left out, so the app never breaks.
 """
 
 import streamlit as st
 
-from lib.app import ui
+from lib.app import navigation, sidebar
 
 st.set_page_config(page_title="servescope", page_icon=":material/speed:", layout="wide")
-navigation = st.navigation(ui.registered_pages())
-ui.sidebar()
+navigation = st.navigation(navigation.registered_pages())
+sidebar.sidebar()
 navigation.run()

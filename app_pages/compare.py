@@ -10,11 +10,11 @@ from __future__ import annotations
 import streamlit as st
 
 from lib import charts, quality, store
-from lib.app import ui
-from lib.app.ui import esc_md, fmt_num
+from lib.app import navigation, session
+from lib.app.formatting import esc_md, fmt_num
 from lib.quality import review
 
-DB = ui.db_key()
+DB = session.db_key()
 REVEALED = "compare_revealed"  # the id of the vote just cast, to reveal its lanes
 SHORTCUTS = {"left": "1", "right": "2", "tie": "3", "both_bad": "4"}
 LONG_ANSWER = 1500  # characters: longer answers scroll inside a fixed-height block
@@ -195,7 +195,7 @@ def blind_review(shown: list[review.Pair], votes: list[dict], voter: str) -> Non
 
 
 st.title("Compare")
-run_id = ui.run_picker()
+run_id = navigation.run_picker()
 if not run_id:
     st.stop()
 stamp = review.stamp(DB, run_id)
@@ -204,7 +204,7 @@ if data is None:
     st.stop()
 if len(data.lanes) < 2:
     st.info("This run has one lane; Compare puts two lanes side by side.")
-    ui.page_link("app_pages/results.py", "Its answers are on the Results page", run=run_id)
+    navigation.page_link("app_pages/results.py", "Its answers are on the Results page", run=run_id)
     st.stop()
 if not data.answers:
     st.info("No answers in this run yet. They appear here as requests finish.")

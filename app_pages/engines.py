@@ -7,12 +7,12 @@ import pandas as pd
 import streamlit as st
 
 from lib import endpoints as ep
-from lib.app import ui
-from lib.app.ui import esc_md
+from lib.app import formatting, session
+from lib.app.formatting import esc_md
 from lib.endpoints import variants
 from lib.engines.base import EngineError
 
-DB = ui.db_key()
+DB = session.db_key()
 API_CHOICES = ["auto", "ollama", "openai"]
 API_LABELS = {"auto": "auto-detect", "ollama": "Ollama (native API)", "openai": "OpenAI-compatible"}
 
@@ -34,7 +34,7 @@ def secrets():
 
 def refresh(message: str | None = None) -> None:
     """Probe again (here, in the sidebar and on the Run page), with a message to show."""
-    ui.endpoint_statuses.clear()
+    session.endpoint_statuses.clear()
     if message:
         st.session_state["engines_flash"] = message
     st.rerun()
@@ -44,8 +44,8 @@ st.title("Engines")
 if flash := st.session_state.pop("engines_flash", None):
     st.success(esc_md(flash))
 
-# Shared with the sidebar and the Run page, cached for ui.ENDPOINT_TTL_S (10 s).
-statuses = ui.endpoint_statuses(DB)
+# Shared with the sidebar and the Run page, cached for session.ENDPOINT_TTL_S (10 s).
+statuses = session.endpoint_statuses(DB)
 # A server is listed once; an older store may hold an entry that hides another (the
 # sandbox's, say), which would otherwise just be missing from the list.
 for hidden, by in ep.hidden_endpoints(DB):
@@ -62,7 +62,7 @@ if not statuses:
     st.info("No endpoints: both defaults are disabled. Add one below.")
 else:
     st.dataframe(
-        ui.dashed(pd.DataFrame(ep.status_rows(statuses, secrets()))),
+        formatting.dashed(pd.DataFrame(ep.status_rows(statuses, secrets()))),
         hide_index=True,
         column_config={
             "name": "Endpoint",
@@ -80,19 +80,19 @@ else:
 for status in statuses:
     e = status.endpoint
     # Names and versions come from users and engines: escaped, never markdown.
-    with st.expander(f"{ui.esc_md(e.name)} — {ui.esc_md(ep.status_line(status))}"):
+    with st.expander(f"{formatting.esc_md(e.name)} — {formatting.esc_md(ep.status_line(status))}"):
         if status.error:
             (st.warning if status.reachable else st.error)(esc_md(status.error))
         if st.button("Test", key=f"test:{e.name}", help="Probe this endpoint now"):
             fresh = ep.probe(e, timeout=3.0, secrets=secrets())
-            ui.endpoint_statuses.clear()
+            session.endpoint_statuses.clear()
             if fresh.reachable and not fresh.error:
                 st.success(esc_md(ep.status_line(fresh)))
             else:
                 st.error(esc_md(fresh.error or "unreachable"))
         if status.models:
             st.dataframe(
-                ui.dashed(pd.DataFrame(ep.model_rows(status.models))),
+                formatting.dashed(pd.DataFrame(ep.model_rows(status.models))),
                 hide_index=True,
                 key=f"models:{e.name}",
                 column_config={

@@ -6,11 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from lib.analysis import history
-from lib.app import ui
-from lib.app.ui import esc_md, page_link
+from lib.app import formatting, session
+from lib.app.formatting import esc_md
+from lib.app.navigation import page_link
 from lib.charts import history as charts_history
 
-DB = ui.db_key()
+DB = session.db_key()
 PICK = "history_pick"
 
 
@@ -38,7 +39,7 @@ figures = {run["run_id"]: levels(run["run_id"], DB, run["stamp"]) for run in run
 table = history.history_frame(runs, figures)
 status_of = dict(zip(table["run_id"], table["status"], strict=True))
 st.dataframe(
-    ui.dashed(table).style.map(history.status_style, subset=["status"]),
+    formatting.dashed(table).style.map(history.status_style, subset=["status"]),
     hide_index=True,
     column_order=history.SHOWN_COLUMNS,
     column_config={

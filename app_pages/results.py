@@ -3,14 +3,14 @@
 import streamlit as st
 
 from lib import report
-from lib.app import ui
+from lib.app import live_view, navigation, results_tables, session
 from lib.report import card as report_card
 from lib.report import exports
 
 # No page title: the run's label is the heading, so the charts start higher on screen.
-run_id = ui.run_picker()
-if run_id and ui.run_panel(run_id, "results"):
-    db = ui.db_key()
+run_id = navigation.run_picker()
+if run_id and live_view.run_panel(run_id, "results"):
+    db = session.db_key()
     # Files are built only when a button is clicked (deferred data): the card takes
     # a browser start, the report embeds Plotly's bundle.
     with st.container(horizontal=True):
@@ -50,4 +50,4 @@ if run_id and ui.run_panel(run_id, "results"):
             mime="application/json",
             help="The field names `vllm bench serve --save-result` writes, one object per level.",
         )
-    ui.results_details(run_id)
+    results_tables.results_details(run_id)

@@ -2,20 +2,20 @@
 
 import streamlit as st
 
-from lib.app import ui
+from lib.app import live_view, navigation, run_form
 
-run_id = ui.attached_run()
-if run_id and ui.run_panel(run_id, "run"):
-    ui.show_run(run_id)
+run_id = navigation.attached_run()
+if run_id and live_view.run_panel(run_id, "run"):
+    navigation.show_run(run_id)
     # The run stays on top; the form folds away so the live view is what one sees.
     with st.expander("Start another run", icon=":material/add:"):
-        ui.run_form()
+        run_form.run_form()
 else:
     if run_id:
-        ui.show_run(None)  # a stale ?run= (deleted run): forget it
+        navigation.show_run(None)  # a stale ?run= (deleted run): forget it
     st.title("Run a benchmark")
     st.caption(
         "Compare engines side by side: each lane is an endpoint and a model on it. "
         "Lanes run one after another by default, so they do not share the GPU."
     )
-    ui.run_form()
+    run_form.run_form()

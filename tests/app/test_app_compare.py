@@ -116,7 +116,7 @@ def test_a_run_made_by_the_cli_shows_both_lanes_answers(db, capsys):
 
 def review_md(name: str) -> str:
     """How a lane name reads inside the page's markdown (escaped)."""
-    from lib.app.ui import esc_md
+    from lib.app.formatting import esc_md
 
     return esc_md(name)
 

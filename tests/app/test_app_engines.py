@@ -60,7 +60,7 @@ def vllm(env):
 
 
 def unescape(markdown: str) -> str:
-    """The text a reader sees of markdown escaped by ui.esc_md."""
+    """The text a reader sees of markdown escaped by formatting.esc_md."""
     return markdown.replace("\\", "")
 
 

@@ -237,7 +237,7 @@ def test_overlay_figures(two_runs):
 
 
 def unescape(markdown: str) -> str:
-    """The text a reader sees of markdown escaped by ui.esc_md."""
+    """The text a reader sees of markdown escaped by formatting.esc_md."""
     return markdown.replace("\\", "")
 
 

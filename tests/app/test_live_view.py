@@ -18,7 +18,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from lib import charts, store
-from lib.app import ui
+from lib.app import live_view
 from tests.analysis.test_frames import T0, _request, make_seed_run
 from tests.app.test_app_results import _array_len
 
@@ -97,16 +97,18 @@ def test_finished_run_builds_its_charts_once(db, timeline_builds):
 
 
 def test_timer_ticks_rebuild_within_the_cpu_budget():
-    view = ui._RunView()
-    assert ui._charts_due(view, "v1", active=True, tick=True, now=0.0)  # never built
+    view = live_view._RunView()
+    assert live_view._charts_due(view, "v1", active=True, tick=True, now=0.0)  # never built
     view.charts_key, view.built_at, view.build_s = "v1", 100.0, 0.3
-    assert not ui._charts_due(view, "v1", active=True, tick=False, now=500.0)  # unchanged
+    assert not live_view._charts_due(view, "v1", active=True, tick=False, now=500.0)  # unchanged
     # New data on a tick 2 s after a build that took 0.3 s: 15 % of a core; wait.
-    assert not ui._charts_due(view, "v2", active=True, tick=True, now=102.0)
-    assert ui._charts_due(view, "v2", active=True, tick=True, now=100.0 + 0.3 / ui.CHART_BUDGET)
+    assert not live_view._charts_due(view, "v2", active=True, tick=True, now=102.0)
+    assert live_view._charts_due(
+        view, "v2", active=True, tick=True, now=100.0 + 0.3 / live_view.CHART_BUDGET
+    )
     # The page's own run and a finished run always show the data as it is.
-    assert ui._charts_due(view, "v2", active=True, tick=False, now=100.1)
-    assert ui._charts_due(view, "v2", active=False, tick=True, now=100.1)
+    assert live_view._charts_due(view, "v2", active=True, tick=False, now=100.1)
+    assert live_view._charts_due(view, "v2", active=False, tick=True, now=100.1)
 
 
 def _display_values(element) -> pd.DataFrame:

@@ -1,0 +1,121 @@
+"""One tile per lane: TTFT, tokens/s, output tok/s and failures of the picked level, the
+warm-up line, and every level's outcome with its reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from lib import charts
+from lib.app.formatting import STATUS_COLORS, esc_md, fmt_num
+from lib.core import outcome
+
+
+def level_pick(order: Sequence[int], where: str, run_id: str) -> int | None:
+    """Which level the lane tiles' figures show: each lane's latest that answered, or
+    one the user picks (every level's outcome is listed in the tiles either way)."""
+    if len(order) < 2:
+        return None
+    options = ["latest", *order]
+    chosen = st.segmented_control(
+        "Figures of level",
+        options,
+        default="latest",
+        format_func=lambda o: "latest" if o == "latest" else f"c={o}",
+        key=f"{where}-pick-{run_id}",
+        label_visibility="collapsed",
+    )
+    return None if chosen in (None, "latest") else int(chosen)
+
+
+def lane_tiles(
+    names: Sequence[str],
+    kpis: Sequence[Mapping[str, Any]],
+    progress: pd.DataFrame,
+    active: bool,
+    drift: Mapping[str, str] | None = None,
+    warmups: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    """One bordered box per lane: name in its colour and how the lane is doing, four
+    KPIs of one level (two by two: they fit three lanes side by side), the warm-up,
+    every level's progress or outcome with its reason, and the language check."""
+    per_row = min(max(len(names), 1), 3)
+    warm = {w["lane_idx"]: w for w in warmups}
+    for start in range(0, len(names), per_row):
+        cols = st.columns(per_row)
+        for col, kpi in zip(cols, kpis[start : start + per_row], strict=False):
+            li = kpi["lane_idx"]
+            mine = progress[progress["lane_idx"] == li]
+            with col.container(border=True):
+                _tile_title(kpi, mine, warm.get(li), active)
+                m = st.columns(2)
+                m[0].metric("TTFT p50", fmt_num(kpi["ttft_p50_ms"], 0, "ms"))
+                m[1].metric("Tokens/s p50", fmt_num(kpi["tok_per_s_p50"], 1, "tok/s"))
+                m = st.columns(2)
+                m[0].metric("Output tok/s", fmt_num(kpi["out_tok_per_s"], 0, "tok/s"))
+                done = kpi["completed"] + kpi["failed"]
+                m[1].metric("Failed", f"{kpi['failed']}/{done}" if done else "–")
+                if drift and kpi["lane"] in drift:
+                    line = esc_md(f"Answers: {drift[kpi['lane']]}")
+                    st.markdown(f":material/translate: **{line}**")
+                _warmup_line(warm.get(li), active)
+                _level_lines(mine, active)
+
+
+def _tile_title(
+    kpi: Mapping[str, Any],
+    mine: pd.DataFrame,
+    warm: Mapping[str, Any] | None,
+    active: bool,
+) -> None:
+    level = f" · c={kpi['concurrency']}" if kpi["concurrency"] else ""
+    statuses = [str(s) for s in mine["status"]]
+    if warm is not None and warm.get("status") == outcome.WARMING_UP:
+        state = outcome.WARMING_UP
+    elif active:
+        state = next((s for s in statuses if s == outcome.RUNNING), None)
+        state = state or ("waiting" if all(s == "waiting" for s in statuses) else None)
+    else:
+        state = outcome.combined_status(s for s in statuses if s != "waiting")
+    badge = f" :{STATUS_COLORS.get(state, 'gray')}-badge[{state}]" if state else ""
+    swatch = f":{charts.lane_color_name(kpi['lane_idx'])}[■]"
+    st.markdown(f"{swatch} **{esc_md(kpi['lane'])}**{level}{badge}")
+
+
+def _warmup_line(warm: Mapping[str, Any] | None, active: bool) -> None:
+    """Warm-up is a state of its own, with its own clock: an engine loading its model
+    takes tens of seconds before the first measured request (Ollama's cold load)."""
+    if warm is None or not warm.get("started_at"):
+        return
+    end = warm.get("finished_at") or (time.time() if active else None)
+    took = f" {end - warm['started_at']:.0f} s" if end else ""
+    status = warm.get("status")
+    if status == outcome.WARMING_UP:
+        st.info(
+            f"Warming up:{took} so far (the first requests load the model; not measured)",
+            icon=":material/hourglass_top:",
+        )
+    elif status == outcome.FAILED:
+        st.markdown(f":red[Warm-up failed after{took}: {esc_md(warm.get('error') or '')}]")
+    else:
+        st.caption(f"Warm-up took{took} (model load included; not measured)")
+
+
+def _level_lines(mine: pd.DataFrame, active: bool) -> None:
+    """Every level of the lane: progress while it runs, then its outcome and reason."""
+    for row in mine.itertuples():
+        failed = f", {row.failed} failed" if row.failed else ""
+        counts = f"c={row.concurrency}: {row.completed + row.failed}/{row.total} requests{failed}"
+        if active and row.status in ("waiting", outcome.RUNNING):
+            st.progress(float(row.fraction), text=f"{counts} · {row.status}")
+        elif row.status in outcome.TROUBLED:
+            colour = "red" if row.status == outcome.FAILED else "orange"
+            why = f": {row.error}" if row.error else ""
+            st.markdown(f":{colour}[**{esc_md(counts)} · {esc_md(row.status)}**{esc_md(why)}]")
+        else:
+            st.caption(esc_md(f"{counts} · {row.status}"))
