@@ -1,0 +1,144 @@
+"""Runs and their structure: the run rows, their lanes and their levels."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from lib.store.schema import dumps, loads
+
+RUN_STATUSES = (
+    "pending",
+    "running",
+    "completed",
+    "completed with failures",
+    "failed",
+    "cancelled",
+)
+
+
+def create_run(
+    conn: sqlite3.Connection,
+    run_id: str,
+    config: dict[str, Any],
+    label: str = "",
+    env: dict[str, Any] | None = None,
+    status: str = "pending",
+) -> None:
+    conn.execute(
+        "INSERT INTO runs (run_id, created_at, label, status, config_json, env_json)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (run_id, time.time(), label, status, dumps(config), dumps(env or {})),
+    )
+
+
+def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
+    """Set columns of a run; dict values go to their *_json column."""
+    allowed = {"label", "status", "pid", "started_at", "finished_at", "error", "env", "config"}
+    allowed.add("cancel_requested")
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"unknown run fields: {sorted(unknown)}")
+    cols, values = [], []
+    for key, value in fields.items():
+        if key in ("env", "config"):
+            cols.append(f"{key}_json = ?")
+            values.append(dumps(value))
+        else:
+            cols.append(f"{key} = ?")
+            values.append(value)
+    if cols:
+        conn.execute(f"UPDATE runs SET {', '.join(cols)} WHERE run_id = ?", (*values, run_id))
+
+
+def get_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return _run_row(row) if row else None
+
+
+def list_runs(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+    return [_run_row(r) for r in rows]
+
+
+def delete_run(conn: sqlite3.Connection, run_id: str) -> bool:
+    cur = conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+    return cur.rowcount > 0
+
+
+def _run_row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["config"] = loads(out.pop("config_json"), {})
+    out["env"] = loads(out.pop("env_json"), {})
+    return out
+
+
+def add_lane(
+    conn: sqlite3.Connection,
+    run_id: str,
+    lane_idx: int,
+    name: str,
+    engine: str,
+    base_url: str,
+    model: str,
+    engine_info: dict[str, Any],
+    model_info: dict[str, Any],
+) -> None:
+    conn.execute(
+        "INSERT INTO lanes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (run_id, lane_idx, name, engine, base_url, model, dumps(engine_info), dumps(model_info)),
+    )
+
+
+def get_lanes(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT * FROM lanes WHERE run_id = ? ORDER BY lane_idx", (run_id,))
+    out = []
+    for row in rows:
+        lane = dict(row)
+        lane["engine_info"] = loads(lane.pop("engine_info_json"), {})
+        lane["model_info"] = loads(lane.pop("model_info_json"), {})
+        out.append(lane)
+    return out
+
+
+def set_level(
+    conn: sqlite3.Connection,
+    run_id: str,
+    lane_idx: int,
+    concurrency: int,
+    status: str,
+    started_at: float | None = None,
+    finished_at: float | None = None,
+    error: str | None = None,
+) -> None:
+    """Create or update a level; concurrency 0 is the lane's warm-up."""
+    conn.execute(
+        "INSERT INTO levels (run_id, lane_idx, concurrency, status, started_at, finished_at,"
+        " error) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (run_id, lane_idx, concurrency) DO UPDATE SET status = excluded.status,"
+        " started_at = COALESCE(excluded.started_at, started_at),"
+        " finished_at = COALESCE(excluded.finished_at, finished_at),"
+        " error = COALESCE(excluded.error, error)",
+        (run_id, lane_idx, concurrency, status, started_at, finished_at, error),
+    )
+
+
+def close_levels(conn: sqlite3.Connection, run_id: str, status: str, at: float) -> None:
+    """Give a run's still-running levels their final status (a run that died or was
+    stopped never ended them itself)."""
+    conn.execute(
+        "UPDATE levels SET status = ?, finished_at = COALESCE(finished_at, ?)"
+        " WHERE run_id = ? AND status IN ('running', 'warming up')",
+        (status, at, run_id),
+    )
+
+
+def get_levels(conn: sqlite3.Connection, run_id: str, warmup: bool = False) -> list[dict[str, Any]]:
+    """A run's measured levels; with `warmup`, its lanes' warm-ups (concurrency 0) only."""
+    where = "concurrency = 0" if warmup else "concurrency > 0"
+    rows = conn.execute(
+        f"SELECT * FROM levels WHERE run_id = ? AND {where} ORDER BY lane_idx, concurrency",
+        (run_id,),
+    )
+    return [dict(r) for r in rows]
