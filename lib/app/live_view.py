@@ -104,8 +104,13 @@ def run_panel(run_id: str, where: str) -> bool:
         st.error(f"No run {esc_md(run_id)} in the store.")
         return False
     was_active = run["status"] in jobs.ACTIVE
-    if st.session_state.pop("scroll_top", False):
-        _scroll_to_top()
+    # The scroll script takes a slot that every run of the page emits, filled or empty:
+    # were it there only in the run after "Start run", the page's rerun at the run's end
+    # would put the header and charts one place up, and the browser would show the old
+    # and the new view together until that rerun finished.
+    with st.empty():
+        if st.session_state.pop("scroll_top", False):
+            _scroll_to_top()
 
     # Two fragments: the status (header, tiles) every second, the charts more slowly
     # and from cached figures; each re-emits all of its elements on every rerun
