@@ -1,6 +1,6 @@
 """Quantization variants: pull another Ollama tag, or the `vllm serve` command for a sibling.
 
-Split from lib/endpoints.py (the registry): these act on one endpoint's models.
+Beside the registry (lib/endpoints/registry.py): these act on one endpoint's models.
 Commands built here are only ever displayed, never run.
 """
 
@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lib.core.records import ModelInfo
-from lib.endpoints import _run_sync, _scrub, guess_quantization
+from lib.endpoints.keys import scrub
+from lib.endpoints.model_labels import guess_quantization
+from lib.endpoints.probing import run_sync
 
 # --- Ollama: pull another variant -----------------------------------------------------
 
@@ -97,7 +99,7 @@ def pull_failure(reason: str, secret: str | None = None) -> str:
     timed-out connection) the raw Go error says nothing of what to do, so a hint comes
     first, naming the registry host; the raw reason follows it. Other reasons are kept.
     """
-    raw = _scrub(reason, secret)
+    raw = scrub(reason, secret)
     host = _GO_URL_HOST_RE.search(raw)
     about_registry = host is not None or REGISTRY_HOST in raw or "manifest" in raw
     if not (about_registry and _NETWORK_FAILURE_RE.search(raw)):
@@ -138,12 +140,12 @@ def pull_model(
                     on_progress(last)
         except EngineUnreachable as exc:
             # Ollama itself is out of reach, not its registry: no registry hint.
-            raise EngineError(_scrub(str(exc), api_key)) from None
+            raise EngineError(scrub(str(exc), api_key)) from None
         except EngineError as exc:
             raise EngineError(pull_failure(str(exc), api_key)) from None
         except Exception as exc:
             message = f"Pull failed: {type(exc).__name__}: {exc}"
-            raise EngineError(_scrub(message, api_key)) from None
+            raise EngineError(scrub(message, api_key)) from None
         finally:
             with contextlib.suppress(Exception):
                 await engine.aclose()
@@ -151,7 +153,7 @@ def pull_model(
             raise EngineError(f"Pull of {name} ended without success (last: {last.status!r}).")
         return last
 
-    return _run_sync(run())
+    return run_sync(run())
 
 
 # --- vLLM: the command that would serve another variant ---------------------------------

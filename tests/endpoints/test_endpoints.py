@@ -12,7 +12,7 @@ import pytest
 
 from lib import endpoints as ep
 from lib.core.records import ModelInfo
-from lib.endpoints import Endpoint, variants
+from lib.endpoints import Endpoint, keys, variants
 from lib.engines.base import EngineError
 from tests.scripted.ollama_server import OllamaScript, OllamaServer
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
@@ -322,7 +322,7 @@ def test_api_key_used_and_never_shown(monkeypatch):
 
 
 def test_scrub_removes_key_from_messages():
-    assert ep._scrub(f"boom Bearer {SECRET}\nsecond line", SECRET) == "boom Bearer ***"
+    assert keys.scrub(f"boom Bearer {SECRET}\nsecond line", SECRET) == "boom Bearer ***"
 
 
 def test_probe_all_in_order_concurrently(ollama, vllm):
