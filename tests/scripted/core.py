@@ -21,6 +21,7 @@ import socket
 import struct
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +31,8 @@ from typing import Any
 # malformed: a broken line mid-stream; http503: refuse with the engine's 503 body.
 FAULTS = ("reset", "close", "drop", "hang", "hang_headers", "error", "malformed", "http503")
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
-_REASONS |= {500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized"}
+_REASONS |= {404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 @dataclass
@@ -69,16 +70,33 @@ class Reply:
         self.reader, self.writer = reader, writer
         self.transport = writer.transport
         self.streaming = False
+        self.answered = False  # a status line was written
 
-    def send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        head_only: bool = False,
+    ) -> None:
+        """A whole response. With `head_only` the headers give the body's length but the
+        body is not sent, as Go's net/http answers HEAD (a body there would be read as
+        the start of the next response)."""
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
             f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n"
         )
-        self.transport.write(head.encode() + body)
+        self.transport.write(head.encode() + (b"" if head_only else body))
+        self.answered = True
 
-    def json(self, status: int, obj: Any) -> None:
-        self.send(status, json.dumps(obj).encode())
+    def json(
+        self,
+        status: int,
+        obj: Any,
+        content_type: str = "application/json",
+        head_only: bool = False,
+    ) -> None:
+        self.send(status, json.dumps(obj).encode(), content_type, head_only)
 
     def start(self, content_type: str, status: int = 200) -> None:
         head = (
@@ -86,7 +104,7 @@ class Reply:
             f"content-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
         )
         self.transport.write(head.encode())
-        self.streaming = True
+        self.streaming = self.answered = True
 
     def chunk(self, data: bytes) -> None:
         if not self.transport.is_closing():
@@ -285,9 +303,14 @@ class ScriptedServer:
                 if path.startswith("/_scripted/"):
                     keep = self._control(rec, reply)
                 else:
-                    keep = self.handle(rec, reply)
-                    if not isinstance(keep, bool):
-                        keep = await keep
+                    try:
+                        keep = self.handle(rec, reply)
+                        if not isinstance(keep, bool):
+                            keep = await keep
+                    except ConnectionError:
+                        raise  # the client went away: nothing to answer
+                    except Exception as exc:  # the one place a handler's failure is answered
+                        keep = self.failed(reply, exc)
                 if not keep or headers.get("connection", "").lower() == "close":
                     break
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
@@ -310,6 +333,46 @@ class ScriptedServer:
 
     def handle(self, rec: Recorded, reply: Reply) -> Any:  # bool | Awaitable[bool]
         raise NotImplementedError
+
+    # -- errors: one path for every error a scripted server writes ----------------
+    # A subclass speaks its engine's dialect by overriding `error_object` (the JSON
+    # error) and `stream_item` (how a JSON object is framed in a streamed body).
+
+    def error_object(self, status: int, message: str) -> dict[str, Any]:
+        """The engine's JSON error for `message` (Ollama's `{"error": message}`)."""
+        return {"error": message}
+
+    def stream_item(self, obj: Any) -> bytes:
+        """A JSON object as one item of a streamed body (an NDJSON line)."""
+        return json.dumps(obj).encode() + b"\n"
+
+    def error(
+        self,
+        reply: Reply,
+        status: int,
+        message: str,
+        *,
+        content_type: str = "application/json",
+        head_only: bool = False,
+        **extra: Any,
+    ) -> bool:
+        """Answer with the engine's error object (top-level `extra` fields after it);
+        the connection is kept alive."""
+        reply.json(status, self.error_object(status, message) | extra, content_type, head_only)
+        return True
+
+    def error_item(self, message: str, status: int = 500) -> bytes:
+        """The engine's error object as an item of a streamed body (a mid-stream error)."""
+        return self.stream_item(self.error_object(status, message))
+
+    def failed(self, reply: Reply, exc: Exception) -> bool:
+        """A handler raised: its traceback goes to stderr (the test's captured output) and
+        the client gets the engine's 500, or a reset when a response was already begun."""
+        traceback.print_exception(exc)
+        if reply.answered:
+            reply.reset()
+            return False
+        return self.error(reply, 500, f"scripted server failed: {type(exc).__name__}: {exc}")
 
     # -- helpers for subclasses --------------------------------------------------
     def stream(

@@ -40,7 +40,10 @@ _DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 # model.ParseName, simplified: [namespace/]name[:tag].
 _PART = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}"
 _MODEL_NAME = re.compile(rf"({_PART}/)?{_PART}(:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,79}})?")
-_REASON = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found"}
+# Content types as Go writes them, for `/` and the blob routes (as Ollama 0.24 answers them;
+# the other JSON answers here say plain application/json).
+GO_JSON = "application/json; charset=utf-8"
+GO_TEXT = "text/plain; charset=utf-8"
 
 
 def model_entry(
@@ -122,20 +125,6 @@ class _BodyTap:
         return getattr(self._reader, name)
 
 
-def _respond(reply: Reply, status: int, body: Any = b"", head_only: bool = False) -> None:
-    """A whole response; `body` is bytes (plain text) or a JSON object. With `head_only`
-    the headers give the body's length but the body is not sent, as Go's net/http
-    answers HEAD (a body there would be read as the start of the next response)."""
-    kind = "text/plain; charset=utf-8"
-    if not isinstance(body, bytes):
-        body, kind = json.dumps(body).encode(), "application/json; charset=utf-8"
-    head = (
-        f"HTTP/1.1 {status} {_REASON.get(status, 'Status')}\r\ncontent-type: {kind}\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
-    )
-    reply.transport.write(head.encode() + (b"" if head_only else body))
-
-
 def _bad_file_path(name: str) -> bool:
     """validateCreateFilePath: a file name in `files` must be a clean relative path."""
     parts = name.split("/")
@@ -161,8 +150,7 @@ class OllamaServer(ScriptedServer):
         return None
 
     def _not_found(self, reply: Reply, name: Any) -> bool:
-        reply.json(404, {"error": f"model '{name}' not found"})
-        return True
+        return self.error(reply, 404, f"model '{name}' not found")
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         # Same parsing as core, through a tap that keeps the raw body (see _BodyTap).
@@ -173,9 +161,9 @@ class OllamaServer(ScriptedServer):
         body = rec.body if isinstance(rec.body, dict) else {}
         key = (rec.method, rec.path)
         if key == ("GET", "/"):
-            reply.send(200, b"Ollama is running", "text/plain; charset=utf-8")
+            reply.send(200, b"Ollama is running", GO_TEXT)
         elif key == ("HEAD", "/"):
-            _respond(reply, 200, b"Ollama is running", head_only=True)
+            reply.send(200, b"Ollama is running", GO_TEXT, head_only=True)
         elif rec.path.startswith(BLOBS) and rec.method in ("HEAD", "POST"):
             return self._blob(rec, reply)
         elif key == ("POST", "/api/create"):
@@ -231,26 +219,24 @@ class OllamaServer(ScriptedServer):
         match = _DIGEST.fullmatch(digest)
         head = rec.method == "HEAD"
         if match is None:
-            _respond(reply, 400, {"error": "invalid digest format"}, head)
-            return True
+            return self.error(
+                reply, 400, "invalid digest format", content_type=GO_JSON, head_only=head
+            )
         key = f"sha256:{match[1]}"
         blobs = self.script.blobs
-        if head:
-            if key in blobs:
-                _respond(reply, 200, head_only=True)
-            else:
-                _respond(reply, 404, {"error": f'blob "{digest}" not found'}, head_only=True)
-            return True
-        if key in blobs:  # Ollama answers 200 without reading what was sent
-            _respond(reply, 200)
+        if head and key not in blobs:
+            message = f'blob "{digest}" not found'
+            return self.error(reply, 404, message, content_type=GO_JSON, head_only=True)
+        if head or key in blobs:  # Ollama answers 200 without reading what was sent
+            reply.send(200, b"", GO_TEXT)
             return True
         raw = reply.reader.body if isinstance(reply.reader, _BodyTap) else b""
         got = "sha256:" + hashlib.sha256(raw).hexdigest()
         if got != key:
-            _respond(reply, 400, {"error": f'digest mismatch, expected "{digest}", got "{got}"'})
-            return True
+            message = f'digest mismatch, expected "{digest}", got "{got}"'
+            return self.error(reply, 400, message, content_type=GO_JSON)
         blobs[key] = raw
-        _respond(reply, 201)
+        reply.send(201, b"", GO_TEXT)
         return True
 
     def _create(self, rec: Recorded, reply: Reply, body: dict[str, Any]) -> bool:
@@ -259,27 +245,21 @@ class OllamaServer(ScriptedServer):
         stream is false); success ends with {"status": "success"}."""
         s = self.script
         if not isinstance(rec.body, dict):
-            reply.json(400, {"error": "missing request body"})
-            return True
+            return self.error(reply, 400, "missing request body")
         name = str(body.get("model") or body.get("name") or "")
         files = body.get("files") or {}
         if not isinstance(files, dict):
-            reply.json(400, {"error": "json: cannot unmarshal files"})
-            return True
+            return self.error(reply, 400, "json: cannot unmarshal files")
         for file_name, digest in files.items():
             if _bad_file_path(file_name):
-                reply.json(400, {"error": f"file path must be relative: {file_name}"})
-                return True
+                return self.error(reply, 400, f"file path must be relative: {file_name}")
             if not _DIGEST.fullmatch(str(digest)):
                 error = f"invalid digest for {file_name}: invalid digest format"
-                reply.json(400, {"error": error})
-                return True
+                return self.error(reply, 400, error)
         if not _MODEL_NAME.fullmatch(name):
-            reply.json(400, {"error": "invalid model name"})
-            return True
+            return self.error(reply, 400, "invalid model name")
         if not files:
-            reply.json(400, {"error": "neither 'from' or 'files' was specified"})
-            return True
+            return self.error(reply, 400, "neither 'from' or 'files' was specified")
         contents: dict[str, bytes] = {}
         for file_name, digest in sorted(files.items()):
             key = "sha256:" + str(digest)[7:]
@@ -289,12 +269,11 @@ class OllamaServer(ScriptedServer):
                     f"blob not found for {file_name} (digest {digest}): "
                     f"open {path}: no such file or directory"
                 )
-                reply.json(400, {"error": error})
-                return True
+                return self.error(reply, 400, error)
             contents[key] = s.blobs[key]
         lines: list[dict[str, Any]] = [{"status": "parsing GGUF"}]
         if not all(data.startswith(b"GGUF") for data in contents.values()):
-            lines.append({"error": "invalid file magic"})  # gguf.ReadFileMetadata's error
+            lines.append(self.error_object(500, "invalid file magic"))  # gguf.ReadFileMetadata
         else:
             lines += [{"status": f"using existing layer {k}"} for k in contents]
             for extra in ("template", "parameters"):
@@ -305,11 +284,13 @@ class OllamaServer(ScriptedServer):
             lines += [{"status": "writing manifest"}, {"status": "success"}]
             self._add_created(name, body, sum(len(d) for d in contents.values()))
         if body.get("stream", True) is False:  # waitForStream: the last line, or a 500
-            reply.json(500 if "error" in lines[-1] else 200, lines[-1])
+            if "error" in lines[-1]:
+                return self.error(reply, 500, lines[-1]["error"])
+            reply.json(200, lines[-1])
             return True
         reply.start("application/x-ndjson")
         for line in lines:
-            reply.chunk(json.dumps(line).encode() + b"\n")
+            reply.chunk(self.stream_item(line))
         reply.end()
         return True
 
@@ -340,7 +321,7 @@ class OllamaServer(ScriptedServer):
         reply.start("application/x-ndjson")
         lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
         if name.startswith(("missing", "fault-")):
-            lines.append({"error": "pull model manifest: file does not exist"})
+            lines.append(self.error_object(500, "pull model manifest: file does not exist"))
         else:
             digest = "sha256:" + "ab" * 32
             total = 4_000_000
@@ -354,7 +335,7 @@ class OllamaServer(ScriptedServer):
             lines.append({"status": "success"})
             if self._find(name) is None:
                 self.script.models.append(model_entry(name))
-        items: list[Item] = [json.dumps(x).encode() + b"\n" for x in lines]
+        items: list[Item] = [self.stream_item(x) for x in lines]
         delays = [i * self.script.pull_gap_ms / 1000 for i in range(len(items))]
         return self.stream(reply, rec, items, delays, [0] * len(items), reply.end)
 
@@ -366,8 +347,7 @@ class OllamaServer(ScriptedServer):
             return self._not_found(reply, name)
         if fault == "http503":
             msg = "server busy, please try again.  maximum pending requests exceeded"
-            reply.json(503, {"error": msg})
-            return True
+            return self.error(reply, 503, msg)
         if fault == "hang_headers":
             return reply.hang()
         if fault == "drop":  # the server process died while handling the request
@@ -409,7 +389,7 @@ class OllamaServer(ScriptedServer):
             extra = [reply.close]
         elif fault == "error":
             err = "an error was encountered while running the model: unexpected EOF"
-            extra = [json.dumps({"error": err}).encode() + b"\n"]
+            extra = [self.error_item(err)]
         elif fault == "malformed":
             extra = [head + b'"content":"br\n']
         elif fault != "hang":

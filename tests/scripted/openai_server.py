@@ -19,6 +19,7 @@ import asyncio
 import functools
 import json
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from tests.scripted.core import (
@@ -99,6 +100,7 @@ class OpenAIServer(ScriptedServer):
     def handle(self, rec: Recorded, reply: Reply) -> Any:
         s = self.script
         if s.api_key and rec.headers.get("authorization") != f"Bearer {s.api_key}":
+            # vLLM's API-key middleware answers outside the OpenAI error shape.
             reply.json(401, {"error": "Unauthorized"})
             return True
         key = (rec.method, rec.path)
@@ -137,7 +139,7 @@ class OpenAIServer(ScriptedServer):
         ):
             return self._chat(rec, reply)
         else:
-            reply.json(404, {"detail": "Not Found"})
+            reply.json(404, {"detail": "Not Found"})  # FastAPI's, before any engine code
         return True
 
     def _tokenize(self, rec: Recorded, reply: Reply) -> None:
@@ -147,7 +149,7 @@ class OpenAIServer(ScriptedServer):
         tokenizes nothing when `content` is missing."""
         s, body = self.script, rec.body if isinstance(rec.body, dict) else {}
         if s.tokenize_fault == "http500":
-            reply.json(500, self._error(500, "tokenizer crashed", "InternalServerError"))
+            self.error(reply, 500, "tokenizer crashed")
             return
         bos = int(s.bos)
 
@@ -161,7 +163,7 @@ class OpenAIServer(ScriptedServer):
             reply.json(200, {"count": counted(body["input"]) + bos})
         elif s.flavor == "vllm":
             if not isinstance(body.get("prompt"), str):
-                reply.json(400, self._error(400, "prompt: Field required", "BadRequestError"))
+                self.error(reply, 400, "prompt: Field required")
                 return
             n = counted(body["prompt"]) + bos * body.get("add_special_tokens", True)
             reply.json(200, {"count": n, "max_model_len": s.max_model_len, "tokens": [7] * n})
@@ -184,10 +186,17 @@ class OpenAIServer(ScriptedServer):
             card |= {"owned_by": "system"}
         return card
 
-    def _error(self, status: int, message: str, kind: str) -> dict[str, Any]:
+    def error_object(self, status: int, message: str) -> dict[str, Any]:
+        """The OpenAI error object, its type named after the status as vLLM names it
+        (404 NotFoundError, 500 InternalServerError); llama.cpp orders the fields its way."""
+        kind = HTTPStatus(status).phrase.replace(" ", "").removesuffix("Error") + "Error"
         if self.script.flavor == "llamacpp":
             return {"error": {"code": status, "message": message, "type": kind}}
         return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+    def stream_item(self, obj: Any) -> bytes:
+        """A JSON object as one SSE event."""
+        return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
     def _chat(self, rec: Recorded, reply: Reply) -> Any:
         s = self.script
@@ -196,11 +205,9 @@ class OpenAIServer(ScriptedServer):
         fault = rec.fault = fault_of(rec, model, s.fault)
         if model not in s.models and not (model or "").startswith("fault-"):
             msg = f"The model `{model}` does not exist. Valid aliases: {', '.join(s.models)}."
-            reply.json(404, self._error(404, msg, "NotFoundError") | {"param": "model"})
-            return True
+            return self.error(reply, 404, msg, param="model")
         if fault == "http503":
-            reply.json(503, self._error(503, "Service Unavailable", "ServiceUnavailableError"))
-            return True
+            return self.error(reply, 503, "Service Unavailable")
         if fault == "hang_headers":
             return reply.hang()
         if fault == "drop":  # the server process died while handling the request
@@ -285,7 +292,7 @@ class OpenAIServer(ScriptedServer):
         elif fault == "close":
             add(reply.close, end + 1)
         elif fault == "error":
-            add(self._sse_error(), end + 1)
+            add(self.error_item("scripted failure: engine died"), end + 1)
             add(b"data: [DONE]\n\n", end + 1)
         elif fault == "malformed":
             add(b'data: {"id":"chatcmpl-x","choices":[{"delta":{"content":"br\n\n', end + 1)
@@ -316,10 +323,6 @@ class OpenAIServer(ScriptedServer):
     async def _then_hang(self, done: asyncio.Future[bool], reply: Reply) -> bool:
         await done
         return await reply.hang()
-
-    def _sse_error(self) -> bytes:
-        err = self._error(500, "scripted failure: engine died", "InternalServerError")
-        return b"data: " + json.dumps(err).encode() + b"\n\n"
 
     def _timings(self, prompt_n: int, predicted_n: int) -> dict[str, float]:
         s = self.script
