@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from lib.engines import make_engine
@@ -21,18 +19,6 @@ class NotAnEngine(ScriptedServer):
     def handle(self, rec: Recorded, reply: Reply) -> bool:
         reply.send(404, b"<h1>Not Found</h1>", "text/html")
         return True
-
-
-@pytest.fixture(scope="module")
-def openai_server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def ollama_server() -> Iterator[OllamaServer]:
-    with OllamaServer() as srv:
-        yield srv
 
 
 @pytest.mark.parametrize("suffix", ["", "/", "/v1"])

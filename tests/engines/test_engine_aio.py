@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +13,8 @@ from lib.core.records import Prompt, Sampling
 from lib.engines import aio
 from lib.engines.openai_compat import OpenAICompatEngine
 from lib.engines.sse import SSEDecoder
-from tests.scripted import OpenAIScript, OpenAIServer
+from tests.conftest import Scripted
+from tests.scripted import OpenAIServer
 
 STREAM = (
     b": ping\n\n"
@@ -65,9 +65,8 @@ def test_sse_decoder_event_ends_are_body_offsets():
 
 
 @pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer(OpenAIScript(ttft_ms=30, gap_ms=500, comments=False)) as srv:
-        yield srv
+def server(scripted: Scripted) -> OpenAIServer:
+    return scripted.openai(ttft_ms=30, gap_ms=500, comments=False)
 
 
 async def test_chunk_time_is_when_its_bytes_were_read(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -25,16 +25,10 @@ CHAT = "/api/chat"
 PROMPT = Prompt.from_text("한국어로 바다에 대해 알려 주세요")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[OllamaServer]:
-    with OllamaServer() as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(server: OllamaServer) -> OllamaServer:
-    server.script = OllamaScript(ttft_ms=30, gap_ms=8)
-    return server
+def srv(ollama_server: OllamaServer) -> OllamaServer:
+    ollama_server.script = OllamaScript(ttft_ms=30, gap_ms=8)
+    return ollama_server
 
 
 @pytest.fixture

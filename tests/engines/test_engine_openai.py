@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
@@ -32,16 +32,10 @@ CHAT = "/v1/chat/completions"
 PROMPT = Prompt.from_text("안녕하세요, tell me about the sea")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(server: OpenAIServer) -> OpenAIServer:
-    server.script = OpenAIScript(ttft_ms=30, gap_ms=8)
-    return server
+def srv(openai_server: OpenAIServer) -> OpenAIServer:
+    openai_server.script = OpenAIScript(ttft_ms=30, gap_ms=8)
+    return openai_server
 
 
 # (parser, transport): the default aiohttp reader, the httpx2 reader kept for
@@ -117,36 +111,36 @@ async def test_sampling_sent_explicitly(engine: OpenAICompatEngine, srv: OpenAIS
         ("generic", {}),
     ],
 )
-async def test_ignore_eos_per_engine(server: OpenAIServer, flavor: str, expected: dict):
-    server.script = OpenAIScript(flavor=flavor, ttft_ms=1, gap_ms=1)
-    eng = OpenAICompatEngine(server.url)  # flavour detected before the first send
+async def test_ignore_eos_per_engine(openai_server: OpenAIServer, flavor: str, expected: dict):
+    openai_server.script = OpenAIScript(flavor=flavor, ttft_ms=1, gap_ms=1)
+    eng = OpenAICompatEngine(openai_server.url)  # flavour detected before the first send
     try:
         r = await chat(eng, max_tokens=6, ignore_eos=True)
     finally:
         await eng.aclose()
     assert r.error is None
-    body = server.recorded(CHAT)[-1].body
+    body = openai_server.recorded(CHAT)[-1].body
     sent = {k: body[k] for k in ("ignore_eos", "min_tokens") if k in body}
     assert sent == expected
 
 
-async def test_llamacpp_stream_shape(server: OpenAIServer):
+async def test_llamacpp_stream_shape(openai_server: OpenAIServer):
     # role chunk with content null, usage + timings on the finish chunk (no choices: [])
-    server.script = OpenAIScript(flavor="llamacpp", ttft_ms=20, gap_ms=5)
-    eng = make_engine("llama.cpp", server.url)
+    openai_server.script = OpenAIScript(flavor="llamacpp", ttft_ms=20, gap_ms=5)
+    eng = make_engine("llama.cpp", openai_server.url)
     try:
         r = await chat(eng, max_tokens=4)
     finally:
         await eng.aclose()
-    assert_matches_truth(r, server, 0.020)
+    assert_matches_truth(r, openai_server, 0.020)
     assert (r.output_tokens, r.token_source, r.finish_reason) == (4, "server", "length")
     assert r.server is not None and r.server["predicted_n"] == 4
     assert r.server["prompt_ms"] == 20
 
 
-async def test_llamacpp_predicted_n_when_usage_missing(server: OpenAIServer):
-    server.script = OpenAIScript(flavor="llamacpp", usage="none", ttft_ms=1, gap_ms=1)
-    eng = make_engine("llama.cpp", server.url)
+async def test_llamacpp_predicted_n_when_usage_missing(openai_server: OpenAIServer):
+    openai_server.script = OpenAIScript(flavor="llamacpp", usage="none", ttft_ms=1, gap_ms=1)
+    eng = make_engine("llama.cpp", openai_server.url)
     try:
         r = await chat(eng, max_tokens=5)
     finally:
@@ -176,15 +170,19 @@ async def test_reasoning_empty_token_and_tool_call_chunks_count(
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-async def test_llama_cpp_python_role_chunk_without_content(server: OpenAIServer, transport: str):
+async def test_llama_cpp_python_role_chunk_without_content(
+    openai_server: OpenAIServer, transport: str
+):
     # role chunk without content, CRLF line ends (sse-starlette), no usage, no timings
-    server.script = OpenAIScript(flavor="llama-cpp-python", usage="none", ttft_ms=15, gap_ms=3)
-    eng = OpenAICompatEngine(server.url, transport=transport)
+    openai_server.script = OpenAIScript(
+        flavor="llama-cpp-python", usage="none", ttft_ms=15, gap_ms=3
+    )
+    eng = OpenAICompatEngine(openai_server.url, transport=transport)
     try:
         r = await chat(eng, max_tokens=3)
     finally:
         await eng.aclose()
-    assert_matches_truth(r, server, 0.015)
+    assert_matches_truth(r, openai_server, 0.015)
     assert r.output_text == "안녕 token"
     assert (r.output_tokens, r.token_source) == (3, "server-tokenizer")
 
@@ -233,10 +231,10 @@ async def test_unknown_model(engine: OpenAICompatEngine, srv: OpenAIServer):
     assert (await engine.check_model(MODEL)).name == MODEL
 
 
-async def test_api_key(server: OpenAIServer):
-    server.script = OpenAIScript(api_key="sekrit", ttft_ms=1, gap_ms=1)
-    bad = OpenAICompatEngine(server.url, api_key="wrong")
-    good = OpenAICompatEngine(server.url, api_key="sekrit")
+async def test_api_key(openai_server: OpenAIServer):
+    openai_server.script = OpenAIScript(api_key="sekrit", ttft_ms=1, gap_ms=1)
+    bad = OpenAICompatEngine(openai_server.url, api_key="wrong")
+    good = OpenAICompatEngine(openai_server.url, api_key="sekrit")
     try:
         assert (await chat(bad)).error == "HTTP 401: Unauthorized"
         with pytest.raises(EngineError, match="HTTP 401"):
@@ -271,9 +269,11 @@ async def test_list_models_and_info(engine: OpenAICompatEngine, srv: OpenAIServe
     assert info.base_url == srv.base_url
 
 
-async def test_llamacpp_models_and_info(server: OpenAIServer):
-    server.script = OpenAIScript(flavor="llamacpp", models=["/m/qwen2.5-0.5b-instruct-q4_k_m.gguf"])
-    eng = OpenAICompatEngine(server.base_url)
+async def test_llamacpp_models_and_info(openai_server: OpenAIServer):
+    openai_server.script = OpenAIScript(
+        flavor="llamacpp", models=["/m/qwen2.5-0.5b-instruct-q4_k_m.gguf"]
+    )
+    eng = OpenAICompatEngine(openai_server.base_url)
     try:
         (model,) = await eng.list_models()
         info = await eng.info()

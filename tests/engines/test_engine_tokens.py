@@ -3,8 +3,6 @@ against the scripted servers' tokenize routes (tests/scripted/openai_server.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from lib.core.records import Prompt, RequestResult, Sampling
@@ -17,12 +15,6 @@ MODEL = "scripted-model"
 CHAT = "/v1/chat/completions"
 LCP_COUNT = "/extras/tokenize/count"
 PROMPT = Prompt.from_text("안녕하세요")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as srv:
-        yield srv
 
 
 async def run(server: OpenAIServer, script: OpenAIScript, *max_tokens: int) -> list[RequestResult]:
@@ -42,50 +34,50 @@ def lcp(**kw: object) -> OpenAIScript:
     return OpenAIScript(flavor="llama-cpp-python", usage="none", ttft_ms=5, gap_ms=1, **kw)
 
 
-async def test_llama_cpp_python_count_comes_after_the_timing(server: OpenAIServer):
-    (r,) = await run(server, lcp(), 7)
+async def test_llama_cpp_python_count_comes_after_the_timing(openai_server: OpenAIServer):
+    (r,) = await run(openai_server, lcp(), 7)
     assert r.error is None
     assert (r.output_tokens, r.token_source) == (7, "server-tokenizer")
-    chat_rec = server.recorded(CHAT)[-1]
+    chat_rec = openai_server.recorded(CHAT)[-1]
     assert len(r.chunk_times) == len(chat_rec.sent) == 5
-    asked = [rec for rec in server.recorded(LCP_COUNT) if rec.body["input"]]
+    asked = [rec for rec in openai_server.recorded(LCP_COUNT) if rec.body["input"]]
     assert [rec.body for rec in asked] == [{"input": r.output_text, "model": MODEL}]
     # The count was asked for only once the request's timing was complete.
     assert asked[0].t_recv >= r.t_done >= r.chunk_times[-1]
 
 
-async def test_llama_cpp_python_bos_is_measured_once_and_subtracted(server: OpenAIServer):
-    results = await run(server, lcp(), 4, 9)
+async def test_llama_cpp_python_bos_is_measured_once_and_subtracted(openai_server: OpenAIServer):
+    results = await run(openai_server, lcp(), 4, 9)
     assert [(r.output_tokens, r.token_source) for r in results] == [
         (4, "server-tokenizer"),
         (9, "server-tokenizer"),
     ]
     # One probe of "" (BOS = 1 token) for the model, then one count per request.
-    assert [rec.body["input"] for rec in server.recorded(LCP_COUNT)] == [
+    assert [rec.body["input"] for rec in openai_server.recorded(LCP_COUNT)] == [
         results[0].output_text,
         "",
         results[1].output_text,
     ]
 
 
-async def test_llama_cpp_python_without_bos(server: OpenAIServer):
-    (r,) = await run(server, lcp(bos=False), 5)
+async def test_llama_cpp_python_without_bos(openai_server: OpenAIServer):
+    (r,) = await run(openai_server, lcp(bos=False), 5)
     assert (r.output_tokens, r.token_source) == (5, "server-tokenizer")
 
 
-async def test_a_count_above_max_tokens_is_capped(server: OpenAIServer):
+async def test_a_count_above_max_tokens_is_capped(openai_server: OpenAIServer):
     # Re-tokenizing can find more tokens than were generated; no server generates more
     # than max_tokens, so the count is capped there (and left alone below it).
-    capped, below = await run(server, lcp(retokenize_extra=3), 5, 9)
+    capped, below = await run(openai_server, lcp(retokenize_extra=3), 5, 9)
     assert (capped.output_tokens, capped.token_source) == (5, "server-tokenizer")
-    server.script = lcp(retokenize_extra=1, tokens=4)
-    (uncapped,) = await run(server, server.script, 9)
+    openai_server.script = lcp(retokenize_extra=1, tokens=4)
+    (uncapped,) = await run(openai_server, openai_server.script, 9)
     assert (uncapped.finish_reason, uncapped.output_tokens) == ("stop", 5)
     assert below.output_tokens == 9
 
 
-async def test_reasoning_text_is_counted_too(server: OpenAIServer):
-    (r,) = await run(server, lcp(reasoning_chunks=2), 9)
+async def test_reasoning_text_is_counted_too(openai_server: OpenAIServer):
+    (r,) = await run(openai_server, lcp(reasoning_chunks=2), 9)
     assert r.output_text == " 하세요 x안녕 token 하세요"  # chunks 3-6 (tokens 4-9)
     assert (r.output_tokens, r.token_source) == (9, "server-tokenizer")
 
@@ -97,38 +89,40 @@ async def test_reasoning_text_is_counted_too(server: OpenAIServer):
         ("vllm", {"model", "prompt", "add_special_tokens"}),
     ],
 )
-async def test_llama_server_and_vllm_routes(server: OpenAIServer, flavor: str, body_keys: set):
+async def test_llama_server_and_vllm_routes(
+    openai_server: OpenAIServer, flavor: str, body_keys: set
+):
     script = OpenAIScript(flavor=flavor, usage="none", timings=False, ttft_ms=5, gap_ms=1)
-    (r,) = await run(server, script, 6)
+    (r,) = await run(openai_server, script, 6)
     assert (r.output_tokens, r.token_source) == (6, "server-tokenizer")
-    (rec,) = server.recorded("/tokenize")
+    (rec,) = openai_server.recorded("/tokenize")
     assert set(rec.body) == body_keys
     if flavor == "vllm":
         assert rec.body["add_special_tokens"] is False  # vLLM's default would add BOS
 
 
-async def test_server_count_wins_and_no_tokenizer_is_asked(server: OpenAIServer):
-    (r,) = await run(server, OpenAIScript(ttft_ms=5, gap_ms=1), 5)
+async def test_server_count_wins_and_no_tokenizer_is_asked(openai_server: OpenAIServer):
+    (r,) = await run(openai_server, OpenAIScript(ttft_ms=5, gap_ms=1), 5)
     assert (r.output_tokens, r.token_source) == (5, "server")
-    assert server.recorded("/tokenize") == []
+    assert openai_server.recorded("/tokenize") == []
 
 
-async def test_no_route_anywhere_is_probed_once(server: OpenAIServer):
+async def test_no_route_anywhere_is_probed_once(openai_server: OpenAIServer):
     script = OpenAIScript(flavor="generic", usage="none", ttft_ms=5, gap_ms=1)
-    results = await run(server, script, 3, 3)
+    results = await run(openai_server, script, 3, 3)
     assert [(r.output_tokens, r.token_source) for r in results] == [(None, "none")] * 2
-    probed = [rec.path for rec in server.requests if "tokenize" in rec.path]
+    probed = [rec.path for rec in openai_server.requests if "tokenize" in rec.path]
     # Each route once (two share the path /tokenize), none for the second request.
     assert sorted(probed) == [LCP_COUNT, "/tokenize", "/tokenize"]
 
 
-async def test_a_failing_tokenizer_is_tried_again(server: OpenAIServer):
-    server.script = lcp(tokenize_fault="http500")
-    server.requests.clear()
-    eng = OpenAICompatEngine(server.url)
+async def test_a_failing_tokenizer_is_tried_again(openai_server: OpenAIServer):
+    openai_server.script = lcp(tokenize_fault="http500")
+    openai_server.requests.clear()
+    eng = OpenAICompatEngine(openai_server.url)
     try:
         first = await eng.chat(MODEL, PROMPT, Sampling(max_tokens=4), timeout_s=5)
-        server.script.tokenize_fault = None
+        openai_server.script.tokenize_fault = None
         second = await eng.chat(MODEL, PROMPT, Sampling(max_tokens=4), timeout_s=5)
     finally:
         await eng.aclose()
@@ -136,16 +130,16 @@ async def test_a_failing_tokenizer_is_tried_again(server: OpenAIServer):
     assert (second.output_tokens, second.token_source) == (4, "server-tokenizer")
 
 
-async def test_failed_request_is_not_counted(server: OpenAIServer):
-    server.script = lcp()
-    server.requests.clear()
-    eng = OpenAICompatEngine(server.url)
+async def test_failed_request_is_not_counted(openai_server: OpenAIServer):
+    openai_server.script = lcp()
+    openai_server.requests.clear()
+    eng = OpenAICompatEngine(openai_server.url)
     try:
         r = await eng.chat("fault-close", PROMPT, Sampling(max_tokens=6), timeout_s=5)
     finally:
         await eng.aclose()
     assert r.error is not None and r.output_tokens is None and r.token_source == "none"
-    assert server.recorded(LCP_COUNT) == []
+    assert openai_server.recorded(LCP_COUNT) == []
 
 
 def test_route_order_puts_the_detected_server_first():

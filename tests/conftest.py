@@ -1,0 +1,104 @@
+"""Fixtures shared by the test packages: scripted engine servers and the dashboard's store.
+
+Scripted servers (tests/scripted/) replay Ollama and vLLM-shaped responses with exact
+timing and faults. Three ways to get one:
+
+- `ollama_server`, `openai_server`: one server with the default script, shared by a test
+  module (a test that changes `server.script` sets what it needs first);
+- `scripted`: servers with a test's own script, `scripted.ollama(ttft_ms=40)` or
+  `scripted.openai(models=["m"])` (the keywords are OllamaScript's or OpenAIScript's),
+  stopped when the test ends;
+- `engines`: an Ollama and a vLLM lane for the dashboard's run tests, about half a second
+  a request so that a run is still going over a few page reruns.
+
+A test module's own fixture of the same name overrides these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.scripted.core import ScriptedServer
+from tests.scripted.ollama_server import OllamaScript, OllamaServer, model_entry
+from tests.scripted.openai_server import OpenAIScript, OpenAIServer
+
+OLLAMA_MODEL = "qwen2.5:7b-instruct-q4_K_M"
+VLLM_MODEL = "Qwen/Qwen2.5-7B-Instruct-AWQ"
+S = TypeVar("S", bound=ScriptedServer)
+
+
+class Scripted:
+    """Starts scripted servers on demand; `stop` stops them all, the last started first."""
+
+    def __init__(self) -> None:
+        self.started: list[ScriptedServer] = []
+
+    def ollama(self, **script: Any) -> OllamaServer:
+        return self._start(OllamaServer(OllamaScript(**script)))
+
+    def openai(self, **script: Any) -> OpenAIServer:
+        return self._start(OpenAIServer(OpenAIScript(**script)))
+
+    def _start(self, server: S) -> S:
+        server.start()
+        self.started.append(server)
+        return server
+
+    def stop(self) -> None:
+        while self.started:
+            self.started.pop().stop()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Scripted]:
+    """Scripted servers with this test's scripts, stopped when it ends."""
+    servers = Scripted()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture(scope="module")
+def ollama_server() -> Iterator[OllamaServer]:
+    """A scripted Ollama with the default script, shared by the module's tests."""
+    with OllamaServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def openai_server() -> Iterator[OpenAIServer]:
+    """A scripted vLLM with the default script, shared by the module's tests."""
+    with OpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def engines(scripted: Scripted) -> tuple[OllamaServer, OpenAIServer]:
+    """An Ollama serving OLLAMA_MODEL and a vLLM serving VLLM_MODEL, 16 tokens a request
+    at 100 ms to the first and 40 ms between: about half a second a request."""
+    timing: dict[str, Any] = {"ttft_ms": 100, "gap_ms": 40, "tokens": 16}
+    ollama = scripted.ollama(models=[model_entry(OLLAMA_MODEL)], **timing)
+    vllm = scripted.openai(models=[VLLM_MODEL], root=VLLM_MODEL, **timing)
+    return ollama, vllm
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh store for the dashboard: SERVESCOPE_DB names it, the sandbox is off, no
+    default engines (the sidebar must not wait on ports of this machine), and Streamlit's
+    caches are empty."""
+    import streamlit as st  # only the dashboard's tests pay for the import
+
+    path = tmp_path / "store.db"
+    monkeypatch.setenv("SERVESCOPE_DB", str(path))
+    monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
+    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", "")
+    monkeypatch.setenv("SERVESCOPE_VLLM_URL", "")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return path
