@@ -19,6 +19,7 @@ from lib import quality, report, store
 from lib.analysis import results
 from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
 from lib.report import card as report_card
+from lib.report import card_body
 from lib.report import facts as report_facts
 from tests.report.test_report import parse
 
@@ -182,7 +183,7 @@ def test_a_clean_lane_on_top_keeps_its_plain_best(run):
     ]
     assert kpis[1]["caveats"] == ["8/8 answers drifted to Chinese"]
     clean = dict(kpis[1], caveats=[])
-    assert report_card._best_badge(clean) == '<span class="best">best</span>'
+    assert card_body._best_badge(clean) == '<span class="best">best</span>'
 
 
 def test_troubled_card_renders_at_1600x900(run, tmp_path):
