@@ -12,7 +12,14 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from lib import charts
+from lib.charts.levels import concurrency_axis
+from lib.charts.style import (
+    CONCURRENCY_TITLE,
+    PALETTE,
+    THROUGHPUT_TITLE,
+    base_figure,
+    lane_colors,
+)
 
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star")
@@ -45,17 +52,17 @@ def overlay_figure(
     subtitle: str | None = None,
 ) -> go.Figure:
     """`metric` against concurrency, one line per run × lane (see module docstring)."""
-    fig = charts.base_figure(title, charts.CONCURRENCY_TITLE, y_title, subtitle, "history")
+    fig = base_figure(title, CONCURRENCY_TITLE, y_title, subtitle, "history")
     data = overlay[overlay[metric].notna()] if not overlay.empty else overlay
     if data.empty:
         return _empty(fig, "No finished level in the chosen runs")
-    charts.concurrency_axis(fig, sorted({int(c) for c in data["concurrency"]}))
-    colors = charts.lane_colors(list(dict.fromkeys(overlay["lane"])))
+    concurrency_axis(fig, sorted({int(c) for c in data["concurrency"]}))
+    colors = lane_colors(list(dict.fromkeys(overlay["lane"])))
     runs = list(dict.fromkeys(overlay["run"]))
     for (run, lane), part in data.groupby(["run", "lane"], sort=False):
         part = part.sort_values("concurrency")
         i = runs.index(run)
-        color = colors.get(str(lane), charts.PALETTE[-2])
+        color = colors.get(str(lane), PALETTE[-2])
         fig.add_trace(
             go.Scatter(
                 x=part["concurrency"],
@@ -79,7 +86,7 @@ def throughput_overlay(overlay: pd.DataFrame) -> go.Figure:
         overlay,
         "out_tok_per_s",
         "Output throughput vs concurrency, run over run",
-        charts.THROUGHPUT_TITLE,
+        THROUGHPUT_TITLE,
         "Colour = lane (engine and model), line style = run. Higher is better.",
     )
 
