@@ -22,7 +22,8 @@ from typing import Any
 
 from lib import store
 from lib.core.records import RunConfig
-from lib.load.runner import ConfigError, new_run_id, validate_config
+from lib.load.config_check import ConfigError, validate_config
+from lib.load.runner import new_run_id
 
 ACTIVE = ("pending", "running")
 # A pending row whose process never reported in (it failed before writing) is
