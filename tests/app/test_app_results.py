@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from lib import store
@@ -26,19 +25,6 @@ from tests.analysis.test_frames import (
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "app_pages" / "results.py")
 APP = str(ROOT / "app.py")
-
-
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    path = tmp_path / "store.db"
-    monkeypatch.setenv("SERVESCOPE_DB", str(path))
-    monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
-    # No default engines: the sidebar must not wait on ports of this machine.
-    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", "")
-    monkeypatch.setenv("SERVESCOPE_VLLM_URL", "")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    return path
 
 
 def _texts(elements) -> list[str]:

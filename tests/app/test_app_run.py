@@ -18,40 +18,20 @@ from streamlit.testing.v1 import AppTest
 
 from lib import store
 from lib.load import jobs
-from tests.scripted.ollama_server import OllamaScript, OllamaServer, model_entry
+from tests.conftest import OLLAMA_MODEL, VLLM_MODEL
+from tests.scripted.ollama_server import model_entry
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 RUN_PAGE = str(ROOT / "app_pages" / "run.py")
-OLLAMA_MODEL = "qwen2.5:7b-instruct-q4_K_M"
-VLLM_MODEL = "Qwen/Qwen2.5-7B-Instruct-AWQ"
 
 
 @pytest.fixture
-def engines() -> Iterator[tuple[OllamaServer, OpenAIServer]]:
-    # Slow enough (about 0.5 s a request) that a run is still active over a few reruns.
-    ollama = OllamaServer(
-        OllamaScript(models=[model_entry(OLLAMA_MODEL)], ttft_ms=100, gap_ms=40, tokens=16)
-    ).start()
-    vllm = OpenAIServer(
-        OpenAIScript(models=[VLLM_MODEL], ttft_ms=100, gap_ms=40, tokens=16, root=VLLM_MODEL)
-    ).start()
-    yield ollama, vllm
-    ollama.stop()
-    vllm.stop()
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, engines) -> Iterator[Path]:
+def env(db, monkeypatch, engines) -> Iterator[Path]:
     ollama, vllm = engines
-    db = tmp_path / "store.db"
-    monkeypatch.setenv("SERVESCOPE_DB", str(db))
-    monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
     monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", ollama.url)
     monkeypatch.setenv("SERVESCOPE_VLLM_URL", vllm.base_url)
-    st.cache_data.clear()
-    st.cache_resource.clear()
     yield db
     for run in jobs.active_runs(db):  # never leave a child process behind
         jobs.cancel(run["run_id"], db)

@@ -27,7 +27,8 @@ from lib.analysis import results
 from lib.core import records
 from lib.load import workloads
 from tests.app.test_app_engines import fill_add_form, saved_rows, unescape
-from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
+from tests.conftest import Scripted
+from tests.scripted import OpenAIServer
 from tests.scripted.ollama_server import model_entry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,9 +38,8 @@ CHAT = "/v1/chat/completions"
 
 
 @pytest.fixture
-def vllm() -> Iterator[OpenAIServer]:
-    with OpenAIServer(OpenAIScript(ttft_ms=2, gap_ms=1, models=["m"])) as server:
-        yield server
+def vllm(scripted: Scripted) -> OpenAIServer:
+    return scripted.openai(ttft_ms=2, gap_ms=1, models=["m"])
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -376,21 +376,15 @@ def test_malformed_config_files_exit_2(tmp_path, capsys, vllm, case):
 
 
 @pytest.fixture
-def app_env(tmp_path, monkeypatch) -> Iterator[tuple[Path, OpenAIServer]]:
+def app_env(tmp_path, monkeypatch, db, scripted: Scripted) -> Iterator[tuple[Path, OpenAIServer]]:
     """The dashboard against a scripted vLLM whose model list includes a hostile name."""
-    script = OpenAIScript(ttft_ms=2, gap_ms=1, models=["ok-model", "evil\x1b[2J\nname"])
-    ollama = OllamaServer(OllamaScript(models=[model_entry("qwen2.5:0.5b")]))
-    with OpenAIServer(script) as vllm, ollama:
-        db = tmp_path / "store.db"
-        monkeypatch.setenv("SERVESCOPE_DB", str(db))
-        monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
-        monkeypatch.setenv(ep.OLLAMA_URL_ENV, ollama.url)
-        monkeypatch.setenv(ep.VLLM_URL_ENV, vllm.base_url)
-        monkeypatch.chdir(tmp_path)  # no secrets.toml of the repo's
-        st.cache_data.clear()
-        st.cache_resource.clear()
-        yield db, vllm
-        st.cache_data.clear()
+    vllm = scripted.openai(ttft_ms=2, gap_ms=1, models=["ok-model", "evil\x1b[2J\nname"])
+    ollama = scripted.ollama(models=[model_entry("qwen2.5:0.5b")])
+    monkeypatch.setenv(ep.OLLAMA_URL_ENV, ollama.url)
+    monkeypatch.setenv(ep.VLLM_URL_ENV, vllm.base_url)
+    monkeypatch.chdir(tmp_path)  # no secrets.toml of the repo's
+    yield db, vllm
+    st.cache_data.clear()
 
 
 def texts(elements) -> list[str]:

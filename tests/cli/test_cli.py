@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from lib import cli, store
-from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 
 LEVEL_KEYS = {
     "concurrency",
@@ -42,16 +41,13 @@ REQUEST_KEYS = {
 
 
 @pytest.fixture
-def vllm():
-    script = OpenAIScript(ttft_ms=40, gap_ms=5, models=["qwen-awq", "fault-http503"])
-    with OpenAIServer(script) as server:
-        yield server
+def vllm(scripted):
+    return scripted.openai(ttft_ms=40, gap_ms=5, models=["qwen-awq", "fault-http503"])
 
 
 @pytest.fixture
-def ollama():
-    with OllamaServer(OllamaScript(ttft_ms=40, gap_ms=5)) as server:
-        yield server
+def ollama(scripted):
+    return scripted.ollama(ttft_ms=40, gap_ms=5)
 
 
 def run_cli(capsys, *argv):

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import pytest
 from lib import cli, store
 from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
 from lib.load.runner import TIMEOUT_GRACE_S, close_lanes, execute_run, prepare_lanes
+from tests.conftest import Scripted
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
 from tests.scripted.ollama_server import model_entry
 
@@ -65,20 +65,14 @@ def fault_models(faults: Any) -> list[str]:
 
 
 @pytest.fixture
-def servers() -> Iterator[tuple[OpenAIServer, OpenAIServer, OllamaServer]]:
+def servers(scripted: Scripted) -> tuple[OpenAIServer, OpenAIServer, OllamaServer]:
     """vLLM-, llama.cpp- and Ollama-shaped servers that list a model per fault."""
-    vllm = OpenAIServer(
-        OpenAIScript(ttft_ms=10, gap_ms=2, models=["m", *fault_models(OPENAI_ERRORS)])
-    )
-    llama = OpenAIServer(
-        OpenAIScript(
-            flavor="llamacpp", ttft_ms=10, gap_ms=2, models=["m", *fault_models(LLAMACPP_ERRORS)]
-        )
+    vllm = scripted.openai(ttft_ms=10, gap_ms=2, models=["m", *fault_models(OPENAI_ERRORS)])
+    llama = scripted.openai(
+        flavor="llamacpp", ttft_ms=10, gap_ms=2, models=["m", *fault_models(LLAMACPP_ERRORS)]
     )
     entries = [model_entry(OLLAMA_MODEL)] + [model_entry(m) for m in fault_models(OLLAMA_ERRORS)]
-    ollama = OllamaServer(OllamaScript(ttft_ms=10, gap_ms=2, models=entries))
-    with vllm, llama, ollama:
-        yield vllm, llama, ollama
+    return vllm, llama, scripted.ollama(ttft_ms=10, gap_ms=2, models=entries)
 
 
 def one_line(error: str | None) -> bool:

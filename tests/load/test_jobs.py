@@ -11,14 +11,13 @@ import pytest
 from lib import store
 from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
 from lib.load import jobs
-from tests.scripted import OpenAIScript, OpenAIServer
+from tests.scripted import OpenAIServer
 
 
 @pytest.fixture
-def slow_vllm():
+def slow_vllm(scripted):
     # 40 tokens x 50 ms: each request streams for about two seconds.
-    with OpenAIServer(OpenAIScript(ttft_ms=50, gap_ms=50, pattern=(1,), models=["m"])) as server:
-        yield server
+    return scripted.openai(ttft_ms=50, gap_ms=50, pattern=(1,), models=["m"])
 
 
 def config_for(server: OpenAIServer, requests: int = 20) -> RunConfig:

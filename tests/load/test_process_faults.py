@@ -28,13 +28,11 @@ from streamlit.testing.v1 import AppTest
 from lib import cli, store
 from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
 from lib.load import jobs
-from tests.scripted.ollama_server import OllamaScript, OllamaServer, model_entry
+from tests.conftest import VLLM_MODEL
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
-OLLAMA_MODEL = "qwen2.5:7b-instruct-q4_K_M"
-VLLM_MODEL = "Qwen/Qwen2.5-7B-Instruct-AWQ"
 
 # The dashboard process: the Run page through AppTest, a small two-lane run started
 # with its button; then it idles (reading stdin) until the test kills it.
@@ -90,28 +88,10 @@ def plain(elements) -> list[str]:
 
 
 @pytest.fixture
-def engines() -> Iterator[tuple[OllamaServer, OpenAIServer]]:
-    # About half a second a request: a run lasts a few seconds.
-    ollama = OllamaServer(
-        OllamaScript(models=[model_entry(OLLAMA_MODEL)], ttft_ms=100, gap_ms=40, tokens=16)
-    )
-    vllm = OpenAIServer(
-        OpenAIScript(models=[VLLM_MODEL], ttft_ms=100, gap_ms=40, tokens=16, root=VLLM_MODEL)
-    )
-    with ollama, vllm:
-        yield ollama, vllm
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, engines) -> Iterator[Path]:
+def env(db, monkeypatch, engines) -> Iterator[Path]:
     ollama, vllm = engines
-    db = tmp_path / "store.db"
-    monkeypatch.setenv("SERVESCOPE_DB", str(db))
-    monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
     monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", ollama.url)
     monkeypatch.setenv("SERVESCOPE_VLLM_URL", vllm.base_url)
-    st.cache_data.clear()
-    st.cache_resource.clear()
     yield db
     for run in jobs.active_runs(db):  # never leave a run process behind
         jobs.cancel(run["run_id"], db)
