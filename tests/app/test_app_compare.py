@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from lib import cli, store
@@ -17,15 +15,6 @@ from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServe
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 XSS = "<script>alert(1)</script>"
-
-
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    path = tmp_path / "store.db"
-    monkeypatch.setenv("SERVESCOPE_DB", str(path))
-    monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
-    st.cache_data.clear()
-    return path
 
 
 def page(run_id: str | None = None) -> AppTest:

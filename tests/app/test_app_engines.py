@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from lib import endpoints as ep
 from lib import store
+from tests.conftest import VLLM_MODEL
 from tests.scripted.ollama_server import OllamaScript, OllamaServer
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
@@ -41,22 +42,17 @@ def env(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def ollama(env):
-    with OllamaServer(OllamaScript(pull_gap_ms=1.0)) as server:
-        env.setenv(ep.OLLAMA_URL_ENV, server.url)
-        yield server
+def ollama(env, scripted):
+    server = scripted.ollama(pull_gap_ms=1.0)
+    env.setenv(ep.OLLAMA_URL_ENV, server.url)
+    return server
 
 
 @pytest.fixture
-def vllm(env):
-    script = OpenAIScript(
-        models=["Qwen/Qwen2.5-7B-Instruct-AWQ"],
-        root="Qwen/Qwen2.5-7B-Instruct-AWQ",
-        max_model_len=8192,
-    )
-    with OpenAIServer(script) as server:
-        env.setenv(ep.VLLM_URL_ENV, server.base_url)
-        yield server
+def vllm(env, scripted):
+    server = scripted.openai(models=[VLLM_MODEL], root=VLLM_MODEL, max_model_len=8192)
+    env.setenv(ep.VLLM_URL_ENV, server.base_url)
+    return server
 
 
 def unescape(markdown: str) -> str:

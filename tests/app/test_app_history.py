@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from lib import store
@@ -18,14 +17,6 @@ from lib.core.records import LaneSpec, Prompt, RunConfig
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "history.py")
-
-
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    path = tmp_path / "store.db"
-    monkeypatch.setenv("SERVESCOPE_DB", str(path))
-    st.cache_data.clear()
-    return path
 
 
 def make_run(

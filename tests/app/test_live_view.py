@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from lib import charts, store
@@ -24,18 +23,6 @@ from tests.app.test_app_results import _array_len
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "app_pages" / "results.py")
-
-
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    path = tmp_path / "store.db"
-    monkeypatch.setenv("SERVESCOPE_DB", str(path))
-    monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
-    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", "")
-    monkeypatch.setenv("SERVESCOPE_VLLM_URL", "")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    return path
 
 
 def _open(run_id: str) -> AppTest:

@@ -14,6 +14,7 @@ from lib import endpoints as ep
 from lib.core.records import ModelInfo
 from lib.endpoints import Endpoint, keys, variants
 from lib.engines.base import EngineError
+from tests.conftest import VLLM_MODEL
 from tests.scripted.ollama_server import OllamaScript, OllamaServer
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
@@ -33,20 +34,13 @@ def no_sandbox(monkeypatch):
 
 
 @pytest.fixture
-def ollama():
-    with OllamaServer(OllamaScript(pull_gap_ms=1.0)) as server:
-        yield server
+def ollama(scripted):
+    return scripted.ollama(pull_gap_ms=1.0)
 
 
 @pytest.fixture
-def vllm():
-    script = OpenAIScript(
-        models=["Qwen/Qwen2.5-7B-Instruct-AWQ"],
-        root="Qwen/Qwen2.5-7B-Instruct-AWQ",
-        max_model_len=8192,
-    )
-    with OpenAIServer(script) as server:
-        yield server
+def vllm(scripted):
+    return scripted.openai(models=[VLLM_MODEL], root=VLLM_MODEL, max_model_len=8192)
 
 
 def free_port() -> int:
