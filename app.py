@@ -1,6 +1,6 @@
 """servescope dashboard: the router and frame (navigation and engine status sidebar).
 
-Run with `streamlit run app.py`. Every page is registered explicitly in lib/navigation.PAGES;
+Run with `streamlit run app.py`. Every page is registered explicitly in lib/app/navigation.PAGES;
 a page whose file is not there yet is left out, so the app never breaks.
 """
 

@@ -1,5 +1,5 @@
 """Compare: two lanes' answers side by side per prompt, flag badges, filters, a diff view,
-and blind A/B review with win rates. The logic is lib/review.py; this page only draws.
+and blind A/B review with win rates. The logic is lib/quality/review/; this page only draws.
 
 Answers, prompts and flag reasons are untrusted text: answers and diffs go through
 st.code / st.text, names and reasons through esc_md; nothing here renders HTML.

@@ -3,7 +3,7 @@ and a live redraw with 10,000 stored requests (issue 12, points 7-9).
 
 1. Live CPU. Three scripted lanes (tests/browser/engines.py: Ollama queueing in one slot
    and vLLM batching; plus a scripted llama.cpp server), `streamlit run app.py` on a free
-   port, and a run started as the Run page starts one (lib.jobs.start: a process of its
+   port, and a run started as the Run page starts one (lib.load.jobs.start: a process of its
    own, so its CPU is not the dashboard's). Headless Chromium opens the Run page on
    `?run=ID`; the Streamlit process's CPU time (utime + stime from /proc/PID/stat,
    children excluded) is read while the run goes on and then while the finished page

@@ -7,7 +7,7 @@ dashboard process, whose RSS is read from /proc every few seconds while the page
 every second; then while the finished view is reloaded (a full render each time); then
 in a live view at full data whose rows no longer grow (the finished run shown as running
 again), which tells a per-redraw leak from memory that follows the data. The run is
-started the way the Run page starts one (lib.jobs.start: its own process); the engine
+started the way the Run page starts one (lib.load.jobs.start: its own process); the engine
 is tests/scripted/openai_server.py in its own process.
 
     .venv/bin/python bench/soak.py                       # 2000 requests at c=64, ~5 min

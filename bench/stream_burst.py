@@ -5,7 +5,7 @@
 
 Needs the sandbox running (``python -m sandbox up``). For each engine it serves (vLLM's
 model and llama.cpp's first GGUF variant) one run of N requests at concurrency 1 is started
-the way the Run page starts one (``lib.jobs.start``: its own process), with the dashboard's
+the way the Run page starts one (``lib.load.jobs.start``: its own process), with the dashboard's
 live view of that run open in headless Chromium unless ``--no-dashboard``: on a 2-core
 machine the dashboard, the load generator and the engine share the CPU, as in a demo.
 

@@ -1,7 +1,7 @@
 """pandas DataFrames for the dashboard, built from store rows and results documents.
 
 No Streamlit here: the pages hand these frames to lib/charts and to st.dataframe.
-Statistics come from lib/metrics.py (the same functions the CLI and results documents
+Statistics come from lib/core/metrics.py (the same functions the CLI and results documents
 use), so the live view and a finished run's results agree to the digit.
 """
 

@@ -1,6 +1,6 @@
 """The History page's logic: the runs table, relabel and delete, and run-over-run overlays.
 
-No Streamlit here. Per-level figures come from lib/metrics.py through
+No Streamlit here. Per-level figures come from lib/core/metrics.py through
 frames.level_frame (the same numbers the Results page and the CLI show); only the
 numeric request columns are read, never answers, so a long history stays quick.
 """

@@ -1,6 +1,6 @@
 """The Run page's form logic, without Streamlit: lanes from the pickers, prompts typed in.
 
-lib/ui.py draws the widgets and calls these; tests call them directly.
+lib/app/ draws the widgets and calls these; tests call them directly.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--prompt", help="one prompt text")
     run.add_argument("--prompt-file", help=".txt (a prompt per line), .jsonl or .csv")
-    run.add_argument("--preset", help="a built-in prompt set (see lib/workloads.py)")
+    run.add_argument("--preset", help="a built-in prompt set (see lib/load/workloads.py)")
     run.add_argument("--concurrency", type=_int_list, default=[1], help="levels, e.g. 1,4,16")
     run.add_argument("--requests", type=int, default=10, help="measured requests per level")
     run.add_argument("--warmup", type=int, default=1, help="warm-up requests per lane")

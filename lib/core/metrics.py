@@ -1,6 +1,6 @@
 """Per-request and aggregate metrics, as `vllm bench serve` defines them.
 
-Pure functions: raw timestamps in, numbers out. Definitions (DESIGN.md):
+Pure functions: raw timestamps in, numbers out. Definitions:
 
 - t0: just before the request is sent.
 - ttft_ms: t0 -> first output-bearing chunk.

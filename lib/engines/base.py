@@ -46,7 +46,7 @@ class Engine(Protocol):
         timeout_s: float,
         num_ctx: int | None = None,
     ) -> RequestResult:
-        """Stream one chat completion and time it (see DESIGN.md metric definitions)."""
+        """Stream one chat completion and time it (metric definitions: lib/core/metrics.py)."""
         ...
 
     async def aclose(self) -> None: ...

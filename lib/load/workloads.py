@@ -1,6 +1,6 @@
 """Workloads: the built-in prompt presets and the user's own prompt files.
 
-Presets live as JSONL under lib/presets/ and are read with the same loader as the
+Presets live as JSONL under lib/load/presets/ and are read with the same loader as the
 user's files, so the loader's rules are exercised on every import. Every loader error
 is a `WorkloadError` with one line naming the file and, where it helps, the line.
 """

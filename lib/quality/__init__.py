@@ -3,7 +3,7 @@ truncated and looping answers.
 
 Stdlib only and deterministic, so the runner, the CLI, the pages and the report can run
 them on every answer for microseconds each. The script counting behind language drift
-lives in lib/quality_lang.py.
+lives in lib/quality/language.py.
 """
 
 from __future__ import annotations

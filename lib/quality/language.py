@@ -2,7 +2,7 @@
 
 Counts characters per script with explicit ranges (shared/reference/engine_apis.md §6):
 Python's `re` has no `\\p{Han}`, and a per-script count also works per sentence, which
-whole-text detectors (langdetect, fastText) miss. Stdlib only; lib/quality.py is the entry.
+whole-text detectors (langdetect, fastText) miss. Stdlib only; lib/quality/__init__.py is the entry.
 """
 
 from __future__ import annotations

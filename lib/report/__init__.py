@@ -6,11 +6,11 @@ with the browser's DecompressionStream), so the file is a third of the bundle's 
 asks nothing of the network; a Content-Security-Policy (default-src 'none', scripts
 allowed only by hash) makes the browser refuse any fetch and any script that is not
 ours, as a second line behind escaping. Model output, prompts, lane names and errors
-are untrusted text, escaped in lib/report_sections.py (the page's sections); endpoint
+are untrusted text, escaped in lib/report/sections.py (the page's sections); endpoint
 URLs are shown without scheme, credentials or query.
 
-The run's facts (hardware line, memory, default level) come from lib/report_facts.py,
-shared with the PNG card (lib/report_card.py).
+The run's facts (hardware line, memory, default level) come from lib/report/facts.py,
+shared with the PNG card (lib/report/card.py).
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def write_html(
 def png_bytes(
     db: str | os.PathLike[str] | None, run_id: str, concurrency: int | None = None
 ) -> bytes:
-    """The 1600×900 retro card as PNG bytes (see lib/report_card.py)."""
+    """The 1600×900 retro card as PNG bytes (see lib/report/card.py)."""
     from lib.report import (
         card as report_card,  # the card pulls in the browser renderer; only when asked
     )

@@ -5,7 +5,7 @@ Rows come straight from the store (warm-ups included, marked `warmup`), with the
 name, engine and model and the prompt's text beside them. Answers are exported as the
 engine wrote them: these are data files, not pages (the HTML report escapes them); only
 in CSV does a text cell a spreadsheet would evaluate as a formula get a leading `'`
-(lib.csv_safe), as spreadsheets open CSV and run what looks like a formula.
+(lib.core.csv_safe), as spreadsheets open CSV and run what looks like a formula.
 
 vLLM JSON (`vllm_results`): one object per lane and level, with the fields and units
 `vllm bench serve --save-result --save-detailed` writes (vllm/benchmarks/serve.py):
@@ -188,7 +188,7 @@ def request_frame(db: str | os.PathLike[str] | None, run_id: str) -> pd.DataFram
 def csv_bytes(db: str | os.PathLike[str] | None, run_id: str) -> bytes:
     """The rows as UTF-8 CSV. Every text cell is quoted, so answers holding newlines or a
     bare carriage return stay one cell; a text cell a spreadsheet would evaluate (leading
-    `=`, `+`, `-`, `@`, tab or CR) gets a leading `'` (lib.csv_safe); numbers stay numbers
+    `=`, `+`, `-`, `@`, tab or CR) gets a leading `'` (lib.core.csv_safe); numbers stay numbers
     and floats are written to round-trip exactly."""
     frame = request_frame(db, run_id)
     for col in frame.columns:

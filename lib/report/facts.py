@@ -257,7 +257,7 @@ FLAG_WORDS = {
     "empty": "empty",
     "repetition": "looping",
 }
-TROUBLED_LEVELS = ("completed with failures", "failed", "cancelled")  # lib/outcome.py's
+TROUBLED_LEVELS = ("completed with failures", "failed", "cancelled")  # lib/core/outcome.py's
 
 
 def level_figures(level: Mapping[str, Any]) -> dict[str, Any]:

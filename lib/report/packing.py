@@ -25,7 +25,7 @@ def pack(data: bytes) -> str:
     """gzip `data` and write it 7 bits per character: ASCII (one UTF-8 byte each) but for
     the three characters a <script> cannot hold as they are, which take two. That is 8/7
     of the gzip size where base64 is 4/3: Plotly's bundle is 1.6 MB instead of 1.9 MB.
-    The page's runner (lib/report.py) undoes it and inflates with DecompressionStream."""
+    The page's runner (lib/report/__init__.py) undoes it and inflates with DecompressionStream."""
     raw = np.frombuffer(gzip.compress(data, compresslevel=9, mtime=0), dtype=np.uint8)
     bits = np.unpackbits(raw)
     bits = np.concatenate([bits, np.zeros(-len(bits) % 7, dtype=np.uint8)]).reshape(-1, 7)

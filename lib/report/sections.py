@@ -92,7 +92,7 @@ def _table(
     return f'<div class="wide"><table><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
-# The run's and levels' outcomes (lib/outcome.py's words) as CSS classes: a run with failed
+# The run's and levels' outcomes (lib/core/outcome.py's words) as CSS classes: a run with failed
 # levels must never wear the neutral badge of a clean one.
 STATUS_CLASSES = {
     "completed": "ok",
@@ -370,7 +370,7 @@ def memory_figure(view: RunView) -> go.Figure:
 
 
 def charts_section(figures: Sequence[go.Figure]) -> str:
-    """The chart cells and the figures' packed data (drawn by lib/report.py's runner)."""
+    """The chart cells and the figures' packed data (drawn by lib/report/__init__.py's runner)."""
     cells = "".join(f'<div class="chart" id="fig{i}"></div>' for i in range(len(figures)))
     note = (
         "<p class='note'>Interactive charts (hover, zoom, legend toggles); "

@@ -1,4 +1,4 @@
-"""lib/frames.py: DataFrames from store rows and results documents, checked by hand.
+"""lib/analysis/frames.py: DataFrames from store rows and results documents, checked by hand.
 
 `make_seed_run` writes the seed log's situation through lib.store (Ollama queueing,
 vLLM batching, the AWQ lane answering a Korean prompt in Chinese); the AppTests of the

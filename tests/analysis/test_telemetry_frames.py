@@ -1,4 +1,4 @@
-"""lib/telemetry_frames.py: samples to frames, checked by hand.
+"""lib/analysis/telemetry_frames.py: samples to frames, checked by hand.
 
 `seed_telemetry` writes what the seed team saw on their GPU beside `make_seed_run`'s
 requests: Ollama's runner holding 5.3 GiB throughout, vLLM's EngineCore appearing with

@@ -1,4 +1,4 @@
-"""History page: lib/history.py logic, the overlay figures, and the page through AppTest."""
+"""History page: lib/analysis/history.py, the overlay figures, and the page through AppTest."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def two_runs(db):
     return db
 
 
-# --- lib/history.py --------------------------------------------------------------------
+# --- lib/analysis/history.py ---------------------------------------------------------
 
 
 def test_history_frame_headlines(two_runs):

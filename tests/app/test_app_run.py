@@ -1,7 +1,7 @@
 """app.py and the Run page through AppTest, against scripted engines in this process.
 
 Bad input must end in a message on the page, never a traceback; a real run is started
-(a child process of lib.jobs) and followed with repeated at.run(), since AppTest cannot
+(a child process of lib.load.jobs) and followed with repeated at.run(), since AppTest cannot
 fire run_every; a second run on a busy endpoint is refused; a fresh session re-attaches.
 """
 

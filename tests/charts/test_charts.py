@@ -1,4 +1,4 @@
-"""lib/charts.py: every figure titled, axes with units, one colour per lane everywhere,
+"""lib/charts/: every figure titled, axes with units, one colour per lane everywhere,
 bounded point counts, and the seed finding visible in the data each figure carries."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""lib/charts_telemetry.py: the memory story told by the figure itself (total, vLLM's
+"""lib/charts/telemetry.py: the memory story told by the figure itself (total, vLLM's
 budget, the engine's phases), units and titles, lane colours, bounded points, captions
 instead of empty charts."""
 

@@ -1,4 +1,4 @@
-"""The endpoint registry (lib/endpoints.py): validation, defaults, de-duplication, keys,
+"""The endpoint registry (lib/endpoints/): validation, defaults, de-duplication, keys,
 probes against the scripted Ollama and OpenAI-compatible servers, pulls, vLLM variants."""
 
 from __future__ import annotations

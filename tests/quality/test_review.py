@@ -1,4 +1,4 @@
-"""lib/review.py: pairing, filters, badges, diff, blind shuffling, votes in the store
+"""lib/quality/review/: pairing, filters, badges, diff, blind shuffling, votes in the store
 (migration 3 included), Wilson intervals and the votes export."""
 
 from __future__ import annotations

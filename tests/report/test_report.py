@@ -165,7 +165,7 @@ def test_html_names_no_network_resource(page):
 
 def unpack7(text: str) -> bytes:
     """A packed data block's bytes: 7 bits a character, U+0100 + v for the three unsafe
-    ones, then gzip (written here again, apart from lib/report_sections.py's numpy one)."""
+    ones, then gzip (written here again, apart from lib/report/sections.py's numpy one)."""
     acc = bits = 0
     out = bytearray()
     for ch in text:
