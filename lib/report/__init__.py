@@ -1,7 +1,7 @@
 """Self-contained HTML report of a run: one file that opens anywhere, offline.
 
 Plotly's JavaScript is inlined once and the figures travel as one data block, both
-gzipped and written 7 bits a character (lib/report_sections.pack; the page inflates them
+gzipped and written 7 bits a character (lib/report/packing.pack; the page inflates them
 with the browser's DecompressionStream), so the file is a third of the bundle's size and
 asks nothing of the network; a Content-Security-Policy (default-src 'none', scripts
 allowed only by hash) makes the browser refuse any fetch and any script that is not
@@ -30,7 +30,7 @@ from lib.report.facts import RunView, load_view, resolve_concurrency, run_title
 
 __all__ = ["html_bytes", "html_report", "png_bytes", "write_html"]
 
-# Unpacks Plotly's bundle and the figures (lib/report_sections.pack: gzip, 7 bits a
+# Unpacks Plotly's bundle and the figures (lib/report/packing.pack: gzip, 7 bits a
 # character), runs the bundle as an inline script (allowed by its hash in the CSP, so no
 # 'unsafe-eval' and no blob: URL) and draws. Constant text, so its CSP hash is constant.
 _RUNNER_JS = """(function () {
@@ -131,7 +131,7 @@ footer { margin-top: 40px; color: var(--muted); font-size: 13px; }
 
 @functools.lru_cache(maxsize=1)
 def _plotly_js() -> tuple[str, str]:
-    """Plotly's bundle packed (lib/report_sections.pack) and the CSP hash of the script it
+    """Plotly's bundle packed (lib/report/packing.pack) and the CSP hash of the script it
     unpacks to; computed once per process (about half a second)."""
     js = get_plotlyjs()
     return sections.packed_block("plotly-js", js.encode("utf-8")), _csp_hash(js)
