@@ -24,7 +24,9 @@ worktree of an older commit), so before and after run on the same machine in tur
     git worktree add /tmp/old HEAD~1
     .venv/bin/python bench/dashboard_cpu.py --app-root /tmp/old --json old.json
 
-Every process started here is stopped here, by its own handle.
+Every process started here is stopped here, by its own handle. One script on purpose
+(a little over 400 lines): the three measurements share the scripted lanes, the
+dashboard process and --app-root's before/after switch.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 ``up`` installs what is missing, prepares the models, starts the engines detached, waits
 until each one serves its models, records them in ``state.json`` and returns. Any failure
 stops what this ``up`` started, so a failed ``up`` leaves nothing running.
+
+One module on purpose (a little over 400 lines): the four commands share the lock, the
+state file and the rule that a failure stops what was started; launching one engine is
+sandbox/engines.py, telling its processes apart sandbox/processes.py.
 """
 
 from __future__ import annotations
