@@ -7,6 +7,7 @@ for the run form, in lane_choices.py.
 Rules kept here: SQLite connections are opened per call and closed at once; long-lived
 objects (a run's request log) live in st.cache_resource; st.session_state holds only
 small ids (the shown run, the lane ids of the form); the live view's fragments rerun only
-while their run is active and rerun the page once when it ends. Model output is untrusted: it is shown with st.code / st.text, never as HTML or
-markdown; names that reach markdown (lane and endpoint names) are escaped first.
+while their run is active and rerun the page once when it ends. Model output is
+untrusted: it is shown with st.code / st.text, never as HTML or markdown; names that
+reach markdown (lane and endpoint names) are escaped first.
 """
