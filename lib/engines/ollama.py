@@ -220,7 +220,10 @@ class OllamaEngine:
                     await self._stream(model, prompt, options, times, text, final_box)
             final = final_box[0] if final_box else None
             if final is None:
-                error = "stream ended without a final (done) chunk"
+                # Ollama 0.24 ends a stream this way when the model repeats one token
+                # over 30 times (tests/data/ollama-0.24.0/README.md): a failure, not a
+                # short answer.
+                error = "stream ended without done (Ollama cut the answer off)"
         except TimeoutError:
             error = f"timed out after {timeout_s:g} s"
         except ollama.ResponseError as exc:

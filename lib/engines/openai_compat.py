@@ -289,6 +289,10 @@ class OpenAICompatEngine:
         except Exception as exc:  # never raise from chat: the runner counts every request
             error = f"{type(exc).__name__}: {exc_text(exc)}"
         t_done = time.perf_counter()
+        if error is None and st.finish is None and not st.usage:
+            # A finished stream says why it stopped or how much it made. Ollama 0.24 cuts
+            # a repeating answer off with neither, and no [DONE] (tests/data/ollama-0.24.0).
+            error = "stream ended without finish_reason or usage (the server cut the answer off)"
         if error:
             error = redact(error, self._secret)
         # t0: headers written (common.send_clock); before the call if never sent.
