@@ -14,6 +14,8 @@ from collections import defaultdict
 from typing import Any
 
 from lib import store
+from lib.analysis import validation
+from lib.analysis.lane_memory import engine_kind
 from lib.core import metrics, outcome
 
 
@@ -63,12 +65,17 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
     run, config = data["run"], data["run"]["config"]
     lanes_out = []
     stored = {(lv["lane_idx"], lv["concurrency"]): lv for lv in data["levels"]}
+    settings = _settings(config)
     for lane in data["lanes"]:
         levels_out = []
+        kind = engine_kind({"engine_info": _info(lane), "engine": lane["engine"]})
+        client = [s for s in data["samples"] if s["lane_idx"] == lane["lane_idx"]]
         for c in _lane_levels(data, lane["lane_idx"]):
             recs = data["requests"].get((lane["lane_idx"], c), [])
             summary = metrics.level_summary(recs, concurrency=c)
             summary |= _level_outcome(stored.get((lane["lane_idx"], c)), summary, recs)
+            # The level's own checks of its measurements (lib/analysis/validation.py).
+            summary["validation"] = validation.level_checks(recs, c, kind, settings, client)
             summary["requests"] = [_request_out(config, r) for r in recs]
             levels_out.append(summary)
         warm = data["warmups"].get(lane["lane_idx"], [])
@@ -103,7 +110,8 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
         "status": status,
         "error": error,
         "failures": outcome.failure_lines(all_levels, names),
-        "settings": _settings(config),
+        "validation": validation.run_verdict(lanes_out),
+        "settings": settings,
         "environment": run["env"],
         "lanes": lanes_out,
     }

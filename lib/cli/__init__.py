@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import store
-from lib.analysis import results
+from lib.analysis import results, validation
 from lib.cli import reports as cli_reports
 from lib.core.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
 from lib.core.usage import OneLineParser, UsageError, error_line
@@ -248,8 +248,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     print(f"run {run_id} ({document['status']})")
     print(results.format_table(results.summary_rows(document)))
+    _print_checks(document)
     _print_failures(document)
     return code
+
+
+def _print_checks(document: dict[str, Any]) -> None:
+    """Below the table: the run's checks of its own numbers, and what did not pass."""
+    verdict = document.get("validation") or {}
+    print(validation.verdict_line(verdict))
+    for line in validation.problem_lines(verdict):
+        print(f"  {line}")
 
 
 def _print_failures(document: dict[str, Any]) -> None:
@@ -315,6 +324,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         print(f"run {document['run_id']} ({document['status']}) {document['label']}")
         print(results.format_table(results.summary_rows(document)))
+        _print_checks(document)
     return 0
 
 

@@ -30,6 +30,7 @@ from lib.core.metrics import request_metrics
 from lib.core.records import EngineInfo, LaneSpec, ModelInfo, RequestResult, RunConfig
 from lib.engines import make_engine
 from lib.engines.base import Engine
+from lib.load.client_probe import LoopLagProbe, client_samples
 from lib.load.config_check import ConfigError, validate_config
 from lib.load.engine_logs import sandbox_engine_report
 from lib.store.writer import StoreWriter
@@ -96,6 +97,8 @@ class RunState:
 class LevelTally:
     ok: int = 0
     errors: list[str] = field(default_factory=list)
+    recorded: int = 0  # every request handed to the store, cancelled ones included
+    output_tokens: int = 0  # server-counted, of the completed ones
 
     def outcome(self, cancelled: bool) -> tuple[str, str | None]:
         total = self.ok + len(self.errors)
@@ -319,6 +322,8 @@ async def _run_level(state: RunState, config: RunConfig, lane: PreparedLane, c: 
             issued += 1
             await _one_request(state, config, lane, concurrency=c, idx=idx, warmup=False)
 
+    probe = LoopLagProbe()
+    probe.start()
     workers = [asyncio.create_task(worker()) for _ in range(min(c, config.requests))]
     cancel_wait = asyncio.create_task(state.cancel.wait())
     try:
@@ -339,7 +344,13 @@ async def _run_level(state: RunState, config: RunConfig, lane: PreparedLane, c: 
                 break
     finally:
         cancel_wait.cancel()
-    status, error = state.count(lane.idx, c).outcome(state.cancel.is_set())
+        lags = await probe.stop()
+    tally = state.count(lane.idx, c)
+    # What the client did, beside the engines' telemetry: its loop's lag and its own
+    # count of what it recorded (the run's validation reads both back).
+    samples = client_samples(c, lags, tally.recorded, tally.output_tokens)
+    state.writer.submit(store.add_samples, run_id, lane.idx, samples)
+    status, error = tally.outcome(state.cancel.is_set())
     state.ended.append({"lane_idx": lane.idx, "concurrency": c, "status": status, "error": error})
     state.writer.submit(store.set_level, run_id, lane.idx, c, status, None, time.time(), error)
     state.progress(
@@ -425,6 +436,9 @@ def _record(
     }
     state.writer.add_request(row)
     tally = state.count(lane.idx, concurrency)
+    tally.recorded += 1
+    if not result.error:
+        tally.output_tokens += result.output_tokens or 0
     if result.error and result.error != "cancelled":
         tally.errors.append(result.error)
     elif not result.error:
