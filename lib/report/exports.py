@@ -241,9 +241,14 @@ def _max_concurrent(rows: Sequence[Mapping[str, Any]]) -> int:
 
 
 def vllm_result(
-    run: Mapping[str, Any], lane: Mapping[str, Any], concurrency: int, rows: Sequence[dict]
+    run: Mapping[str, Any],
+    lane: Mapping[str, Any],
+    concurrency: int,
+    rows: Sequence[dict],
+    checks: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
-    """One lane's level as `vllm bench serve --save-result --save-detailed` writes it."""
+    """One lane's level as `vllm bench serve --save-result --save-detailed` writes it,
+    with the level's `checks` (its validation list) under "validation"."""
     summary = metrics.level_summary(rows, concurrency=concurrency)
     done = [r for r in rows if not r.get("error")]
     duration = summary["duration_s"]
@@ -297,6 +302,7 @@ def vllm_result(
     }
     for name in STAT_METRICS:
         result |= _stats(values[name], name)
+    result["validation"] = [dict(c) for c in checks]
     return result
 
 
@@ -311,7 +317,19 @@ def vllm_results(db: str | os.PathLike[str] | None, run_id: str) -> list[dict[st
             groups.setdefault((r["lane_idx"], r["concurrency"]), []).append(r)
     by_idx = {lane["lane_idx"]: lane for lane in lanes}
     keys = sorted(groups, key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))
-    return [vllm_result(run, by_idx[li], c, groups[(li, c)]) for li, c in keys if li in by_idx]
+    # The checks as the results document makes them (same rows, client samples and
+    # settings), so the JSON says what the Results page and the report say.
+    doc = results.run_document(db, run_id)
+    checks = {
+        (lane["lane_idx"], lv["concurrency"]): lv.get("validation") or []
+        for lane, out in zip(lanes, doc["lanes"], strict=True)
+        for lv in out["levels"]
+    }
+    return [
+        vllm_result(run, by_idx[li], c, groups[(li, c)], checks.get((li, c), ()))
+        for li, c in keys
+        if li in by_idx
+    ]
 
 
 def json_bytes(db: str | os.PathLike[str] | None, run_id: str, lines: bool = False) -> bytes:

@@ -142,6 +142,26 @@ def test_vllm_json_has_vllms_fields_and_units(run, stored):
     assert failed == [EVIL_ERROR]
 
 
+def test_vllm_json_carries_each_levels_checks(run):
+    """Every object holds its level's validation list, as the results document has it:
+    a reader of the JSON alone sees what was checked and what did not pass."""
+    db, run_id = run
+    found = json.loads(exports.json_bytes(db, run_id))
+    doc = results.run_document(db, run_id)
+    levels = [lv for lane in doc["lanes"] for lv in lane["levels"]]
+    for result, level in zip(found, levels, strict=True):
+        names = [c["check"] for c in result["validation"]]
+        assert names[:4] == ["streaming", "client_kept_up", "tokens", "consistency"]
+        assert result["validation"] == level["validation"]
+        assert all(set(c) == {"check", "status", "detail"} for c in result["validation"])
+    # record_run turned one of the vLLM lane's c=1 answers into an error after the run:
+    # the client's own count no longer matches the store, and the check says so.
+    (lost,) = [c for c in found[2]["validation"] if c["check"] == "consistency"]
+    assert lost["status"] == "fail" and "measurements were lost" in lost["detail"]
+    lines = exports.json_bytes(db, run_id, lines=True).decode("utf-8").splitlines()
+    assert [json.loads(line)["validation"] for line in lines] == [r["validation"] for r in found]
+
+
 def test_jsonl_is_one_result_per_line(run, tmp_path):
     db, run_id = run
     out = exports.write_export(db, run_id, "json", tmp_path / "r.jsonl")
