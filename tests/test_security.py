@@ -135,6 +135,9 @@ def markup_texts(at: AppTest) -> list[str]:
     for kind in ("expander", "tab", "metric", "button", "selectbox", "multiselect", "radio"):
         out += [str(getattr(el, "label", "") or "") for el in at.get(kind)]
     out += [str(el.value) for el in at.metric]
+    # st.table renders markdown in every cell (the Results page's "All checks").
+    for el in at.table:
+        out += [str(v) for v in [*el.value.columns, *el.value.to_numpy().ravel()]]
     return out
 
 
@@ -164,6 +167,8 @@ def test_results_page_shows_markup_as_text(page_env):
     assert_shown_as_text(at)
     assert ANSWER in code_texts(at)  # verbatim, in a code block
     assert any(PROMPT in t for t in code_texts(at))
+    lanes = at.table[0].value["Lane"].tolist()  # the checks of the numbers, per lane
+    assert any("\\<b\\>m\\</b\\>\\[x\\]" in lane for lane in lanes), lanes
     at.selectbox(key=f"answers-level-{run_id}").set_value(2).run()
     assert_shown_as_text(at)
     errors = " ".join(str(e.value) for e in at.error)

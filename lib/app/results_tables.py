@@ -13,6 +13,7 @@ import streamlit as st
 from lib import charts, store
 from lib.analysis import frames, results, telemetry_frames
 from lib.app.answers import answers_section, quality_section
+from lib.app.checks_section import checks_section
 from lib.app.formatting import dashed, esc_md, fmt_num
 from lib.app.session import db_key
 from lib.app.telemetry_section import peak_memory_column
@@ -123,7 +124,8 @@ def _token_source_caption(doc: Mapping[str, Any]) -> None:
 
 
 def results_details(run_id: str) -> None:
-    """Summary table, quality, server timings, settings and answers of a finished run."""
+    """Checks of the run's numbers, summary table, quality, server timings, settings and
+    answers of a finished run."""
     with store.opened() as conn:
         run = store.get_run(conn, run_id)
     if run is None or run["status"] in jobs.ACTIVE:
@@ -132,6 +134,8 @@ def results_details(run_id: str) -> None:
     doc = _document(db_key(), run_id, run.get("finished_at"))
     names = [lane["name"] for lane in doc["lanes"]]
     colors = charts.lane_colors(names)
+    # Before the figures: whether they can be read as what their names say.
+    checks_section(doc)
     st.markdown("#### Summary per lane and concurrency")
     summary = frames.with_peak_memory(frames.summary_frame(doc), doc).drop(columns=["lane_idx"])
     columns = dict(SUMMARY_COLUMNS)

@@ -410,3 +410,93 @@ def test_warm_up_is_a_state_with_its_own_timer(db):
     at.run()
     assert not any("Warming up" in t for t in _texts(at.info))
     assert any(re.match(r"Warm-up took 3\d s", t) for t in _texts(at.caption))
+
+
+# --- the checks of the numbers ------------------------------------------------------------
+
+
+def _set_chunks(db, run_id: str, chunks: int) -> None:
+    """Give every seed request `chunks` output chunks that add up to its E2E (the seed
+    stores none): each takes 900 ms from its first token to its last."""
+    import json
+
+    gaps = json.dumps([900.0 / (chunks - 1)] * (chunks - 1))
+    with store.opened(db) as conn:
+        conn.execute("UPDATE requests SET itl_json = ? WHERE run_id = ?", (gaps, run_id))
+
+
+def test_a_clean_run_says_its_numbers_passed(db):
+    run_id = make_seed_run(db)
+    _set_chunks(db, run_id, 50)  # a chunk per token: every check that can be made passes
+    at = _open(run_id)
+    assert not at.exception
+    assert _texts(at.success) == ["numbers checked: 14 of 14 passed (4 not measurable)"]
+    assert not at.error and not any("numbers checked" in t for t in _texts(at.warning))
+    (table,) = at.table
+    frame = table.value
+    assert list(frame.columns) == ["Lane", "Concurrency", "Check", "Status", "Detail"]
+    assert len(frame) == 18  # 2 levels × (5 checks on Ollama + 4 on vLLM)
+    assert set(frame["Status"]) == {"✓ pass", "– not measurable"}
+    assert any(e.label == "All checks" for e in at.expander)
+
+
+def test_a_warning_check_is_an_amber_verdict_with_its_line(db):
+    run_id = make_seed_run(db)
+    _set_chunks(db, run_id, 25)  # two tokens a chunk: ITL is per chunk, TPOT per token
+    at = _open(run_id)
+    assert not at.exception and not at.success
+    (warning,) = [t for t in _texts(at.warning) if t.startswith("numbers checked")]
+    lines = warning.split("  \n")
+    assert lines[0] == "numbers checked: 10 of 14 passed (4 not measurable)"
+    assert (
+        f"⚠ {LANE_NAMES[1]} c=5 tokens: Server counted 250 output tokens in 125 chunks "
+        "(2.00 a chunk); ITL is per chunk here, TPOT per token." in lines
+    )
+    assert len(lines) == 5  # the verdict, then one line per level that warned
+    statuses = at.table[0].value["Status"].tolist()
+    assert statuses.count("⚠ warn") == 4 and "✗ fail" not in statuses
+
+
+def test_a_bursty_level_is_a_red_verdict_naming_the_lane_escaped(db):
+    """A server that sends each answer in one burst (as a proxy that buffers does): the
+    level's TTFT is the whole answer's time, and the page says so above the figures."""
+    import asyncio
+
+    from lib.analysis import results
+    from lib.app.formatting import esc_md
+    from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
+    from lib.load.runner import execute_run, prepare_lanes
+    from tests.scripted import OpenAIScript, OpenAIServer
+
+    name = "bursty *m* [x](http://evil)"
+    with OpenAIServer(OpenAIScript(ttft_ms=20, gap_ms=0, models=["m"])) as bursty:
+        config = RunConfig(
+            lanes=[LaneSpec(engine="openai", base_url=bursty.base_url, model="m", name=name)],
+            prompts=[Prompt.from_text("one")],
+            concurrency=[4],
+            requests=8,
+            warmup=0,
+            sampling=Sampling(max_tokens=12),
+        )
+
+        async def go() -> str:
+            return await execute_run(config, await prepare_lanes(config), db=db)
+
+        run_id = asyncio.run(go())
+    assert results.run_document(db, run_id)["validation"]["problems"]
+    at = _open(run_id)
+    assert not at.exception and not at.success
+    (error,) = [e for e in at.error if "numbers checked" in str(e.value)]
+    raw = str(error.value)
+    assert "bursty \\*m\\* \\[x\\]\\(http" in raw  # the lane name stays text
+    text = _texts([error])[0]
+    assert text.startswith("numbers checked: ")
+    assert (
+        f"✗ {name} c=4 streaming: 8 of 8 streams arrived in one burst (first to last chunk "
+        "within 5 ms): TTFT and ITL here are not per-token timings; read E2E latency and "
+        "throughput." in text.split("  \n")
+    )
+    frame = at.table[0].value
+    streaming = frame[frame["Check"] == "streaming"]
+    assert streaming["Status"].tolist() == ["✗ fail"]
+    assert streaming["Lane"].tolist() == [esc_md(name)]  # st.table renders markdown too
