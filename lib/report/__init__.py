@@ -99,6 +99,12 @@ h3 { font-size: 16px; margin: 18px 0 6px; }
 .status.failed, .status.cancelled { background: #fdecea; border-color: #f5c2bd; color: #b3261e;
   font-weight: 600; }
 ul.failures { color: #b3261e; margin: 6px 0 10px; padding-left: 22px; }
+ul.checks { margin: 6px 0 10px; padding-left: 22px; list-style: none; }
+ul.checks li { text-indent: -16px; }
+.checks .warn, td.check.warn { color: #8a4b00; }
+.checks .fail, td.check.fail { color: #b3261e; font-weight: 600; }
+td.check { white-space: nowrap; } td.check.unmeasurable { color: var(--muted); }
+details > summary { cursor: pointer; color: var(--muted); margin: 4px 0; }
 pre.log { background: var(--soft); border: 1px solid var(--line); padding: 8px 12px;
   max-height: 420px; overflow: auto; }
 table { border-collapse: collapse; margin: 6px 0 10px; font-size: 14px; }
@@ -174,6 +180,7 @@ def render_html(view: RunView, concurrency: int | None = None) -> str:
             sections.failures_section(view),
             sections.headline(view, c),
             sections.summary_section(view),
+            sections.checks_section(view),
             sections.charts_section(sections.figures(view)),
             sections.quality_section(view),
             sections.lanes_section(view),

@@ -19,7 +19,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from lib import charts
-from lib.analysis import frames
+from lib.analysis import frames, validation
 from lib.analysis.lane_memory import memory_series
 from lib.report.facts import (
     RunView,
@@ -281,6 +281,61 @@ def summary_section(view: RunView) -> str:
     )
     table = _table(headers, rows, [False, *([True] * len(SUMMARY_HEADERS))])
     return "<h2>Summary per lane and concurrency</h2>" + table + note + _server_table(view)
+
+
+# A check's status as a symbol and a word, and the verdict's colour: the outcome badge's
+# classes (green, amber, red), so a run whose numbers failed a check never reads as clean.
+CHECK_MARKS = {
+    validation.PASS: "✓ pass",
+    validation.WARN: "⚠ warn",
+    validation.FAIL: "✗ fail",
+    validation.UNMEASURABLE: "– not measurable",
+}
+
+
+def checks_section(view: RunView) -> str:
+    """The run's checks of its own numbers (lib/analysis/validation.py): the verdict in a
+    green, amber or red badge, one line per check that did not pass, and every check of
+    every level in a table that opens on click."""
+    verdict = view.doc.get("validation") or {}
+    if not verdict.get("checks"):
+        return ""
+    problems = verdict.get("problems") or []
+    statuses = {p["status"] for p in problems}
+    cls = "failed" if validation.FAIL in statuses else "partial" if statuses else "ok"
+    out = [
+        "<h2>Checks of the numbers</h2>",
+        f'<p><span class="status {cls}">{_e(validation.verdict_line(verdict))}</span></p>',
+    ]
+    lines = validation.problem_lines(verdict)
+    if lines:
+        items = "".join(
+            f'<li class="{_e(p["status"])}">{_e(line)}</li>'
+            for p, line in zip(problems, lines, strict=True)
+        )
+        out.append(f'<ul class="checks">{items}</ul>')
+    rows = [
+        [
+            _lane_cell(lane["name"], view.colors),
+            _e(level.get("concurrency")),
+            _e(item["check"]),
+            f'<td class="check {_e(item["status"])}">'
+            f"{_e(CHECK_MARKS.get(item['status'], item['status']))}</td>",
+            _e(item["detail"]),
+        ]
+        for lane in view.doc["lanes"]
+        for level in lane["levels"]
+        for item in level.get("validation") or []
+    ]
+    table = _table(["Lane", "Concurrency", "Check", "Status", "Detail"], rows, [False, True])
+    out.append(
+        f"<details><summary>All {len(rows)} checks, per lane and level</summary>{table}"
+        "<p class='note'>Each level checks its own stored numbers: whether answers streamed "
+        "token by token, whether the client kept up, token counts against chunks, E2E "
+        "against TTFT + ITL and the client's own count, and on Ollama lanes the client's "
+        "generation time against Ollama's eval_duration.</p></details>"
+    )
+    return "".join(out)
 
 
 SERVER_HEADERS = {
