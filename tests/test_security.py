@@ -233,6 +233,12 @@ def test_html_report_and_card_escape_everything(hostile_run):
         assert "<script>alert" not in page and "<img src=x" not in page
     text = " ".join(t for _, t in parse(report.html_report(db, run_id)).text)
     assert ANSWER in text  # shown, as text
+    # The checks of the numbers name the lanes: the error rewritten above makes the
+    # hostile lane's c=2 fail its consistency check, and its line is text in both.
+    lost = f"✗ vllm:{MODEL} c=2 consistency: "
+    assert lost in text
+    (line,) = re.findall(r'<div class="checks bad">.*?</div>', report_card.card_html(view))
+    assert "&lt;b&gt;m&lt;/b&gt;" in line and "<b>" not in line
 
 
 def test_exports_keep_the_answer_as_data(hostile_run):

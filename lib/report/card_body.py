@@ -1,6 +1,7 @@
 """What the card says: the title and settings, a box per lane (every level it ran, or the
-one level asked for, in big figures), its failed levels and answer checks, and one
-prompt answered side by side.
+one level asked for, in big figures), its failed levels and answer checks, one prompt
+answered side by side, and one line with the run's checks of its own numbers
+(lib/analysis/validation.py) in green, amber or red with its worst problem.
 
 A run that did not complete says so in a red banner with its reason. "best" is never
 bare on a lane that failed somewhere or whose answers are unusable
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lib.analysis import validation
 from lib.report.card_chart import throughput_svg
 from lib.report.card_template import MAX_LANES, esc, page
 from lib.report.facts import (
@@ -98,8 +100,9 @@ def card_html(view: RunView, concurrency: int | None = None) -> str:
         f"{banner}"
         f'<div class="lanes">{"".join(box(k, shown) for k in shown) or problem}</div>'
         '<div class="bottom"><div class="chart"><h2>Output throughput vs concurrency (tok/s)</h2>'
-        f"{throughput_svg(view, picked, height=232 if banner else 270)}</div>"
+        f"{throughput_svg(view, picked, height=220 if banner else 270)}</div>"
         f'<div class="pair">{_pair_html(view, picked)}</div></div>'
+        f"{_checks_line(view)}"
         f'<div class="foot">run {esc(view.doc["run_id"])}{esc(more)}'
         f"{esc(legend if shown else '')} · "
         "TTFT = time to first token · tokens/s = one request's output tokens ÷ its E2E "
@@ -108,6 +111,35 @@ def card_html(view: RunView, concurrency: int | None = None) -> str:
     )
     classes = f"n{len(shown)}" + (" troubled" if banner else "")
     return page(body, classes)
+
+
+CHECK_LINE_CHARS = 150  # the worst problem, shortened; the report lists them all
+
+
+def _checks_line(view: RunView) -> str:
+    """One line: "numbers checked: 6 of 6 passed" in green, or in amber/red with the
+    worst problem (a failed check before a warning) and how many more the report has."""
+    verdict = view.doc.get("validation") or {}
+    if not verdict.get("checks"):
+        return ""  # no level ran: the red banner or problem box says why
+    line = validation.verdict_line(verdict)
+    problems = verdict.get("problems") or []
+    if not problems:
+        return f'<div class="checks ok">✓ {esc(line)}</div>'
+    failed = [p for p in problems if p["status"] == validation.FAIL]
+    worst = (failed or problems)[0]
+    mark = "✗" if failed else "⚠"
+    first = (
+        f"{mark} {truncate(worst['lane'], 40)} c={worst['concurrency']} {worst['check']}: "
+        f"{worst['detail']}"
+    )
+    more = f" (+{len(problems) - 1} more in the report)" if len(problems) > 1 else ""
+    # Three parts: only the problem is cut to fit, never the count or "+N more".
+    return (
+        f'<div class="checks {"bad" if failed else "warn"}"><span>{esc(line)} ·&nbsp;</span>'
+        f'<span class="first">{esc(truncate(first, CHECK_LINE_CHARS))}</span>'
+        f'<span class="more">{esc(more)}</span></div>'
+    )
 
 
 def _winner(values: Sequence[tuple[Any, str]], higher: bool) -> str | None:

@@ -76,7 +76,7 @@ h1 { font-size: 40px; line-height: 1.15; white-space: nowrap; overflow: hidden;
   border-radius: 8px; padding: 5px 14px; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis; }
 .lane > * { flex-shrink: 0; }
-.troubled .lanes { height: 380px; margin-top: 12px; } .troubled .bottom { height: 262px; }
+.troubled .lanes { height: 380px; margin-top: 12px; } .troubled .bottom { height: 250px; }
 .troubled .kpis { margin-top: 10px; gap: 10px 16px; } .troubled .v { font-size: 44px; }
 .troubled.n3 .v { font-size: 38px; } .troubled.n4 .v { font-size: 30px; }
 .best.warn { background: #b3261e; display: block; width: fit-content; max-width: 100%;
@@ -98,6 +98,11 @@ table.lv { border-collapse: collapse; margin-top: 10px; width: 100%; font-size: 
 .n3 table.lv { font-size: 17px; } .n4 table.lv { font-size: 15px; } .n4 .lv th { font-size: 12px; }
 .mem { font-size: 16px; color: #57606a; margin-top: 6px; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis; }
+.checks { position: absolute; left: 44px; right: 44px; bottom: 36px; display: flex;
+  font-size: 17px; line-height: 22px; font-weight: 600; white-space: nowrap; overflow: hidden; }
+.checks > span { flex: 0 0 auto; } .checks .more { font-weight: 400; padding-left: 4px; }
+.checks .first { flex: 0 1 auto; min-width: 0; overflow: hidden; text-overflow: ellipsis; }
+.checks.ok { color: #1a7f37; } .checks.warn { color: #8a4b00; } .checks.bad { color: #b3261e; }
 .foot { position: absolute; left: 44px; right: 44px; bottom: 12px; font-size: 14px; color: #6e7781;
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 """

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from lib import cli, report
-from lib.analysis import lane_memory, results
+from lib.analysis import lane_memory, results, validation
 from lib.cli import reports as cli_reports
 from lib.core.usage import OneLineParser
 from lib.report import card as report_card
@@ -288,6 +288,31 @@ def test_html_states_settings_hardware_engines_and_quality(page, run):
     assert f"{level['output_throughput']:,.1f}" in text
 
 
+def test_html_checks_section_states_the_verdict_and_each_problem_escaped(page, run):
+    db, run_id = run
+    verdict = results.run_document(db, run_id)["validation"]
+    text = " ".join(t for _, t in parse(page).text)
+    # After the summary, before the charts.
+    assert page.index("<h2>Summary per lane") < page.index("<h2>Checks of the numbers</h2>")
+    assert page.index("<h2>Checks of the numbers</h2>") < page.index("<h2>Charts</h2>")
+    # record_run turned an answer into an error after the run: the client's own count no
+    # longer matches the store, a failed check, so the verdict wears the red badge.
+    line = validation.verdict_line(verdict)
+    assert f'<span class="status failed">{line}</span>' in page
+    lost = (
+        "✗ &lt;b&gt;evil&lt;/b&gt; lane c=1 consistency: E2E = TTFT + ITL for all 2 completed "
+        "requests; the client recorded 3 requests and 24 tokens, the store holds 3 and 16: "
+        "measurements were lost."
+    )
+    assert f'<li class="fail">{lost}</li>' in page
+    for problem in validation.problem_lines(verdict):
+        assert problem in text
+    # Every check of every level in the table: 2 levels × (5 on Ollama + 4 on vLLM).
+    assert "All 18 checks, per lane and level" in text
+    assert page.count('<td class="check ') == 18
+    assert '<td class="check fail">✗ fail</td>' in page
+
+
 @pytest.mark.browser
 def test_html_opens_offline_in_chromium_and_draws_every_chart(page, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -351,6 +376,25 @@ def test_card_page_escapes_and_runs_no_script(run):
     assert "concurrency 1 · 3 requests per level" in page and "card: c=1" in page
     with pytest.raises(report_facts.ConcurrencyError):
         report_card.card_html(view, 3)
+
+
+def test_card_states_the_checks_verdict_and_the_worst_problem(run):
+    db, run_id = run
+    view = report_facts.load_view(db, run_id)
+    verdict = view.doc["validation"]
+    for concurrency in (None, 1):
+        card = report_card.card_html(view, concurrency)
+        (line,) = re.findall(r'<div class="checks bad">.*?</div>', card)
+        text = "".join(t for _, t in parse(line).text)
+        # The count, then the first failed check (the lane name escaped), then how many
+        # more the report lists.
+        assert text.startswith(validation.verdict_line(verdict) + " ·\xa0✗ ")
+        assert "<b>evil" not in line
+        more = len(verdict["problems"]) - 1
+        if more:
+            assert text.endswith(f" (+{more} more in the report)")
+        else:
+            assert "more in the report" not in text
 
 
 def test_no_browser_is_one_clear_line(run, monkeypatch, tmp_path):

@@ -9,6 +9,7 @@ without saying so, or shows only c=1, hides what happened.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,55 @@ def test_a_clean_lane_on_top_keeps_its_plain_best(run):
     assert card_body._best_badge(clean) == '<span class="best">best</span>'
 
 
+def test_card_says_the_numbers_passed_their_checks_in_green(run):
+    """The failures here are the engine's, not the measurement's: every check that could
+    be made passed (the client's loop was not sampled: this run was written by hand)."""
+    db, run_id = run
+    for concurrency in (None, 1):
+        card = report_card.card_html(report_facts.load_view(db, run_id), concurrency)
+        expected = "✓ numbers checked: 9 of 9 passed (7 not measurable)"
+        assert f'<div class="checks ok">{expected}</div>' in card
+
+
+CARD_BOXES_JS = """() => Object.fromEntries(['.lanes', '.bottom', '.checks', '.foot'].map(s => {
+  const e = document.querySelector(s), r = e.getBoundingClientRect();
+  // A part other than the problem text that ends past the line's right edge is cut.
+  const cut = s === '.checks' && [...e.children].some(c => !c.classList.contains('first')
+    && c.getBoundingClientRect().right > r.right + 0.5);
+  return [s, {top: r.top, bottom: r.bottom, left: r.left, right: r.right, cut}];
+}))"""
+
+
+@pytest.mark.browser
+def test_checks_line_fits_between_the_bottom_row_and_the_foot(run, tmp_path):
+    """Clean and troubled layouts, every level and one: the checks line sits below the
+    chart and the answers, above the foot, inside the 1600×900 card; only the problem
+    text is cut, never the count or "+N more"."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.report.test_report import record_run
+
+    views = [report_facts.load_view(*run)]
+    views.append(report_facts.load_view(*record_run(tmp_path)))
+    clean = dict(views[1].doc, status="completed", error=None)  # no banner: the tall layout
+    views.append(dataclasses.replace(views[1], doc=clean))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            tab = browser.new_page(viewport={"width": 1600, "height": 900})
+            for view in views:
+                for concurrency in (None, 1):
+                    tab.set_content(report_card.card_html(view, concurrency))
+                    box = tab.evaluate(CARD_BOXES_JS)
+                    checks = box[".checks"]
+                    assert box[".bottom"]["bottom"] <= checks["top"], box
+                    assert checks["bottom"] <= box[".foot"]["top"] <= 900, box
+                    assert checks["left"] >= 0 and checks["right"] <= 1600, box
+                    assert not checks["cut"], box
+        finally:
+            browser.close()
+
+
 def test_troubled_card_renders_at_1600x900(run, tmp_path):
     db, run_id = run
     out = report_card.write_png(db, run_id, tmp_path / "card.png")
@@ -207,6 +257,17 @@ def test_report_states_the_run_status_and_every_failure(run):
     assert "Failures" in text
     assert f"{LLAMA} c=4 failed: 4 of 4 failed: {TIMEOUT}" in text
     assert f"warm-up {LLAMA}: failed: 1 of 1 failed: {TIMEOUT}" in text
+
+
+def test_report_says_the_numbers_passed_their_checks(run):
+    db, run_id = run
+    page = report.html_report(db, run_id)
+    verdict = "numbers checked: 9 of 9 passed (7 not measurable)"
+    assert f'<span class="status ok">{verdict}</span>' in page  # green
+    assert '<ul class="checks">' not in page  # no problem to list
+    text = text_of(page)
+    assert "All 16 checks, per lane and level" in text
+    assert "Not measurable: the client's event loop was not sampled in this run" in text
 
 
 def test_report_shows_the_failing_engines_log_escaped(run):
