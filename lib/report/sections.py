@@ -1,18 +1,17 @@
 """The sections of the HTML report, each a function from a loaded run to escaped HTML.
 
-Every dynamic string goes through `_e` (html.escape, quotes included) or `_cell`; the
+Every dynamic string goes through `esc` (html.escape, quotes included) or `cell`; the
 figures come from lib/charts over lib/analysis/frames.py's frames, as on the Results page,
 and travel as JSON data blocks (`charts_section`) that lib/report/__init__.py's runner
 draws. Nothing here names a URL: endpoints appear as host:port/path.
 
-One module on purpose (over 400 lines): the sections are short functions over one
-RunView in the page's order, sharing the escaping and table helpers above them; the
-packed data blocks they emit are lib/report/packing.py.
+One module on purpose (a little over 400 lines): the sections are short functions over
+one RunView in the page's order; the escaping and table helpers they share are
+lib/report/html_parts.py, the packed data blocks they emit lib/report/packing.py.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +32,14 @@ from lib.report.facts import (
     scrub_urls,
     truncate,
 )
+from lib.report.html_parts import (
+    cell,
+    esc,
+    html_table,
+    lane_cell,
+    missing,
+    swatch,
+)
 
 # PACKED_TYPE stays readable here: the report's tests find the data blocks by it.
 from lib.report.packing import PACKED_TYPE as PACKED_TYPE
@@ -41,55 +48,6 @@ from lib.report.packing import figures_payload, packed_block
 ANSWER_PROMPTS = 5  # prompts shown with their answers side by side
 ANSWER_CHARS = 3000  # per answer in the report; the full text is in the exports
 PROMPT_CHARS = 1500
-
-
-def _e(value: Any) -> str:
-    """Escaped text for HTML (quotes too: some of it lands in attributes)."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _missing(value: Any) -> bool:
-    """None, an empty string, or NaN (how pandas holds a missing value)."""
-    return value is None or value == "" or (isinstance(value, float) and value != value)
-
-
-def _cell(value: Any) -> str:
-    """An escaped table cell; missing values read '–'."""
-    return "–" if _missing(value) else _e(value)
-
-
-def _json_for_script(text: str) -> str:
-    # Inside <script> only "</script" and "<!--" matter; escaping every <, > and & keeps
-    # the JSON valid and leaves no markup at all. U+2028/9 end lines in old JS parsers.
-    for raw, safe in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
-        text = text.replace(raw, safe)
-    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-
-
-def _swatch(color: str) -> str:
-    return f'<span class="sw" style="background:{_e(color)}"></span>'
-
-
-def _lane_cell(name: str, colors: Mapping[str, str]) -> str:
-    return f'<td class="lane">{_swatch(colors.get(name, "#555555"))}{_e(name)}</td>'
-
-
-def _table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool] = ()
-) -> str:
-    """Rows of cells that are already HTML (escaped by the caller)."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = []
-        for i, cell in enumerate(row):
-            if cell.startswith("<td"):
-                cells.append(cell)
-            else:
-                cls = ' class="num"' if i < len(numeric) and numeric[i] else ""
-                cells.append(f"<td{cls}>{cell}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<div class="wide"><table><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
 # The run's and levels' outcomes (lib/core/outcome.py's words) as CSS classes: a run with failed
@@ -105,22 +63,22 @@ STATUS_CLASSES = {
 def status_badge(status: str) -> str:
     """The status in a coloured badge (green, amber, red)."""
     cls = STATUS_CLASSES.get(status, "other")
-    return f'<span class="status {cls}">{_e(status)}</span>'
+    return f'<span class="status {cls}">{esc(status)}</span>'
 
 
 def header(view: RunView) -> str:
     doc = view.doc
     bits = [
         status_badge(doc["status"]),
-        f"run {_e(doc['run_id'])}",
-        _e(run_date(doc)),
+        f"run {esc(doc['run_id'])}",
+        esc(run_date(doc)),
         f"{len(doc['lanes'])} lanes",
     ]
-    out = f"<h1>{_e(run_title(doc))}</h1><p class='meta'>{' · '.join(bits)}</p>"
-    out += f"<p class='meta'>{_e(hardware_summary(doc.get('environment') or {}))}</p>"
+    out = f"<h1>{esc(run_title(doc))}</h1><p class='meta'>{' · '.join(bits)}</p>"
+    out += f"<p class='meta'>{esc(hardware_summary(doc.get('environment') or {}))}</p>"
     if doc.get("error") or doc["status"] != "completed":
         why = scrub_urls(doc.get("error") or "no reason recorded")
-        out += f"<p class='error'>The run {_e(doc['status'])}: {_e(why)}</p>"
+        out += f"<p class='error'>The run {esc(doc['status'])}: {esc(why)}</p>"
     return out
 
 
@@ -139,7 +97,7 @@ def failures_section(view: RunView) -> str:
         return ""
     out = ["<h2>Failures</h2>"]
     if lines:
-        out.append("<ul class='failures'>" + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
+        out.append("<ul class='failures'>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>")
     names = [lane["name"] for lane in doc["lanes"]]
     for key, log in sorted(logs.items(), key=lambda kv: str(kv[0])):
         li = int(key) if str(key).isdigit() else -1
@@ -148,10 +106,10 @@ def failures_section(view: RunView) -> str:
         tail = log.get("tail") or []
         text = "\n".join(str(x) for x in tail) if isinstance(tail, list) else str(tail)
         out.append(
-            f"<h3>{_e(lane)}: sandbox engine {_e(log.get('name') or '?')} {alive}</h3>"
-            f"<p class='note'>Last lines of its log, <code>{_e(log.get('log') or 'no log')}</code>"
+            f"<h3>{esc(lane)}: sandbox engine {esc(log.get('name') or '?')} {alive}</h3>"
+            f"<p class='note'>Last lines of its log, <code>{esc(log.get('log') or 'no log')}</code>"
             ", read when the run ended:</p>"
-            f"<pre class='text log'>{_e(text or '(empty)')}</pre>"
+            f"<pre class='text log'>{esc(text or '(empty)')}</pre>"
         )
     return "".join(out)
 
@@ -168,36 +126,36 @@ def headline(view: RunView, concurrency: int | None) -> str:
         flags = ", ".join(f"{n} {code.replace('_', ' ')}" for code, n in k["flags"].items())
         rows.append(
             [
-                _lane_cell(k["name"], view.colors),
-                _cell(engine),
-                _cell(k["model"]),
-                _cell(" · ".join(str(x) for x in (k["quantization"], k["parameter_size"]) if x)),
-                _e(fmt(k["ttft_p50_ms"], 1)),
-                _e(fmt(k["tok_per_s_p50"], 1)),
-                _e(fmt(k["out_tok_per_s"], 1)),
-                _e(memory),
-                _cell("; ".join(x for x in (k["language"], flags) if x)),
+                lane_cell(k["name"], view.colors),
+                cell(engine),
+                cell(k["model"]),
+                cell(" · ".join(str(x) for x in (k["quantization"], k["parameter_size"]) if x)),
+                esc(fmt(k["ttft_p50_ms"], 1)),
+                esc(fmt(k["tok_per_s_p50"], 1)),
+                esc(fmt(k["out_tok_per_s"], 1)),
+                esc(memory),
+                cell("; ".join(x for x in (k["language"], flags) if x)),
             ]
         )
     headers = ["Lane", "Engine", "Model", "Quantization", "TTFT p50 (ms)"]
     headers += ["Tokens/s p50", "Output throughput (tok/s)", "Peak memory", "Answer checks"]
     numeric = [False, False, False, False, True, True, True, True, False]
-    return f"<h2>At concurrency {concurrency}</h2>" + _table(headers, rows, numeric)
+    return f"<h2>At concurrency {concurrency}</h2>" + html_table(headers, rows, numeric)
 
 
 def settings_section(view: RunView) -> str:
     settings = frames.settings_frame(view.doc)
     rows = [
-        [_e(r.setting), _e(r.value)]
+        [esc(r.setting), esc(r.value)]
         for r in settings.itertuples()
         if not str(r.setting).startswith("Hardware:")
     ]
     hw = _hardware_rows(view.doc.get("environment") or {})
     return (
         "<h2>Run settings and hardware</h2><div class='cols'><div>"
-        + _table(["Setting", "Value"], rows)
+        + html_table(["Setting", "Value"], rows)
         + "</div><div>"
-        + _table(["Hardware", "Value"], hw)
+        + html_table(["Hardware", "Value"], hw)
         + "</div></div>"
     )
 
@@ -209,20 +167,20 @@ def _hardware_rows(env: Mapping[str, Any]) -> list[list[str]]:
     if gpu.get("available"):
         for g in gpu.get("gpus") or []:
             mem = fmt((g.get("memory_total_bytes") or 0) / 2**30, 0, "GiB")
-            rows.append([f"GPU {_e(g.get('index'))}", _e(f"{g.get('name')} ({mem})")])
+            rows.append([f"GPU {esc(g.get('index'))}", esc(f"{g.get('name')} ({mem})")])
         if gpu.get("driver"):
-            rows.append(["GPU driver", _e(gpu["driver"])])
+            rows.append(["GPU driver", esc(gpu["driver"])])
     else:
-        rows.append(["GPU", _e(f"none ({gpu.get('reason') or 'not recorded'})")])
+        rows.append(["GPU", esc(f"none ({gpu.get('reason') or 'not recorded'})")])
     cores = hw.get("cpu_cores_usable") or hw.get("cpu_cores_logical")
-    rows.append(["CPU", _e(f"{hw.get('cpu_model') or '–'}, {cores or '?'} cores usable")])
+    rows.append(["CPU", esc(f"{hw.get('cpu_model') or '–'}, {cores or '?'} cores usable")])
     if hw.get("ram_total_bytes"):
-        rows.append(["RAM", _e(fmt(hw["ram_total_bytes"] / 2**30, 0, "GiB"))])
+        rows.append(["RAM", esc(fmt(hw["ram_total_bytes"] / 2**30, 0, "GiB"))])
     for key, label in (("os", "OS"), ("python", "Python")):
         if hw.get(key):
-            rows.append([label, _e(hw[key])])
+            rows.append([label, esc(hw[key])])
     if env.get("tool_version"):
-        rows.append(["servescope", _e(env["tool_version"])])
+        rows.append(["servescope", esc(env["tool_version"])])
     return rows
 
 
@@ -233,21 +191,21 @@ def lanes_section(view: RunView) -> str:
         settings = "; ".join(f"{k}: {v}" for k, v in engine_settings(view.doc, lane))
         rows.append(
             [
-                _lane_cell(lane["name"], view.colors),
-                _cell(r.engine),
-                _cell(r.version),
-                _cell(r.model),
-                _cell(r.quantization),
-                _cell(r.parameter_size),
-                _e(fmt(r.context_length)),
-                _e(view.endpoints[lane["name"]]),
-                _cell(None if _missing(r.digest) else truncate(str(r.digest), 24)),
-                _e(settings or "–"),
+                lane_cell(lane["name"], view.colors),
+                cell(r.engine),
+                cell(r.version),
+                cell(r.model),
+                cell(r.quantization),
+                cell(r.parameter_size),
+                esc(fmt(r.context_length)),
+                esc(view.endpoints[lane["name"]]),
+                cell(None if missing(r.digest) else truncate(str(r.digest), 24)),
+                esc(settings or "–"),
             ]
         )
     headers = ["Lane", "Engine", "Version", "Model", "Quantization", "Parameters"]
     headers += ["Context", "Endpoint", "Digest / root", "Engine settings"]
-    return "<h2>Engines and models</h2>" + _table(headers, rows)
+    return "<h2>Engines and models</h2>" + html_table(headers, rows)
 
 
 SUMMARY_HEADERS = {
@@ -270,8 +228,8 @@ def summary_section(view: RunView) -> str:
     summary = frames.summary_frame(view.doc)
     rows = []
     for rec in summary.to_dict("records"):
-        cells = [_lane_cell(rec["lane"], view.colors)]
-        cells += [_e(fmt(rec[k], digits)) for k, (_, digits) in SUMMARY_HEADERS.items()]
+        cells = [lane_cell(rec["lane"], view.colors)]
+        cells += [esc(fmt(rec[k], digits)) for k, (_, digits) in SUMMARY_HEADERS.items()]
         rows.append(cells)
     headers = ["Lane", *(h for h, _ in SUMMARY_HEADERS.values())]
     note = (
@@ -279,7 +237,7 @@ def summary_section(view: RunView) -> str:
         "duration; tokens/s per request = output tokens ÷ its E2E latency (one user's view). "
         "Warm-up requests are left out. Definitions as vLLM's <code>bench serve</code>.</p>"
     )
-    table = _table(headers, rows, [False, *([True] * len(SUMMARY_HEADERS))])
+    table = html_table(headers, rows, [False, *([True] * len(SUMMARY_HEADERS))])
     return "<h2>Summary per lane and concurrency</h2>" + table + note + _server_table(view)
 
 
@@ -305,29 +263,29 @@ def checks_section(view: RunView) -> str:
     cls = "failed" if validation.FAIL in statuses else "partial" if statuses else "ok"
     out = [
         "<h2>Checks of the numbers</h2>",
-        f'<p><span class="status {cls}">{_e(validation.verdict_line(verdict))}</span></p>',
+        f'<p><span class="status {cls}">{esc(validation.verdict_line(verdict))}</span></p>',
     ]
     lines = validation.problem_lines(verdict)
     if lines:
         items = "".join(
-            f'<li class="{_e(p["status"])}">{_e(line)}</li>'
+            f'<li class="{esc(p["status"])}">{esc(line)}</li>'
             for p, line in zip(problems, lines, strict=True)
         )
         out.append(f'<ul class="checks">{items}</ul>')
     rows = [
         [
-            _lane_cell(lane["name"], view.colors),
-            _e(level.get("concurrency")),
-            _e(item["check"]),
-            f'<td class="check {_e(item["status"])}">'
-            f"{_e(CHECK_MARKS.get(item['status'], item['status']))}</td>",
-            _e(item["detail"]),
+            lane_cell(lane["name"], view.colors),
+            esc(level.get("concurrency")),
+            esc(item["check"]),
+            f'<td class="check {esc(item["status"])}">'
+            f"{esc(CHECK_MARKS.get(item['status'], item['status']))}</td>",
+            esc(item["detail"]),
         ]
         for lane in view.doc["lanes"]
         for level in lane["levels"]
         for item in level.get("validation") or []
     ]
-    table = _table(["Lane", "Concurrency", "Check", "Status", "Detail"], rows, [False, True])
+    table = html_table(["Lane", "Concurrency", "Check", "Status", "Detail"], rows, [False, True])
     out.append(
         f"<details><summary>All {len(rows)} checks, per lane and level</summary>{table}"
         "<p class='note'>Each level checks its own stored numbers: whether answers streamed "
@@ -358,15 +316,15 @@ def _server_table(view: RunView) -> str:
     cols = [c for c in SERVER_HEADERS if c in server.columns]
     rows = [
         [
-            _lane_cell(rec["lane"], view.colors),
-            *(_e(fmt(rec[c], 0 if c == "concurrency" else 1)) for c in cols),
+            lane_cell(rec["lane"], view.colors),
+            *(esc(fmt(rec[c], 0 if c == "concurrency" else 1)) for c in cols),
         ]
         for rec in server.to_dict("records")
     ]
     headers = ["Lane", *(SERVER_HEADERS[c] for c in cols)]
     return (
         "<h3>Engine-side timings (Ollama), medians, beside the client's view</h3>"
-        + _table(headers, rows, [False, *([True] * len(cols))])
+        + html_table(headers, rows, [False, *([True] * len(cols))])
         + "<p class='note'>Queue ≈ total − load − prompt eval − eval.</p>"
     )
 
@@ -442,13 +400,13 @@ def quality_section(view: RunView) -> str:
     codes = [c for c in quality.columns if c not in ("lane", "checked", "language")]
     rows = []
     for rec in quality.to_dict("records"):
-        cells = [_lane_cell(rec["lane"], view.colors), _e(rec["checked"]), _e(rec["language"])]
+        cells = [lane_cell(rec["lane"], view.colors), esc(rec["checked"]), esc(rec["language"])]
         for code in codes:
             n = int(rec.get(code) or 0)
             cells.append("<span class='zero'>0</span>" if n == 0 else f"<b>{n}</b>")
         rows.append(cells)
     headers = ["Lane", "Answers checked", "Language", *(c.replace("_", " ") for c in codes)]
-    return "<h2>Answer quality flags</h2>" + _table(
+    return "<h2>Answer quality flags</h2>" + html_table(
         headers, rows, [False, True, False, *([True] * len(codes))]
     )
 
@@ -466,7 +424,7 @@ def answers_section(view: RunView) -> str:
     ]
     for n, item in enumerate(items, start=1):
         out.append(f"<h3>Prompt {n}</h3>")
-        out.append(f'<div class="prompt">{_e(truncate(item["prompt"], PROMPT_CHARS))}</div>')
+        out.append(f'<div class="prompt">{esc(truncate(item["prompt"], PROMPT_CHARS))}</div>')
         out.append('<div class="answers">')
         for lane in view.doc["lanes"]:
             answers = item["answers"].get(lane["name"], [])
@@ -476,17 +434,17 @@ def answers_section(view: RunView) -> str:
 
 
 def _answer_html(name: str, answers: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) -> str:
-    head = f'<div class="lane">{_swatch(colors.get(name, "#555555"))}{_e(name)}</div>'
+    head = f'<div class="lane">{swatch(colors.get(name, "#555555"))}{esc(name)}</div>'
     if not answers:
         return f'<div class="answer">{head}<p class="note">no answer at this level</p></div>'
     req = answers[0]
     if req.get("error"):
-        body = f'<p class="error">failed: {_e(scrub_urls(req["error"]))}</p>'
+        body = f'<p class="error">failed: {esc(scrub_urls(req["error"]))}</p>'
     else:
         text = req.get("output_text") or ""
         shown = truncate(text, ANSWER_CHARS)
         more = len(text) - ANSWER_CHARS
-        body = f'<pre class="text">{_e(shown)}</pre>'
+        body = f'<pre class="text">{esc(shown)}</pre>'
         if more > 0:
             body += f'<p class="note">… {more:,} more characters in the exports.</p>'
         bits = [
@@ -494,7 +452,7 @@ def _answer_html(name: str, answers: Sequence[Mapping[str, Any]], colors: Mappin
             f"{req.get('output_tokens') or '?'} tokens",
             f"finish: {req.get('finish_reason') or '?'}",
         ]
-        body += f'<p class="note">{_e(" · ".join(bits))}</p>'
+        body += f'<p class="note">{esc(" · ".join(bits))}</p>'
     for flag in (req.get("quality") or {}).get("flags") or []:
-        body += f'<p class="flag">⚑ {_e(flag.get("code"))}: {_e(flag.get("reason"))}</p>'
+        body += f'<p class="flag">⚑ {esc(flag.get("code"))}: {esc(flag.get("reason"))}</p>'
     return f'<div class="answer">{head}{body}</div>'
