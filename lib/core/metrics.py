@@ -3,13 +3,19 @@
 Pure functions: raw timestamps in, numbers out. Definitions:
 
 - t0: just before the request is sent.
-- ttft_ms: t0 -> first output-bearing chunk.
+- ttft_ms: t0 -> first output-bearing chunk (reasoning, content or tool call), as vLLM.
+- ttfat_ms: time to first answer token, t0 -> first answer chunk (content or tool call):
+  what a user waits for when a model reasons first; equal to ttft_ms without reasoning.
+  None when no answer chunk arrived (e.g. cut off while reasoning).
+- reasoning_ms: first reasoning chunk -> first answer chunk; None without reasoning or
+  without an answer.
 - e2el_ms: t0 -> last output-bearing chunk.
 - itl_ms: gaps between consecutive output-bearing chunks.
 - tpot_ms: (e2el - ttft) / (output_tokens - 1), only where output_tokens > 1.
 - output_tokens: counted by the server, never by chunks.
 - per level: duration_s (first send -> last finish), request_throughput,
-  output_throughput (output tokens / duration), mean/p50/p90/p99 of each latency.
+  output_throughput (output tokens / duration), mean/p50/p90/p99 of each latency
+  (ttft, ttfat, tpot, itl, e2el) and of tokens_per_s.
 """
 
 from __future__ import annotations
@@ -31,15 +37,26 @@ def request_metrics(result: RequestResult) -> dict[str, Any]:
     """Client-side metrics of one request.
 
     ttft and e2el are None when no output-bearing chunk arrived (an error before the
-    first token, or an empty answer); tpot is None unless the server counted more than
-    one output token; tokens_per_s is the user's view, output_tokens / e2el.
+    first token, or an empty answer); ttfat is None when no answer chunk arrived and
+    reasoning_ms when there was no reasoning or no answer; tpot is None unless the server
+    counted more than one output token; tokens_per_s is the user's view, output_tokens /
+    e2el.
     """
     times = result.chunk_times
     ttft_ms = (times[0] - result.t_send) * 1000.0 if times else None
+    answer, reasoning = result.t_first_answer, result.t_first_reasoning
+    if answer is None and reasoning is None and times:
+        answer = times[0]  # chunks not told apart: all answer (RequestResult)
+    ttfat_ms = (answer - result.t_send) * 1000.0 if answer is not None else None
+    reasoning_ms = None
+    if answer is not None and reasoning is not None:
+        reasoning_ms = (answer - reasoning) * 1000.0
     e2el_ms = (times[-1] - result.t_send) * 1000.0 if times else None
     itl_ms = [(b - a) * 1000.0 for a, b in itertools.pairwise(times)]
     return {
         "ttft_ms": ttft_ms,
+        "ttfat_ms": ttfat_ms,
+        "reasoning_ms": reasoning_ms,
         "e2el_ms": e2el_ms,
         "itl_ms": itl_ms,
         "tpot_ms": tpot_ms(ttft_ms, e2el_ms, result.output_tokens),
@@ -110,6 +127,7 @@ def level_summary(
         # Requests whose server gave no token count: throughput undercounts them.
         "uncounted_requests": uncounted,
         "ttft_ms": distribution(r.get("ttft_ms") for r in done),
+        "ttfat_ms": distribution(r.get("ttfat_ms") for r in done),
         "tpot_ms": distribution(r.get("tpot_ms") for r in done),
         "itl_ms": distribution(itl),
         "e2el_ms": distribution(r.get("e2el_ms") for r in done),

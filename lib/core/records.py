@@ -104,11 +104,18 @@ class RequestResult:
 
     Times are `time.perf_counter()` seconds. `chunk_times` holds the arrival time of
     every output-bearing chunk (content, reasoning or tool call), nothing else.
+    `t_first_reasoning` is the arrival of the first chunk carrying reasoning (vLLM's
+    `reasoning` / `reasoning_content` delta, Ollama's `thinking`), `t_first_answer`
+    that of the first answer chunk (content or tool call); None when there was none.
+    A chunk carrying both sets both. When neither is set but chunks arrived (a result
+    whose maker did not tell them apart), every chunk counts as answer.
     """
 
     t_send: float
     t_done: float
     chunk_times: list[float] = field(default_factory=list)
+    t_first_reasoning: float | None = None
+    t_first_answer: float | None = None
     output_text: str = ""
     prompt_tokens: int | None = None
     output_tokens: int | None = None

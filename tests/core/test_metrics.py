@@ -40,11 +40,51 @@ def test_no_output_chunk_leaves_latencies_empty():
     m = metrics.request_metrics(make(0.0, [], None, error="HTTP 503", t_done=0.05))
     assert m == {
         "ttft_ms": None,
+        "ttfat_ms": None,
+        "reasoning_ms": None,
         "e2el_ms": None,
         "itl_ms": [],
         "tpot_ms": None,
         "tokens_per_s": None,
     }
+
+
+def test_reasoning_first_ttft_keeps_vllm_definition_ttfat_waits_for_the_answer():
+    # Reasoning chunks at +100 and +140 ms, the first answer chunk at +300 ms.
+    r = make(10.0, [10.100, 10.140, 10.300, 10.320], 8)
+    r.t_first_reasoning, r.t_first_answer = 10.100, 10.300
+    m = metrics.request_metrics(r)
+    assert m["ttft_ms"] == pytest.approx(100.0)  # first output of any kind, as vLLM
+    assert m["ttfat_ms"] == pytest.approx(300.0)
+    assert m["reasoning_ms"] == pytest.approx(200.0)
+    assert m["e2el_ms"] == pytest.approx(320.0)
+    assert m["tpot_ms"] == pytest.approx((320.0 - 100.0) / 7)  # unchanged by reasoning
+
+
+def test_ttfat_without_reasoning_or_without_an_answer():
+    plain = make(0.0, [0.2, 0.3], 2)
+    plain.t_first_answer = 0.2
+    m = metrics.request_metrics(plain)
+    assert m["ttfat_ms"] == m["ttft_ms"] == pytest.approx(200.0)
+    assert m["reasoning_ms"] is None
+    # Cut off while still reasoning: output, but no answer.
+    thinking = make(0.0, [0.2, 0.3], 2)
+    thinking.t_first_reasoning = 0.2
+    m = metrics.request_metrics(thinking)
+    assert m["ttft_ms"] == pytest.approx(200.0)
+    assert m["ttfat_ms"] is None and m["reasoning_ms"] is None
+    # A chunk that carried reasoning and answer both (the end of thinking mid-delta).
+    both = make(0.0, [0.2], 1)
+    both.t_first_reasoning = both.t_first_answer = 0.2
+    m = metrics.request_metrics(both)
+    assert (m["ttfat_ms"], m["reasoning_ms"]) == (pytest.approx(200.0), 0.0)
+
+
+def test_chunks_not_told_apart_count_as_answer():
+    # A result whose maker did not classify its chunks (first_* left None): all answer.
+    m = metrics.request_metrics(make(0.0, [0.15, 0.2], 2))
+    assert m["ttfat_ms"] == m["ttft_ms"] == pytest.approx(150.0)
+    assert m["reasoning_ms"] is None
 
 
 def test_distribution_linear_interpolation():
@@ -56,11 +96,12 @@ def test_distribution_linear_interpolation():
     assert metrics.distribution([]) == {"mean": None, "p50": None, "p90": None, "p99": None}
 
 
-def _rec(t_send, t_done, ttft, e2el, tokens, error=None, itl=()):
+def _rec(t_send, t_done, ttft, e2el, tokens, error=None, itl=(), ttfat=None):
     return {
         "t_send": t_send,
         "t_done": t_done,
         "ttft_ms": ttft,
+        "ttfat_ms": ttft if ttfat is None else ttfat,
         "e2el_ms": e2el,
         "tpot_ms": metrics.tpot_ms(ttft, e2el, tokens),
         "tokens_per_s": metrics.tokens_per_second(tokens, e2el),
@@ -87,6 +128,27 @@ def test_level_summary_counts_throughput_and_failures():
     assert s["tpot_ms"]["p50"] == pytest.approx((20.0 + 20.0) / 2)  # 800/40 and 1200/60
     assert s["itl_ms"]["mean"] == pytest.approx(20.0)  # pooled gaps 20, 30, 10
     assert s["total_input_tokens"] == 20
+    assert s["ttfat_ms"]["mean"] == pytest.approx(250.0)  # no reasoning: as ttft
+
+
+def test_level_summary_ttfat_distribution_beside_ttft():
+    recs = [
+        _rec(0.0, 1.0, 100.0, 900.0, 10, ttfat=400.0),
+        _rec(0.0, 1.0, 200.0, 900.0, 10, ttfat=600.0),
+        _rec(0.0, 1.0, None, None, None, error="reset"),  # failed: left out
+    ]
+    s = metrics.level_summary(recs, concurrency=2)
+    assert s["ttft_ms"]["mean"] == pytest.approx(150.0)
+    assert s["ttfat_ms"] == {
+        "mean": pytest.approx(500.0),
+        "p50": pytest.approx(500.0),
+        "p90": pytest.approx(580.0),
+        "p99": pytest.approx(598.0),
+    }
+    assert "reasoning_ms" not in s  # per request only
+    # Rows stored before ttfat was recorded read None: an empty distribution.
+    old = [{k: v for k, v in r.items() if k != "ttfat_ms"} for r in recs]
+    assert metrics.level_summary(old)["ttfat_ms"]["p50"] is None
 
 
 def test_level_summary_flags_uncounted_tokens():
