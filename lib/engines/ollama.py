@@ -210,6 +210,7 @@ class OllamaEngine:
             options["num_ctx"] = num_ctx  # held constant: a change reloads the model
         times: list[float] = []
         text: list[str] = []
+        firsts: dict[str, float] = {}  # "reasoning" / "answer": its first chunk's arrival
         final_box: list[Any] = []
         final: Any = None
         error: str | None = None
@@ -217,7 +218,7 @@ class OllamaEngine:
         try:
             with send_clock() as sent:
                 async with asyncio.timeout(timeout_s):
-                    await self._stream(model, prompt, options, times, text, final_box)
+                    await self._stream(model, prompt, options, times, text, firsts, final_box)
             final = final_box[0] if final_box else None
             if final is None:
                 # Ollama 0.24 ends a stream this way when the model repeats one token
@@ -255,6 +256,8 @@ class OllamaEngine:
             t_send=sent[0] if sent else t_call,
             t_done=t_done,
             chunk_times=times,
+            t_first_reasoning=firsts.get("reasoning"),
+            t_first_answer=firsts.get("answer"),
             output_text="".join(text),
             error=error,
         )
@@ -269,8 +272,12 @@ class OllamaEngine:
         options: dict[str, Any],
         times: list[float],
         text: list[str],
+        firsts: dict[str, float],
         final_box: list[Any],
     ) -> None:
+        """Read the stream: output chunks' times and answer text; `firsts` gets when the
+        first thinking chunk ("reasoning") and the first content or tool-call chunk
+        ("answer") arrived; the final (done) chunk goes in `final_box`."""
         # Validates and serialises the request; it is sent on the first iteration.
         stream = await self._client.chat(
             model=model, messages=prompt.messages, stream=True, options=options
@@ -282,6 +289,10 @@ class OllamaEngine:
                 times.append(now)
                 if msg.content:
                     text.append(msg.content)
+                if msg.thinking:
+                    firsts.setdefault("reasoning", now)
+                if msg.content or msg.tool_calls:
+                    firsts.setdefault("answer", now)
             if part.done:
                 final_box.append(part)
 

@@ -341,6 +341,8 @@ class OpenAICompatEngine:
             t_send=t_send,
             t_done=t_done,
             chunk_times=st.times,
+            t_first_reasoning=st.first_reasoning,
+            t_first_answer=st.first_answer,
             output_text="".join(st.text),
             prompt_tokens=prompt_tokens,
             output_tokens=out,

@@ -4,6 +4,12 @@ TTFT rules (reference/engine_apis.md §2.10): the role-only opening chunk (vLLM 
 "", llama.cpp content null), SSE comments and usage-only chunks (`choices == []`) carry
 no output; non-empty content, reasoning / reasoning_content, tool calls, and an
 empty-string content without a role (a token that decoded to "") do.
+
+Each output chunk is also reasoning, answer or both: reasoning when its delta carries
+`reasoning` (recent vLLM) or `reasoning_content` (older vLLM, llama.cpp, SGLang),
+answer when it carries content or tool calls. An empty-string content beside reasoning
+is not an answer; alone it is (a token that decoded to ""). StreamState keeps when the
+first of each arrived (RequestResult.t_first_reasoning / t_first_answer).
 """
 
 from __future__ import annotations
@@ -45,6 +51,16 @@ class StreamState:
     metrics: dict[str, Any] | None = None
     finish: str | None = None
     started: bool = False  # response headers arrived
+    first_reasoning: float | None = None  # arrival of the first reasoning chunk
+    first_answer: float | None = None  # arrival of the first content / tool-call chunk
+
+    def output(self, now: float, answer: bool, reasoning: bool) -> None:
+        """Note an output-bearing chunk arriving at `now`."""
+        self.times.append(now)
+        if reasoning and self.first_reasoning is None:
+            self.first_reasoning = now
+        if answer and self.first_answer is None:
+            self.first_answer = now
 
 
 def scan_chunk(obj: Any, now: float, st: StreamState) -> None:
@@ -60,25 +76,26 @@ def scan_chunk(obj: Any, now: float, st: StreamState) -> None:
         st.timings = timings  # llama.cpp
     if metrics := obj.get("metrics"):
         st.metrics = metrics  # vLLM --enable-per-request-metrics
-    bearing = False
+    answer = thought = False
     for choice in obj.get("choices") or ():
         delta = choice.get("delta") or {}
         content = delta.get("content")
+        reasoning = delta.get("reasoning") or delta.get("reasoning_content")
         if content:
             st.text.append(content)
-            bearing = True
-        elif content == "" and not delta.get("role"):
-            bearing = True  # a token that decoded to ""
-        if reasoning := delta.get("reasoning") or delta.get("reasoning_content"):
+            answer = True
+        elif content == "" and not delta.get("role") and not reasoning:
+            answer = True  # a token that decoded to ""
+        if reasoning:
             st.other.append(str(reasoning))
-            bearing = True
+            thought = True
         if calls := delta.get("tool_calls"):
             st.other.extend(_call_text(calls))
-            bearing = True
+            answer = True
         if reason := choice.get("finish_reason"):
             st.finish = reason
-    if bearing:
-        st.times.append(now)
+    if answer or thought:
+        st.output(now, answer, thought)
 
 
 def scan_sdk_chunk(chunk: Any, now: float, st: StreamState) -> None:
@@ -90,25 +107,26 @@ def scan_sdk_chunk(chunk: Any, now: float, st: StreamState) -> None:
         st.timings = extra["timings"]
     if extra.get("metrics"):
         st.metrics = extra["metrics"]
-    bearing = False
+    answer = thought = False
     for choice in chunk.choices:
         delta = choice.delta
         dx = delta.model_extra or {}
+        reasoning = dx.get("reasoning") or dx.get("reasoning_content")
         if delta.content:
             st.text.append(delta.content)
-            bearing = True
-        elif delta.content == "" and not delta.role:
-            bearing = True
-        if reasoning := dx.get("reasoning") or dx.get("reasoning_content"):
+            answer = True
+        elif delta.content == "" and not delta.role and not reasoning:
+            answer = True
+        if reasoning:
             st.other.append(str(reasoning))
-            bearing = True
+            thought = True
         if delta.tool_calls:
             st.other.extend(_call_text([c.model_dump() for c in delta.tool_calls]))
-            bearing = True
+            answer = True
         if choice.finish_reason:
             st.finish = choice.finish_reason
-    if bearing:
-        st.times.append(now)
+    if answer or thought:
+        st.output(now, answer, thought)
 
 
 def _call_text(calls: Any) -> list[str]:

@@ -19,11 +19,13 @@ import aiohttp
 import httpx
 import pytest
 
+from lib.core.metrics import request_metrics
 from lib.core.records import Prompt, RequestResult, Sampling
 from lib.engines import make_engine
 from lib.engines.base import EngineError, EngineUnreachable, ModelNotFound
 from lib.engines.common import guess_quantization
 from lib.engines.openai_compat import OpenAICompatEngine
+from lib.engines.sse import StreamState, scan_chunk
 from tests.scripted import OpenAIScript, OpenAIServer
 
 TOL_S = 0.025
@@ -167,6 +169,57 @@ async def test_reasoning_empty_token_and_tool_call_chunks_count(
     assert_matches_truth(r, srv, 0.030)
     assert len(r.chunk_times) == 6  # 2 reasoning, 1 content, 1 "", 1 content, 1 tool call
     assert r.output_text == " 하세요 tok"  # reasoning and tool calls are not answer text
+    assert (r.t_first_reasoning, r.t_first_answer) == (r.chunk_times[0], r.chunk_times[2])
+
+
+@pytest.mark.parametrize("flavor", ["vllm", "llamacpp"])  # `reasoning`, `reasoning_content`
+async def test_reasoning_then_answer_are_timed_apart(
+    engine: OpenAICompatEngine, srv: OpenAIServer, flavor: str
+):
+    srv.script.flavor = flavor
+    srv.script.reasoning_chunks = 3
+    r = await chat(engine, max_tokens=9)
+    assert_matches_truth(r, srv, 0.030)
+    sent = srv.recorded(CHAT)[-1].sent
+    assert r.t_first_reasoning == r.chunk_times[0]
+    assert r.t_first_answer == r.chunk_times[3]  # the first content chunk
+    assert 0 <= r.t_first_answer - sent[3] <= TOL_S
+    m = request_metrics(r)
+    # TTFT keeps vLLM's definition (first output of any kind); TTFAT is the answer's.
+    assert m["ttft_ms"] == pytest.approx((r.chunk_times[0] - r.t_send) * 1000)
+    assert m["ttfat_ms"] == pytest.approx((r.chunk_times[3] - r.t_send) * 1000)
+    assert m["ttfat_ms"] >= (0.030 + 3 * 0.008) * 1000  # ttft + 3 gaps after receipt
+    assert abs(m["reasoning_ms"] - (sent[3] - sent[0]) * 1000) <= TOL_S * 1000
+    assert m["reasoning_ms"] == pytest.approx(m["ttfat_ms"] - m["ttft_ms"])
+
+
+async def test_without_reasoning_ttfat_is_ttft(engine: OpenAICompatEngine, srv: OpenAIServer):
+    r = await chat(engine)
+    assert r.error is None
+    assert (r.t_first_reasoning, r.t_first_answer) == (None, r.chunk_times[0])
+    m = request_metrics(r)
+    assert m["ttfat_ms"] == m["ttft_ms"] is not None
+    assert m["reasoning_ms"] is None
+
+
+def test_chunk_kinds():
+    def delta(**d: object) -> dict:
+        return {"choices": [{"index": 0, "delta": d, "finish_reason": None}]}
+
+    st = StreamState()
+    scan_chunk(delta(role="assistant", content=""), 1.0, st)  # the role chunk: no output
+    scan_chunk(delta(content="", reasoning_content="hm"), 2.0, st)  # "" beside reasoning
+    scan_chunk(delta(content="", reasoning="hm"), 3.0, st)
+    assert (st.times, st.first_reasoning, st.first_answer) == ([2.0, 3.0], 2.0, None)
+    scan_chunk(delta(content=""), 4.0, st)  # a token that decoded to "": answer
+    assert (st.times, st.first_answer) == ([2.0, 3.0, 4.0], 4.0)
+    both = StreamState()
+    scan_chunk(delta(reasoning="so", content="Yes"), 5.0, both)  # </think> mid-delta
+    assert (both.first_reasoning, both.first_answer) == (5.0, 5.0)
+    calls = StreamState()
+    call = {"index": 0, "function": {"name": "f", "arguments": "{}"}}
+    scan_chunk(delta(tool_calls=[call]), 6.0, calls)
+    assert (calls.first_reasoning, calls.first_answer) == (None, 6.0)
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
