@@ -18,6 +18,8 @@ REQUEST_COLUMNS = (
     "t_send",
     "t_done",
     "ttft_ms",
+    "ttfat_ms",
+    "reasoning_ms",
     "e2el_ms",
     "tpot_ms",
     "tokens_per_s",

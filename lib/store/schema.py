@@ -135,6 +135,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE levels ADD COLUMN error TEXT;
     """,
+    # 5: reasoning output timed apart (core.metrics): time to the first answer token
+    # beside vLLM's TTFT, and the reasoning before it. NULL in rows stored before.
+    """
+    ALTER TABLE requests ADD COLUMN ttfat_ms REAL;
+    ALTER TABLE requests ADD COLUMN reasoning_ms REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -21,6 +21,8 @@ def _request(run_id, idx, **kw):
         "t_send": 1000.0 + idx,
         "t_done": 1001.5 + idx,
         "ttft_ms": 150.0,
+        "ttfat_ms": 150.0,
+        "reasoning_ms": None,
         "e2el_ms": 1500.0,
         "tpot_ms": 10.0,
         "tokens_per_s": 80.0,
@@ -59,6 +61,29 @@ def test_migration_from_version_1_keeps_data(tmp_path):
         run = store.get_run(conn, "old")
         assert run["cancel_requested"] is None and run["config"] == {}
         assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+
+
+def test_migration_5_adds_answer_timings_old_rows_read_none(tmp_path):
+    db = tmp_path / "old.db"
+    raw = sqlite3.connect(db)
+    for script in store.MIGRATIONS[:4]:
+        raw.executescript(script)
+    raw.execute("PRAGMA user_version = 4")
+    raw.execute("INSERT INTO runs (run_id, created_at, config_json) VALUES ('old', 1.0, '{}')")
+    raw.execute(
+        "INSERT INTO requests (run_id, lane_idx, concurrency, idx, prompt_idx, t_send, t_done,"
+        " ttft_ms) VALUES ('old', 0, 1, 0, 0, 1.0, 2.0, 150.0)"
+    )
+    raw.commit()
+    raw.close()
+    with store.opened(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION >= 5
+        (old,) = store.get_requests(conn, "old")
+        assert old["ttft_ms"] == 150.0
+        assert old["ttfat_ms"] is None and old["reasoning_ms"] is None
+        store.add_requests(conn, [_request("old", 1, ttfat_ms=400.0, reasoning_ms=250.0)])
+        new = store.get_requests(conn, "old")[-1]
+        assert (new["ttft_ms"], new["ttfat_ms"], new["reasoning_ms"]) == (150.0, 400.0, 250.0)
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -103,7 +128,8 @@ def test_run_lane_level_request_sample_round_trip(tmp_path):
         assert len(measured) == 1
         rec = measured[0]
         expected = _request("r1", 0)
-        for key in ("itl_ms", "server", "quality", "output_text", "ttft_ms", "output_tokens"):
+        keys = ("itl_ms", "server", "quality", "output_text", "ttft_ms", "ttfat_ms", "reasoning_ms")
+        for key in (*keys, "output_tokens"):
             assert rec[key] == expected[key]
         assert len(store.get_requests(conn, "r1", include_warmup=True)) == 2
         assert store.count_requests(conn, "r1") == {(0, 4): {"completed": 1, "failed": 0}}
