@@ -214,6 +214,8 @@ def _request_out(config: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
         "index": rec["idx"],
         "prompt": _prompt_text(config, rec["prompt_idx"]),
         "ttft_ms": rec["ttft_ms"],
+        "ttfat_ms": rec.get("ttfat_ms"),
+        "reasoning_ms": rec.get("reasoning_ms"),
         "tpot_ms": rec["tpot_ms"],
         "e2el_ms": rec["e2el_ms"],
         "itl_ms": rec["itl_ms"],

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from lib import store
+from lib.analysis.results import run_document
 from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
 from lib.load.runner import execute_run, prepare_lanes
 from tests.scripted import OpenAIScript, OpenAIServer
@@ -131,3 +134,27 @@ def test_a_failing_sandbox_engine_fails_the_run_with_its_log(tmp_path, monkeypat
     assert report["name"] == "llama" and report["ready"] is False
     assert report["log"] == str(log)
     assert report["tail"] == ["loading model", "llama_model_load: error: out of memory"]
+
+
+def test_a_reasoning_lane_stores_and_documents_time_to_first_answer(tmp_path):
+    # Two reasoning chunks (30 and 40 ms after receipt), then the answer from 50 ms.
+    script = OpenAIScript(ttft_ms=30, gap_ms=10, reasoning_chunks=2, models=["m"])
+    with OpenAIServer(script) as server:
+        config = _config(server, concurrency=[1], requests=2, warmup=1)
+        run_id = asyncio.run(_run(config, tmp_path / "s.db"))
+    with store.opened(tmp_path / "s.db") as conn:
+        recs = store.get_requests(conn, run_id, include_warmup=True)
+    assert len(recs) == 3 and all(r["error"] is None for r in recs)
+    for r in recs:
+        assert r["ttft_ms"] >= 30 and r["ttfat_ms"] >= 50
+        assert r["reasoning_ms"] == pytest.approx(r["ttfat_ms"] - r["ttft_ms"])
+        assert r["reasoning_ms"] >= 0  # 20 ms on the server; exact bounds: engine tests
+    document = run_document(tmp_path / "s.db", run_id)
+    (lane,) = document["lanes"]
+    (level,) = lane["levels"]
+    assert level["ttfat_ms"]["p50"] >= max(50, level["ttft_ms"]["p50"])
+    assert level["ttfat_ms"]["mean"] == pytest.approx(
+        sum(r["ttfat_ms"] for r in recs if not r["warmup"]) / 2
+    )
+    for out in (*level["requests"], *lane["warmup"]):
+        assert out["ttfat_ms"] >= 50 and out["reasoning_ms"] is not None
