@@ -10,7 +10,8 @@ found and what it means for the numbers; nothing reads as passed that was not ch
 - client_kept_up: the load generator's own event-loop lag during the level (sampled by
   lib/load/client_probe.py) and the requests it kept in flight against those asked.
 - tokens: server-counted output tokens against output chunks (ITL is per chunk, TPOT
-  per token), requests without a count, and whether ignore_eos was honoured.
+  per token), requests without a count, the server's own second count where it sends one
+  (llama.cpp's timings, Ollama's eval_count), and whether ignore_eos was honoured.
 - consistency: E2E = TTFT + the sum of ITL per request, and the client's own count of
   the requests and tokens it recorded against the rows read back from the store.
 - ollama_server_time (Ollama lanes): the client's generation time against the server's
@@ -161,6 +162,24 @@ def tokens(requests: Sequence[Mapping[str, Any]], settings: Mapping[str, Any]) -
     if missing:
         status = WARN
         found.append(f"{_n(missing, 'request')} without a count, left out of throughput")
+    # A second count from the server itself (llama.cpp's timings.predicted_n, Ollama's
+    # eval_count) beside the one the numbers use.
+    second = [
+        (r["output_tokens"], (r.get("server") or {}).get(key))
+        for r in counted
+        for key in ("predicted_n", "eval_count")
+        if (r.get("server") or {}).get(key) is not None
+    ]
+    disagree = [(a, b) for a, b in second if a != b]
+    if disagree:
+        status = WARN
+        a, b = disagree[0]
+        found.append(
+            f"the server's two counts disagree on {len(disagree)} of {len(second)} requests "
+            f"(e.g. {a} vs {b} in its timings)"
+        )
+    elif second:
+        found.append(f"the server's own second count agrees on all {len(second)}")
     retokenized = sum(1 for r in counted if r.get("token_source") == "server-tokenizer")
     if retokenized:
         found.append(f"{retokenized} re-counted by the server's tokenizer from the text")

@@ -120,6 +120,15 @@ def test_tokens_per_chunk_missing_counts_and_ignore_eos():
     assert uncounted["status"] == "warn" and "1 request without a count" in uncounted["detail"]
 
 
+def test_the_servers_second_count_is_compared():
+    agree = [req(server={"predicted_n": 10}), req(server={"eval_count": 10})]
+    got = validation.tokens(agree, {})
+    assert got["status"] == "pass" and "second count agrees on all 2" in got["detail"]
+    off = validation.tokens([req(server={"predicted_n": 12}), req()], {})
+    assert off["status"] == "warn"
+    assert "two counts disagree on 1 of 1 requests (e.g. 10 vs 12 in its timings)" in off["detail"]
+
+
 def test_no_token_counts_is_not_measurable_never_passed():
     got = validation.tokens([req(tokens=None), req(tokens=None)], {})
     assert got["status"] == "unmeasurable"
