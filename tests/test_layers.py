@@ -40,10 +40,11 @@ STREAMLIT_ALLOWED = ("app.py", "app_pages/", "lib/app/")
 SANDBOX_USERS = {"endpoints", "load", "app"}
 
 
-def _imports(path: Path) -> Iterator[tuple[str, int]]:
-    """(absolute module name, line) for every import in the file, nested ones included."""
+def _imports(path: Path, nested: bool = True) -> Iterator[tuple[str, int]]:
+    """(absolute module name, line) for every import in the file, nested ones included
+    unless `nested` is False (then only the module's top-level statements)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for node in ast.walk(tree):
+    for node in ast.walk(tree) if nested else tree.body:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno
@@ -160,17 +161,6 @@ def test_there_is_no_import_circle():
     assert _circles(_lib_edges(_lib_modules())) == []
 
 
-def _top_level_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    names = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-    return names
-
-
 def test_the_sandbox_stays_apart():
     """sandbox/ imports only lib.core; lib imports the sandbox only in SANDBOX_USERS and
     only inside functions, so servescope runs where the sandbox package is missing."""
@@ -181,7 +171,7 @@ def test_the_sandbox_stays_apart():
         if not any(m == "sandbox" or m.startswith("sandbox.") for m, _ in _imports(path)):
             continue
         assert _package(_module_name(path)) in SANDBOX_USERS, _rel(path)
-        top = _top_level_imports(path)
+        top = [m for m, _ in _imports(path, nested=False)]
         assert not any(m == "sandbox" or m.startswith("sandbox.") for m in top), _rel(path)
 
 

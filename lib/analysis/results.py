@@ -69,13 +69,13 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
     for lane in data["lanes"]:
         levels_out = []
         kind = engine_kind({"engine_info": _info(lane), "engine": lane["engine"]})
-        client = [s for s in data["samples"] if s["lane_idx"] == lane["lane_idx"]]
+        telemetry = lane_telemetry(data, lane["lane_idx"])  # its client samples included
         for c in _lane_levels(data, lane["lane_idx"]):
             recs = data["requests"].get((lane["lane_idx"], c), [])
             summary = metrics.level_summary(recs, concurrency=c)
             summary |= _level_outcome(stored.get((lane["lane_idx"], c)), summary, recs)
             # The level's own checks of its measurements (lib/analysis/validation.py).
-            summary["validation"] = validation.level_checks(recs, c, kind, settings, client)
+            summary["validation"] = validation.level_checks(recs, c, kind, settings, telemetry)
             summary["requests"] = [_request_out(config, r) for r in recs]
             levels_out.append(summary)
         warm = data["warmups"].get(lane["lane_idx"], [])
@@ -91,7 +91,7 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
                 "warmup_status": _warmup_outcome(data, lane["lane_idx"]),
                 "warmup": [_request_out(config, r) for r in warm],
                 "levels": levels_out,
-                "telemetry": lane_telemetry(data, lane["lane_idx"]),
+                "telemetry": telemetry,
             }
         )
     names = [lane["name"] for lane in lanes_out]

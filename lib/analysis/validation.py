@@ -201,12 +201,10 @@ def tokens(requests: Sequence[Mapping[str, Any]], settings: Mapping[str, Any]) -
 def consistency(
     requests: Sequence[Mapping[str, Any]], client: Mapping[str, float]
 ) -> dict[str, str]:
-    done = [r for r in _completed(requests) if r.get("ttft_ms") is not None and r.get("e2el_ms")]
-    off = [
-        abs(r["e2el_ms"] - r["ttft_ms"] - sum(r.get("itl_ms") or []))
-        for r in done
-        if abs(r["e2el_ms"] - r["ttft_ms"] - sum(r.get("itl_ms") or [])) > CONSISTENCY_TOL_MS
-    ]
+    completed = _completed(requests)
+    done = [r for r in completed if r.get("ttft_ms") is not None and r.get("e2el_ms")]
+    gaps = [abs(r["e2el_ms"] - r["ttft_ms"] - sum(r.get("itl_ms") or [])) for r in done]
+    off = [gap for gap in gaps if gap > CONSISTENCY_TOL_MS]
     found, status = [], PASS
     if off:
         status = FAIL
@@ -220,7 +218,7 @@ def consistency(
     if recorded is not None:
         stored = len(requests)
         tok_rec = int(client.get("recorded_output_tokens") or 0)
-        tok_stored = sum(r.get("output_tokens") or 0 for r in _completed(requests))
+        tok_stored = sum(r.get("output_tokens") or 0 for r in completed)
         if int(recorded) != stored or tok_rec != tok_stored:
             status = FAIL
             found.append(

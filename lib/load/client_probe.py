@@ -13,8 +13,7 @@ import asyncio
 import contextlib
 import time
 
-import numpy as np
-
+from lib.core.metrics import distribution
 from lib.core.records import Sample
 
 PERIOD_S = 0.02  # how often the probe wakes; its lag is how much later than that it woke
@@ -59,12 +58,12 @@ def client_samples(
         Sample(now, SOURCE, "recorded_output_tokens", float(output_tokens), labels),
     ]
     if lags_ms:
-        arr = np.asarray(lags_ms, dtype=float)
+        lag = distribution(lags_ms)  # the same percentiles as every latency here
         for name, value in (
-            ("loop_lag_p50_ms", np.percentile(arr, 50)),
-            ("loop_lag_p99_ms", np.percentile(arr, 99)),
-            ("loop_lag_max_ms", arr.max()),
-            ("loop_lag_probes", float(arr.size)),
+            ("loop_lag_p50_ms", lag["p50"]),
+            ("loop_lag_p99_ms", lag["p99"]),
+            ("loop_lag_max_ms", max(lags_ms)),
+            ("loop_lag_probes", len(lags_ms)),
         ):
             out.append(Sample(now, SOURCE, name, float(value), labels))
     return out
