@@ -20,6 +20,7 @@ from typing import Any
 
 from lib import store
 from lib.analysis import results, validation
+from lib.cli import check as cli_check
 from lib.cli import reports as cli_reports
 from lib.core.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
 from lib.core.usage import OneLineParser, UsageError, error_line
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu = sub.add_parser("gpu", help="the current GPU snapshot")
     gpu.add_argument("--json", action="store_true")
     COMMANDS.update(cli_reports.add_subcommands(sub))  # report, export
+    COMMANDS.update(cli_check.add_subcommands(sub))  # check
     return parser
 
 
