@@ -14,9 +14,10 @@ from collections import defaultdict
 from typing import Any
 
 from lib import store
-from lib.analysis import validation
+from lib.analysis import load_levels, validation
 from lib.analysis.lane_memory import engine_kind
 from lib.core import metrics, outcome
+from lib.core.slo import Slo
 
 
 class RunNotFound(LookupError):
@@ -65,17 +66,21 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
     run, config = data["run"], data["run"]["config"]
     lanes_out = []
     stored = {(lv["lane_idx"], lv["concurrency"]): lv for lv in data["levels"]}
-    settings = _settings(config)
+    settings = _settings(config, run["env"])
     for lane in data["lanes"]:
         levels_out = []
         kind = engine_kind({"engine_info": _info(lane), "engine": lane["engine"]})
         telemetry = lane_telemetry(data, lane["lane_idx"])  # its client samples included
         for c in _lane_levels(data, lane["lane_idx"]):
             recs = data["requests"].get((lane["lane_idx"], c), [])
+            row = stored.get((lane["lane_idx"], c))
             summary = metrics.level_summary(recs, concurrency=c)
-            summary |= _level_outcome(stored.get((lane["lane_idx"], c)), summary, recs)
+            summary |= load_levels.load_fields(c, row.get("load") if row else None, recs)
+            summary |= _level_outcome(row, summary, recs)
             # The level's own checks of its measurements (lib/analysis/validation.py).
-            summary["validation"] = validation.level_checks(recs, c, kind, settings, telemetry)
+            summary["validation"] = validation.level_checks(
+                recs, c, kind, settings, telemetry, row.get("load") if row else None
+            )
             summary["requests"] = [_request_out(config, r) for r in recs]
             levels_out.append(summary)
         warm = data["warmups"].get(lane["lane_idx"], [])
@@ -115,6 +120,11 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
         "environment": run["env"],
         "lanes": lanes_out,
     }
+    slo = Slo.from_dict(config.get("slo"))
+    if slo is not None and not slo.is_empty():
+        # Each level's attainment and goodput, each lane's capacity (lib/analysis/load_levels).
+        search = (config.get("capacity") or {}).get("mode")
+        document = load_levels.judge(document, slo, search)
     if data["has_votes"]:
         # Blind-review votes travel with the run (Compare page), with win rates' inputs.
         from lib.quality.review import votes_export
@@ -161,7 +171,10 @@ def _info(lane: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _settings(config: dict[str, Any]) -> dict[str, Any]:
+def _settings(config: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    load = dict(config.get("load") or {"mode": "concurrency"})
+    if load.get("seed") is None and env.get("load_seed") is not None:
+        load["seed"] = env["load_seed"]  # drawn by the runner after the config was stored
     return {
         **config.get("sampling", {}),
         "concurrency": config.get("concurrency"),
@@ -171,6 +184,10 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
         "lanes_parallel": config.get("lanes_parallel"),
         "num_ctx": config.get("num_ctx"),
         "prompts": len(config.get("prompts") or []),
+        "load": load,
+        "slo": config.get("slo"),
+        "capacity": config.get("capacity"),
+        "synthetic": config.get("synthetic"),
     }
 
 
@@ -233,8 +250,11 @@ def _request_out(config: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def level_headline(lane: str, level: dict[str, Any]) -> dict[str, Any]:
-    """The headline figures of one lane at one level, flat (tables, CLI, pages)."""
-    return {
+    """The headline figures of one lane at one level, flat (tables, CLI, pages).
+
+    Open-loop levels name their rate and the rate achieved; with an SLO, each level's
+    attainment and goodput follow the figures."""
+    row = {
         "lane": lane,
         "concurrency": level["concurrency"],
         "completed": level["completed"],
@@ -249,6 +269,15 @@ def level_headline(lane: str, level: dict[str, Any]) -> dict[str, Any]:
         "e2el_p99_ms": level["e2el_ms"]["p99"],
         "tok_per_s_p50": level["tokens_per_s"]["p50"],
     }
+    if level.get("load_mode") == "rate":
+        row = {"lane": lane, "rate": level.get("load_label"), **row}
+        row.pop("concurrency")
+        row["achieved_req_per_s"] = level.get("achieved_rate")
+    if level.get("slo"):
+        attainment = level["slo"]["attainment"]
+        row["slo_met_pct"] = None if attainment is None else 100.0 * attainment
+        row["goodput_req_per_s"] = level["slo"]["goodput"]
+    return row
 
 
 def summary_rows(document: dict[str, Any]) -> list[dict[str, Any]]:

@@ -14,6 +14,9 @@ found and what it means for the numbers; nothing reads as passed that was not ch
   (llama.cpp's timings, Ollama's eval_count), and whether ignore_eos was honoured.
 - consistency: E2E = TTFT + the sum of ITL per request, and the client's own count of
   the requests and tokens it recorded against the rows read back from the store.
+- schedule (open-loop levels): how late requests went out against their arrival
+  schedule. Arrivals must not wait for the server; a cap on requests in flight makes
+  them wait on purpose, and the check says so.
 - ollama_server_time (Ollama lanes): the client's generation time against the server's
   eval_duration; streams Ollama cut off without `done` are failures, counted here too.
 """
@@ -24,8 +27,17 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from lib.core.load_pattern import level_label
+
 PASS, WARN, FAIL, UNMEASURABLE = "pass", "warn", "fail", "unmeasurable"
-CHECKS = ("streaming", "client_kept_up", "tokens", "consistency", "ollama_server_time")
+CHECKS = (
+    "streaming",
+    "client_kept_up",
+    "schedule",
+    "tokens",
+    "consistency",
+    "ollama_server_time",
+)
 
 BURST_MS = 5.0  # first to last output chunk within this: the answer came in one burst
 MIN_BURST_TOKENS = 5  # fewer tokens than this may honestly fit in one chunk
@@ -40,6 +52,8 @@ OLLAMA_FAIL = 0.15
 # A few milliseconds apart agree whatever the ratio: on short answers the gap is the
 # machine's scheduling, not a measurement error.
 OLLAMA_ABS_MS = 5.0
+SCHEDULE_WARN_MS = 5.0  # open-loop sends behind their schedule, p99
+SCHEDULE_FAIL_MS = 50.0
 CUT_OFF_MARK = "without done"  # lib/engines/ollama.py's reason for a silent cut-off
 
 
@@ -107,11 +121,17 @@ def in_flight(requests: Sequence[Mapping[str, Any]]) -> float | None:
 
 
 def client_kept_up(
-    requests: Sequence[Mapping[str, Any]], concurrency: int, client: Mapping[str, float]
+    requests: Sequence[Mapping[str, Any]],
+    concurrency: int,
+    client: Mapping[str, float],
+    rate_label: str | None = None,
 ) -> dict[str, str]:
     flight = in_flight(requests)
     asked = min(concurrency, len(requests)) if requests else concurrency
     load = f"{flight:.1f} requests in flight on average for {asked} asked" if flight else ""
+    if rate_label is not None:  # open loop: the load is a rate, in flight is what it made
+        arrivals = rate_label if rate_label == "all at once" else f"at {rate_label}"
+        load = f"{flight:.1f} requests in flight on average, arrivals {arrivals}" if flight else ""
     p99, peak = client.get("loop_lag_p99_ms"), client.get("loop_lag_max_ms")
     if p99 is None:
         return check(
@@ -272,6 +292,38 @@ def ollama_server_time(requests: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 # --- a level, a run -----------------------------------------------------------------------
 
 
+def schedule(requests: Sequence[Mapping[str, Any]], load: Mapping[str, Any]) -> dict[str, str]:
+    """Open loop: did each request go out when its arrival was due?"""
+    lags = sorted(
+        (r["t_send"] - r["t_scheduled"]) * 1000.0
+        for r in requests
+        if r.get("t_scheduled") is not None and r.get("t_send") is not None
+    )
+    if not lags:
+        return check(
+            "schedule", UNMEASURABLE, "Not measurable: no request recorded its scheduled time."
+        )
+    p99 = lags[min(len(lags) - 1, round(0.99 * (len(lags) - 1)))]
+    worst, count = lags[-1], _n(len(lags), "request")
+    text = f"sends behind schedule p99 {p99:.2f} ms, max {worst:.1f} ms over {count}"
+    cap = load.get("max_concurrency")
+    if p99 < SCHEDULE_WARN_MS:
+        return check("schedule", PASS, f"Arrivals kept to their schedule: {text}.")
+    if cap:
+        return check(
+            "schedule",
+            WARN,
+            f"Arrivals waited for the cap of {cap} in flight: {text}. The wait is in the "
+            "client's queue, before the send; TTFT is timed from the send, so it leaves it out.",
+        )
+    status = FAIL if p99 >= SCHEDULE_FAIL_MS else WARN
+    return check(
+        "schedule",
+        status,
+        f"Arrivals fell behind their schedule: {text}; the load was lighter than asked.",
+    )
+
+
 def client_figures(samples: Iterable[Mapping[str, Any]], concurrency: int) -> dict[str, float]:
     """The level's client samples (lib/load/client_probe.py) by name."""
     out: dict[str, float] = {}
@@ -288,15 +340,19 @@ def level_checks(
     engine_kind: str,
     settings: Mapping[str, Any],
     samples: Iterable[Mapping[str, Any]] = (),
+    load: Mapping[str, Any] | None = None,
 ) -> list[dict[str, str]]:
-    """The validation block of one level of one lane."""
+    """The validation block of one level of one lane (`load`: an open-loop level's)."""
     client = client_figures(samples, concurrency)
+    open_loop = bool(load and load.get("mode") == "rate")
+    rate_label = level_label(dict(load), concurrency) if open_loop and load else None
     out = [
         streaming(requests),
-        client_kept_up(requests, concurrency, client),
-        tokens(requests, settings),
-        consistency(requests, client),
+        client_kept_up(requests, concurrency, client, rate_label),
     ]
+    if open_loop and load:
+        out.append(schedule(requests, load))
+    out += [tokens(requests, settings), consistency(requests, client)]
     if engine_kind == "ollama":
         out.append(ollama_server_time(requests))
     return out

@@ -21,6 +21,7 @@ from typing import Any
 from lib import store
 from lib.analysis import results, validation
 from lib.cli import check as cli_check
+from lib.cli import load_args
 from lib.cli import reports as cli_reports
 from lib.core.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
 from lib.core.usage import OneLineParser, UsageError, error_line
@@ -43,11 +44,8 @@ def _int_list(text: str) -> list[int]:
     return list(dict.fromkeys(values))  # keep order, drop repeats
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m lib.cli", description="Benchmark LLM serving engines.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-
-    run = sub.add_parser("run", help="run a benchmark")
+def _add_lane_and_prompt_arguments(run: argparse.ArgumentParser) -> None:
+    """What `run` and `capacity` share: lanes, prompts, sampling, the store and output."""
     run.add_argument("--engine", choices=ENGINE_KINDS, help="API dialect of the single lane")
     run.add_argument("--base-url", help="endpoint URL of the single lane")
     run.add_argument("--model", help="model name of the single lane")
@@ -61,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prompt", help="one prompt text")
     run.add_argument("--prompt-file", help=".txt (a prompt per line), .jsonl or .csv")
     run.add_argument("--preset", help="a built-in prompt set (see lib/load/workloads.py)")
-    run.add_argument("--concurrency", type=_int_list, default=[1], help="levels, e.g. 1,4,16")
-    run.add_argument("--requests", type=int, default=10, help="measured requests per level")
+    load_args.add_workload_arguments(run)
     run.add_argument("--warmup", type=int, default=1, help="warm-up requests per lane")
     run.add_argument("--max-tokens", type=int, default=128)
     run.add_argument("--temperature", type=float, default=0.0)
@@ -76,9 +73,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--label", default="")
     run.add_argument("--db", help="SQLite file (default: $SERVESCOPE_DB or data/servescope.db)")
     run.add_argument("--output-json", help="write the run's results as JSON here")
+    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m lib.cli", description="Benchmark LLM serving engines.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    run = sub.add_parser("run", help="run a benchmark")
+    _add_lane_and_prompt_arguments(run)
+    levels = run.add_mutually_exclusive_group()
+    levels.add_argument("--concurrency", type=_int_list, help="closed-loop levels, e.g. 1,4,16")
+    levels.add_argument(
+        "--rate", type=load_args.rate_list, help="open-loop levels in req/s, e.g. 1,2,4,inf"
+    )
+    run.add_argument("--requests", type=int, default=10, help="measured requests per level")
+    load_args.add_open_loop_arguments(run)
+    load_args.add_slo_arguments(run)
     run.add_argument("--config", help="a RunConfig JSON file (used by the dashboard)")
     run.add_argument("--run-id", help="continue a run row created beforehand (dashboard)")
-    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    capacity = sub.add_parser(
+        "capacity", help="find how much load each lane serves within latency targets"
+    )
+    _add_lane_and_prompt_arguments(capacity)
+    capacity.add_argument("--mode", choices=("concurrency", "rate"), default="concurrency")
+    capacity.add_argument("--start", type=float, default=1.0, help="first load tried")
+    capacity.add_argument("--max", type=float, help="ceiling of the search (default 64)")
+    capacity.add_argument("--tolerance", type=float, help="users, or a share of the rate")
+    capacity.add_argument("--requests", type=int, default=20, help="measured requests per load")
+    load_args.add_open_loop_arguments(capacity)
+    load_args.add_slo_arguments(capacity, target_flag="--target")
+    capacity.set_defaults(concurrency=None, rate=None, config=None, run_id=None)
 
     lst = sub.add_parser("list", help="runs in the store")
     lst.add_argument("--db")
@@ -126,30 +152,43 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise UsageError(
                 f"unknown engine {lane.engine!r}: use one of {', '.join(ENGINE_KINDS)}"
             )
+    synthetic = load_args.synthetic_from_args(args)
+    output_tokens = synthetic.get("output_tokens") if synthetic else None
     return RunConfig(
         lanes=lanes,
-        prompts=_prompts_from_args(args),
-        concurrency=args.concurrency,
+        prompts=_prompts_from_args(args, synthetic is not None),
+        concurrency=args.concurrency or [1],
         requests=args.requests,
         warmup=args.warmup,
         sampling=Sampling(
-            max_tokens=args.max_tokens,
+            max_tokens=output_tokens or args.max_tokens,
             temperature=args.temperature,
             top_p=args.top_p,
             seed=args.seed,
-            ignore_eos=args.ignore_eos,
+            ignore_eos=args.ignore_eos or output_tokens is not None,
         ),
         timeout_s=args.timeout,
         label=args.label,
         lanes_parallel=args.lanes_parallel,
         num_ctx=args.num_ctx,
+        load=load_args.load_from_args(args, args.rate),
+        slo=load_args.slo_from_args(args),
+        capacity=load_args.capacity_from_args(args) if args.command == "capacity" else None,
+        synthetic=synthetic,
     )
 
 
-def _prompts_from_args(args: argparse.Namespace) -> list[Prompt]:
+def _prompts_from_args(args: argparse.Namespace, synthetic: bool = False) -> list[Prompt]:
     given = [x for x in (args.prompt, args.prompt_file, args.preset) if x is not None]
+    if synthetic:
+        if given:
+            raise UsageError(
+                "give --input-tokens or a prompt (--prompt, --prompt-file, --preset), not both"
+            )
+        # Placeholder until each lane's engine sizes the real ones (lib/load/synthetic.py).
+        return [Prompt.from_text("synthetic", name="synthetic")]
     if len(given) != 1:
-        raise UsageError("give exactly one of --prompt, --prompt-file or --preset")
+        raise UsageError("give exactly one of --prompt, --prompt-file, --preset or --input-tokens")
     if args.prompt is not None:
         if not args.prompt.strip():
             raise UsageError("--prompt is empty")
@@ -250,9 +289,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     print(f"run {run_id} ({document['status']})")
     print(results.format_table(results.summary_rows(document)))
+    _print_capacity(document)
     _print_checks(document)
     _print_failures(document)
     return code
+
+
+def _print_capacity(document: dict[str, Any]) -> None:
+    """Each lane's capacity at the run's SLO, in one sentence."""
+    for lane in document["lanes"]:
+        capacity = lane.get("capacity")
+        if capacity:
+            print(f"capacity {lane['name']}: {capacity['summary']}")
+            for note in capacity.get("notes") or []:
+                print(f"  note: {note}")
 
 
 def _print_checks(document: dict[str, Any]) -> None:
@@ -364,8 +414,16 @@ def cmd_gpu(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capacity(args: argparse.Namespace) -> int:
+    """A run whose loads the search picks; the document's lanes carry their capacity."""
+    cmd_run(args)
+    # Levels that miss the SLO, even failing ones, are the search's answer, not an error.
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
+    "capacity": cmd_capacity,
     "list": cmd_list,
     "show": cmd_show,
     "quality": cmd_quality,

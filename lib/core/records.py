@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lib.core.load_pattern import CapacitySearch, LoadPattern
+from lib.core.slo import Slo
+
 EngineKind = Literal["ollama", "openai"]
 ENGINE_KINDS: tuple[str, ...] = ("ollama", "openai")
 
@@ -41,6 +44,9 @@ class Prompt:
     expect_lang: str | None = None  # ko, ja, zh, en; None = detect from the prompt
     expect_json: list[str] | None = None  # required keys when the answer must be JSON
     name: str | None = None
+    # Tokens in the user message by the serving engine's own tokenizer, when measured
+    # (synthetic prompts, lib/load/synthetic.py); None when not measured or estimated.
+    input_tokens: int | None = None
 
     @classmethod
     def from_text(cls, text: str, **kw: Any) -> Prompt:
@@ -85,6 +91,15 @@ class RunConfig:
     label: str = ""
     lanes_parallel: bool = False  # default: lanes one after another (shared GPU)
     num_ctx: int | None = None  # Ollama context length, held constant for the run
+    # Open-loop rates instead of the concurrency levels (lib/core/load_pattern.py).
+    load: LoadPattern = field(default_factory=LoadPattern)
+    # Latency targets: each level's goodput and attainment, each lane's capacity.
+    slo: Slo | None = None
+    # When set, the runner picks each lane's loads itself until it finds the capacity.
+    capacity: CapacitySearch | None = None
+    # Synthetic prompts of exact token lengths, built per lane by its engine's tokenizer
+    # (lib/load/synthetic.py): {"input_tokens", "output_tokens", "shared_prefix_tokens"}.
+    synthetic: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,6 +110,10 @@ class RunConfig:
         data["lanes"] = [LaneSpec(**lane) for lane in data["lanes"]]
         data["prompts"] = [Prompt(**p) for p in data["prompts"]]
         data["sampling"] = Sampling(**data.get("sampling", {}))
+        data["load"] = LoadPattern(**(data.get("load") or {}))
+        data["slo"] = Slo.from_dict(data.get("slo"))
+        capacity = data.get("capacity")
+        data["capacity"] = CapacitySearch(**capacity) if capacity else None
         return cls(**data)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lib.core.load_pattern import ARRIVALS, CONCURRENCY, LOAD_MODES, MAX_RATE, RATE
 from lib.core.records import (
     ENGINE_KINDS,
     MAX_CONCURRENCY,
@@ -67,6 +68,64 @@ def validate_config(config: RunConfig) -> None:
         raise ConfigError(f"timeout must be between 0 and {MAX_TIMEOUT_S:.0f} seconds")
     if config.num_ctx is not None and not 1 <= config.num_ctx <= 1_048_576:
         raise ConfigError("num_ctx must be 1..1048576")
+    _check_load(config)
+
+
+def _check_load(config: RunConfig) -> None:
+    """Open-loop rates, SLO targets and the capacity search: one line each."""
+    load = config.load
+    if load.mode not in LOAD_MODES:
+        raise ConfigError(f"unknown load mode {load.mode!r}: use one of {', '.join(LOAD_MODES)}")
+    if load.mode == RATE and config.capacity is None and not load.rates:
+        raise ConfigError("no request rates: give at least one, e.g. 1,2,4 or inf")
+    for rate in load.rates:
+        if rate is not None and not (_is_number(rate) and 0 < rate <= MAX_RATE):
+            raise ConfigError(
+                f"request rate {rate} is out of range: above 0, at most {MAX_RATE:g} req/s (or inf)"
+            )
+    if load.arrival not in ARRIVALS:
+        raise ConfigError(f"unknown arrival pattern {load.arrival!r}: use {' or '.join(ARRIVALS)}")
+    if not (_is_number(load.burstiness) and 0 < load.burstiness <= 100):
+        raise ConfigError("burstiness must be above 0 and at most 100 (1 = Poisson)")
+    if load.max_concurrency is not None and not (
+        _is_int(load.max_concurrency) and 1 <= load.max_concurrency <= MAX_CONCURRENCY
+    ):
+        raise ConfigError(f"max concurrency must be 1..{MAX_CONCURRENCY}")
+    if load.ramp_from is not None and not (
+        _is_number(load.ramp_from) and 0 < load.ramp_from <= MAX_RATE
+    ):
+        raise ConfigError(f"ramp start must be above 0 and at most {MAX_RATE:g} req/s")
+    slo = config.slo
+    if slo is not None:
+        for name, limit in (("TTFT", slo.ttft_ms), ("TPOT", slo.tpot_ms), ("E2E", slo.e2el_ms)):
+            if limit is not None and not (_is_number(limit) and 0 < limit <= MAX_TIMEOUT_S * 1000):
+                raise ConfigError(
+                    f"{name} target must be above 0 ms and at most {MAX_TIMEOUT_S * 1000:.0f} ms"
+                )
+        if not (_is_number(slo.target) and 0 < slo.target <= 1):
+            raise ConfigError("the SLO's target share must be above 0 and at most 1 (e.g. 0.9)")
+    search = config.capacity
+    if search is None:
+        return
+    if slo is None or slo.is_empty():
+        raise ConfigError("a capacity search needs a latency target: give a TTFT, TPOT or E2E SLO")
+    if search.mode not in LOAD_MODES:
+        raise ConfigError(f"unknown capacity mode {search.mode!r}: use concurrency or rate")
+    ceiling = MAX_CONCURRENCY if search.mode == CONCURRENCY else MAX_RATE
+    if not (
+        _is_number(search.start)
+        and _is_number(search.max)
+        and 0 < search.start <= search.max <= ceiling
+    ):
+        raise ConfigError(f"capacity search: need 0 < start <= max <= {ceiling:g}")
+    if search.mode == CONCURRENCY and (
+        search.start != int(search.start) or search.max != int(search.max)
+    ):
+        raise ConfigError(
+            "capacity search by concurrency: start and max must be whole numbers of users"
+        )
+    if search.tolerance is not None and not (_is_number(search.tolerance) and search.tolerance > 0):
+        raise ConfigError("capacity search tolerance must be above 0")
 
 
 def _is_int(value: Any) -> bool:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -26,10 +27,13 @@ from typing import Any
 
 from lib import __version__, store
 from lib.core import outcome
+from lib.core.load_pattern import CONCURRENCY, RATE
 from lib.core.metrics import request_metrics
 from lib.core.records import EngineInfo, LaneSpec, ModelInfo, RequestResult, RunConfig
 from lib.engines import make_engine
 from lib.engines.base import Engine
+from lib.load import level_drivers
+from lib.load.capacity import search
 from lib.load.client_probe import LoopLagProbe, client_samples
 from lib.load.config_check import ConfigError, validate_config
 from lib.load.engine_logs import sandbox_engine_report
@@ -99,6 +103,8 @@ class LevelTally:
     errors: list[str] = field(default_factory=list)
     recorded: int = 0  # every request handed to the store, cancelled ones included
     output_tokens: int = 0  # server-counted, of the completed ones
+    # Each measured request's latencies, so the capacity search can judge the level.
+    records: list[dict[str, Any]] = field(default_factory=list)
 
     def outcome(self, cancelled: bool) -> tuple[str, str | None]:
         total = self.ok + len(self.errors)
@@ -170,7 +176,11 @@ async def execute_run(
         progress=progress or (lambda event: None),
         quality=_quality_checker(),
     )
-    env = {**(env or {}), "tool_version": __version__}
+    if config.load.seed is None:
+        # A fresh schedule per run, recorded with it (settings.load_seed), so a run's
+        # arrivals can be replayed and two runs are not the same draw by accident.
+        config.load.seed = random.SystemRandom().randrange(2**31)
+    env = {**(env or {}), "tool_version": __version__, "load_seed": config.load.seed}
     lane_rows = [
         (
             state.run_id,
@@ -289,10 +299,41 @@ def _quality_checker() -> Callable[..., Any] | None:
 async def _run_lane(state: RunState, config: RunConfig, lane: PreparedLane) -> None:
     if config.warmup and not state.cancel.is_set():
         await _warm_up(state, config, lane)
-    for c in config.concurrency:
-        if state.cancel.is_set():
-            return
-        await _run_level(state, config, lane, c)
+    if config.capacity is not None:
+        await _search_capacity(state, config, lane)
+    elif config.load.mode == RATE:
+        # Open-loop levels are numbered 1, 2, ... in the store; their load says the rate.
+        for key, rate in enumerate(config.load.rates, start=1):
+            if state.cancel.is_set():
+                return
+            await _run_level(state, config, lane, key, config.load.level_load(rate))
+    else:
+        for c in config.concurrency:
+            if state.cancel.is_set():
+                return
+            await _run_level(state, config, lane, c)
+
+
+async def _search_capacity(state: RunState, config: RunConfig, lane: PreparedLane) -> None:
+    """Measure the loads lib/load/capacity.py picks until it has the lane's capacity."""
+    spec = config.capacity
+    assert spec is not None and config.slo is not None  # validate_config requires both
+    key = 0
+
+    async def measure(load: float) -> list[dict[str, Any]]:
+        nonlocal key
+        if spec.mode == CONCURRENCY:
+            key = int(load)
+            await _run_level(state, config, lane, key)
+        else:
+            key += 1  # open-loop levels are numbered in the order they ran
+            await _run_level(state, config, lane, key, config.load.level_load(load))
+        return state.count(lane.idx, key).records
+
+    def step(load: float, judged: dict[str, Any]) -> None:
+        state.progress({"event": "capacity_step", "lane": lane.spec.name, "load": load, **judged})
+
+    await search(spec, config.slo, measure, step, state.cancel.is_set)
 
 
 async def _warm_up(state: RunState, config: RunConfig, lane: PreparedLane) -> None:
@@ -309,55 +350,61 @@ async def _warm_up(state: RunState, config: RunConfig, lane: PreparedLane) -> No
     state.writer.submit(store.set_level, run_id, lane.idx, 0, status, None, time.time(), error)
 
 
-async def _run_level(state: RunState, config: RunConfig, lane: PreparedLane, c: int) -> None:
+async def _run_level(
+    state: RunState,
+    config: RunConfig,
+    lane: PreparedLane,
+    key: int,
+    load: dict[str, Any] | None = None,
+) -> None:
+    """One level: closed loop at concurrency `key`, or open loop when `load` gives a rate."""
     run_id = state.run_id
-    state.writer.submit(store.set_level, run_id, lane.idx, c, "running", time.time(), None)
-    state.progress({"event": "level_start", "lane": lane.spec.name, "concurrency": c})
-    issued = 0
-
-    async def worker() -> None:
-        nonlocal issued
-        while issued < config.requests and not state.cancel.is_set():
-            idx = issued
-            issued += 1
-            await _one_request(state, config, lane, concurrency=c, idx=idx, warmup=False)
-
+    started = time.time()
+    state.writer.submit(
+        store.set_level, run_id, lane.idx, key, "running", started, None, None, load
+    )
+    state.progress(
+        {"event": "level_start", "lane": lane.spec.name, "concurrency": key, "load": load}
+    )
     probe = LoopLagProbe()
     probe.start()
-    workers = [asyncio.create_task(worker()) for _ in range(min(c, config.requests))]
+
+    async def send(idx: int, scheduled: float | None) -> None:
+        await _one_request(state, config, lane, key, idx, warmup=False, scheduled=scheduled)
+
+    stopped = state.cancel.is_set
+    if load is None:
+        work = level_drivers.closed_loop(send, key, config.requests, stopped)
+    else:
+        seed = config.load.seed or 0
+        work = level_drivers.open_loop(send, config.requests, load, seed, key, stopped)
+    driver = asyncio.create_task(work)
     cancel_wait = asyncio.create_task(state.cancel.wait())
     try:
-        pending = set(workers)
-        while pending:
-            done, pending = await asyncio.wait(
-                pending | {cancel_wait}, return_when=asyncio.FIRST_COMPLETED
-            )
-            pending.discard(cancel_wait)
-            for task in done:
-                if task is not cancel_wait and task.exception():
-                    raise task.exception()  # type: ignore[misc]
-            if cancel_wait in done:
-                # Stop now: in-flight requests are cancelled and recorded as such.
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                break
+        await asyncio.wait({driver, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if not driver.done():
+            # Stop now: in-flight requests are cancelled and recorded as such.
+            driver.cancel()
+        await asyncio.gather(driver, return_exceptions=True)
+        if not driver.cancelled() and driver.exception():
+            raise driver.exception()  # type: ignore[misc]
     finally:
         cancel_wait.cancel()
         lags = await probe.stop()
-    tally = state.count(lane.idx, c)
+    tally = state.count(lane.idx, key)
     # What the client did, beside the engines' telemetry: its loop's lag and its own
     # count of what it recorded (the run's validation reads both back).
-    samples = client_samples(c, lags, tally.recorded, tally.output_tokens)
+    samples = client_samples(key, lags, tally.recorded, tally.output_tokens)
     state.writer.submit(store.add_samples, run_id, lane.idx, samples)
     status, error = tally.outcome(state.cancel.is_set())
-    state.ended.append({"lane_idx": lane.idx, "concurrency": c, "status": status, "error": error})
-    state.writer.submit(store.set_level, run_id, lane.idx, c, status, None, time.time(), error)
+    state.ended.append({"lane_idx": lane.idx, "concurrency": key, "status": status, "error": error})
+    state.writer.submit(store.set_level, run_id, lane.idx, key, status, None, time.time(), error)
     state.progress(
         {
             "event": "level_end",
             "lane": lane.spec.name,
-            "concurrency": c,
+            "concurrency": key,
+            "load": load,
             "status": status,
             "error": error,
         }
@@ -365,7 +412,13 @@ async def _run_level(state: RunState, config: RunConfig, lane: PreparedLane, c: 
 
 
 async def _one_request(
-    state: RunState, config: RunConfig, lane: PreparedLane, concurrency: int, idx: int, warmup: bool
+    state: RunState,
+    config: RunConfig,
+    lane: PreparedLane,
+    concurrency: int,
+    idx: int,
+    warmup: bool,
+    scheduled: float | None = None,
 ) -> None:
     prompt_idx = idx % len(config.prompts)
     prompt = config.prompts[prompt_idx]
@@ -379,7 +432,9 @@ async def _one_request(
         )
     except asyncio.CancelledError:
         result = RequestResult(t_send=started, t_done=time.perf_counter(), error="cancelled")
-        _record(state, config, lane, prompt, result, concurrency, idx, prompt_idx, warmup)
+        _record(
+            state, config, lane, prompt, result, concurrency, idx, prompt_idx, warmup, scheduled
+        )
         raise
     except TimeoutError:
         result = RequestResult(
@@ -389,7 +444,7 @@ async def _one_request(
         )
     except Exception as exc:  # adapters should not raise; account for it anyway
         result = RequestResult(t_send=started, t_done=time.perf_counter(), error=_one_line(exc))
-    _record(state, config, lane, prompt, result, concurrency, idx, prompt_idx, warmup)
+    _record(state, config, lane, prompt, result, concurrency, idx, prompt_idx, warmup, scheduled)
 
 
 def _record(
@@ -402,6 +457,7 @@ def _record(
     idx: int,
     prompt_idx: int,
     warmup: bool,
+    scheduled: float | None = None,
 ) -> None:
     metrics = request_metrics(result)
     quality = None
@@ -424,6 +480,7 @@ def _record(
         "prompt_idx": prompt_idx,
         "t_send": state.clock(result.t_send),
         "t_done": state.clock(result.t_done),
+        "t_scheduled": state.clock(scheduled) if scheduled is not None else None,
         **metrics,
         "prompt_tokens": result.prompt_tokens,
         "output_tokens": result.output_tokens,
@@ -439,6 +496,10 @@ def _record(
     tally.recorded += 1
     if not result.error:
         tally.output_tokens += result.output_tokens or 0
+    if not warmup:
+        tally.records.append(
+            {k: row[k] for k in ("t_send", "t_done", "ttft_ms", "tpot_ms", "e2el_ms", "error")}
+        )
     if result.error and result.error != "cancelled":
         tally.errors.append(result.error)
     elif not result.error:

@@ -17,6 +17,7 @@ REQUEST_COLUMNS = (
     "prompt_idx",
     "t_send",
     "t_done",
+    "t_scheduled",
     "ttft_ms",
     "ttfat_ms",
     "reasoning_ms",

@@ -111,16 +111,29 @@ def set_level(
     started_at: float | None = None,
     finished_at: float | None = None,
     error: str | None = None,
+    load: dict[str, Any] | None = None,
 ) -> None:
-    """Create or update a level; concurrency 0 is the lane's warm-up."""
+    """Create or update a level; concurrency 0 is the lane's warm-up.
+
+    `load` describes an open-loop level (its key `concurrency` then numbers it)."""
     conn.execute(
         "INSERT INTO levels (run_id, lane_idx, concurrency, status, started_at, finished_at,"
-        " error) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " error, load_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (run_id, lane_idx, concurrency) DO UPDATE SET status = excluded.status,"
         " started_at = COALESCE(excluded.started_at, started_at),"
         " finished_at = COALESCE(excluded.finished_at, finished_at),"
-        " error = COALESCE(excluded.error, error)",
-        (run_id, lane_idx, concurrency, status, started_at, finished_at, error),
+        " error = COALESCE(excluded.error, error),"
+        " load_json = COALESCE(excluded.load_json, load_json)",
+        (
+            run_id,
+            lane_idx,
+            concurrency,
+            status,
+            started_at,
+            finished_at,
+            error,
+            dumps(load) if load is not None else None,
+        ),
     )
 
 
@@ -141,4 +154,9 @@ def get_levels(conn: sqlite3.Connection, run_id: str, warmup: bool = False) -> l
         f"SELECT * FROM levels WHERE run_id = ? AND {where} ORDER BY lane_idx, concurrency",
         (run_id,),
     )
-    return [dict(r) for r in rows]
+    out = []
+    for row in rows:
+        level = dict(row)
+        level["load"] = loads(level.pop("load_json", None))
+        out.append(level)
+    return out

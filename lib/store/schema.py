@@ -141,6 +141,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE requests ADD COLUMN ttfat_ms REAL;
     ALTER TABLE requests ADD COLUMN reasoning_ms REAL;
     """,
+    # 6: open-loop levels (issue "Capacity"). A level's load as JSON ({"mode": "rate",
+    # "rate": 2.0, "burstiness": 1.0, ...}; NULL for a closed-loop level, whose key
+    # `concurrency` is its load). Rate levels are keyed 1, 2, ... in the order they ran.
+    # Each request's scheduled send time, so the validation can report schedule lag.
+    """
+    ALTER TABLE levels ADD COLUMN load_json TEXT;
+    ALTER TABLE requests ADD COLUMN t_scheduled REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
