@@ -49,4 +49,15 @@ class Engine(Protocol):
         """Stream one chat completion and time it (metric definitions: lib/core/metrics.py)."""
         ...
 
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        """Tokens in `text` by the model's own tokenizer on the server, no special tokens
+        and no chat template: what `text` adds as a user message's content.
+
+        None when the server offers no way to count (no tokenizer endpoint: 404/405),
+        so the caller can fall back to an estimate; never raises for that. Raises
+        EngineUnreachable when nothing answers, ModelNotFound for an unknown model,
+        EngineError for any other failure of the server.
+        """
+        ...
+
     async def aclose(self) -> None: ...

@@ -32,6 +32,14 @@ from lib.engines.common import (
     send_clock,
 )
 
+# A count runs the model on the text (see count_tokens): a cold model loads first, which
+# takes far longer than a metadata call.
+COUNT_TIMEOUT_S = 300.0
+# Two texts whose tokens add up in every tokenizer seen (SentencePiece, byte-level BPE):
+# "hello" is one token, "hello hello" two. Their counts tell what the server adds to
+# any raw prompt (a BOS for llama-family models, nothing for Qwen).
+_PROBE_ONE, _PROBE_TWO = "hello", "hello hello"
+
 
 def server_timings(final: Any) -> dict[str, Any]:
     """Server-side view from Ollama's final chunk (lib.metrics.ollama_server_timings:
@@ -70,6 +78,7 @@ class OllamaEngine:
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=meta_timeout_s, headers=headers
         )
+        self._special: dict[str, int] = {}  # model → tokens Ollama adds to a raw prompt
 
     async def aclose(self) -> None:
         """Close both HTTP clients."""
@@ -185,6 +194,71 @@ class OllamaEngine:
             raise EngineError(redact(text, self._secret)) from None
         except (ConnectionError, httpx.HTTPError, ValueError) as exc:
             raise self._meta_error(f"pull {model}", exc) from None
+
+    # -- token counts -------------------------------------------------------------
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        """Tokens in `text` by the model's tokenizer, as Ollama counts a prompt.
+
+        Ollama has no tokenize endpoint, so this runs a non-streamed /api/generate with
+        `raw: true` and one predicted token and reads `prompt_eval_count`: the raw text
+        as the model's tokenizer sees it, since raw skips the chat template. The tokens
+        Ollama adds to any raw prompt (a BOS for some models) are measured once per
+        model and subtracted. Current Ollama counts cached prompt tokens in
+        prompt_eval_count; a server that leaves the count out (old versions on a cache
+        hit, ollama/ollama#2068) gives None, as does one without /api/generate.
+        Raises EngineUnreachable, ModelNotFound or EngineError.
+        """
+        if not text:
+            return 0
+        if model not in self._special:
+            one = await self._prompt_count(model, _PROBE_ONE)
+            two = await self._prompt_count(model, _PROBE_TWO)
+            if one is None or two is None:
+                return None
+            extra = 2 * one - two
+            # Anything but a few special tokens means the probe's assumption failed.
+            self._special[model] = extra if 0 <= extra <= 2 else 0
+        n = await self._prompt_count(model, text)
+        return None if n is None else max(n - self._special[model], 0)
+
+    async def _prompt_count(self, model: str, text: str) -> int | None:
+        body = {
+            "model": model,
+            "prompt": text,
+            "raw": True,
+            "stream": False,
+            "options": {"num_predict": 1, "temperature": 0},
+        }
+        what = "POST /api/generate"
+        try:
+            response = await self._http.post("/api/generate", json=body, timeout=COUNT_TIMEOUT_S)
+        except httpx.TimeoutException:
+            raise EngineUnreachable(
+                f"no answer from {self.base_url} in {COUNT_TIMEOUT_S:g} s ({what})"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise self._meta_error(what, exc) from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        error = data.get("error") if isinstance(data, dict) else None
+        if response.status_code == 404 and error:
+            # Ollama's own 404 names the model; a route missing gives Go's plain text.
+            raise ModelNotFound(
+                redact(f"model '{model}' not found: {one_line(error, 200)}", self._secret)
+            )
+        if response.status_code in (404, 405, 501):
+            return None
+        if response.status_code != 200:
+            reason = one_line(error or response.reason_phrase, 200)
+            raise EngineError(
+                redact(f"{what}: HTTP {response.status_code}: {reason}", self._secret)
+            )
+        count = data.get("prompt_eval_count") if isinstance(data, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            return None
+        return count
 
     # -- chat ---------------------------------------------------------------------
     async def chat(

@@ -43,13 +43,16 @@ from lib.engines.sse import (
     StreamState,
     TransportFault,
 )
-from lib.engines.tokens import TOKEN_SOURCE, ServerTokenizer, route_order
+from lib.engines.tokens import ROUTES, TOKEN_SOURCE, Route, ServerTokenizer, route_order
 
 TRANSPORTS = ("aiohttp", "httpx")
 DEFAULT_TRANSPORT = "aiohttp"  # BENCHMARKS.md: ~2× the chunks/s of httpx at ≤ 5 ms lag
 # A server-tokenizer count may run this long past the request's own time limit: the
 # runner waits timeout_s + 5 s (runner.TIMEOUT_GRACE_S) before it abandons a request.
 COUNT_GRACE_S = 3.0
+# Answers of a tokenize route that mean "no such route here (or not this body)", as in
+# tokens.py; count_tokens then tries the next route, and returns None after the last.
+_NO_ROUTE = frozenset({400, 404, 405, 422, 501})
 
 
 def _status_text(exc: openai.APIStatusError) -> str:
@@ -98,6 +101,11 @@ class OpenAICompatEngine:
         self._http = httpx.AsyncClient(timeout=meta_timeout_s, headers=headers)
         self._info: EngineInfo | None = None
         self._tokenizer = ServerTokenizer(self._http, self.root)
+        # count_tokens' own route memory: unlike chat's optional counts it must tell
+        # "no tokenizer here" (None) from "the server failed" (an error).
+        self._count_route: Route | None = None
+        self._count_absent: set[str] = set()
+        self._count_special: dict[str, int] = {}  # model → tokens the route adds to ""
         self._aio: Any = None
         if self.transport == "aiohttp":
             # Imported here so that the httpx transport works without aiohttp installed.
@@ -325,6 +333,75 @@ class OpenAICompatEngine:
         except Exception:  # a count is optional: never fail a finished request for it
             return None
 
+    # -- token counts ---------------------------------------------------------------
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        """Tokens in `text` by the server's tokenizer, without special tokens: vLLM
+        `POST /tokenize {"model", "prompt", "add_special_tokens": false}` → `count`,
+        llama-server `POST /tokenize {"content"}` → `tokens`, llama-cpp-python
+        `POST /extras/tokenize/count` (minus what it adds to ""). The routes live at the
+        server root, not under /v1 (tokens.py has their rules).
+
+        None when no route exists here (each answered 404/405/...: asked once per
+        engine, then None at once). Raises EngineUnreachable when nothing answers,
+        ModelNotFound when a route refuses the model, EngineError for other failures.
+        """
+        if not text:
+            return 0
+        if self._count_route is None and self._count_absent >= set(ROUTES):
+            return None
+        if self._info is None:
+            await self.info()  # which server this is decides the route tried first
+        kind = self._info.kind if self._info else self.flavor
+        server = self._info.extra.get("server") if self._info else None
+        if self._count_route is not None:
+            routes = [self._count_route]
+        else:
+            names = route_order(kind, server)
+            routes = [ROUTES[n] for n in names if n not in self._count_absent]
+        for route in routes:
+            n = await self._tokenize(route, model, text)
+            if n is None or n <= 0:
+                # Non-empty text is at least one token: 0 means the body was not
+                # understood (llama-server without `content` tokenizes nothing).
+                self._count_absent.add(route.name)
+                continue
+            self._count_route = route
+            if route.adds_special:
+                if model not in self._count_special:
+                    self._count_special[model] = await self._tokenize(route, model, "") or 0
+                n -= self._count_special[model]
+            return max(n, 0)
+        return None
+
+    async def _tokenize(self, route: Route, model: str, text: str) -> int | None:
+        """One tokenize call: the count, None when the route is absent; raises
+        EngineError subclasses for everything else."""
+        url = self.root + route.path
+        try:
+            response = await self._http.post(url, json=route.body(model, text))
+        except httpx.TimeoutException:
+            raise EngineUnreachable(f"no answer from {url} in {self.meta_timeout_s:g} s") from None
+        except httpx.HTTPError as exc:
+            raise EngineUnreachable(f"cannot connect to {url}: {exc_text(exc)}") from None
+        body = _json_any(response)
+        if response.status_code in _NO_ROUTE:
+            message = status_text(body, response.reason_phrase)
+            # vLLM answers a known route with 404 for an unknown model, naming it; a
+            # missing route's 404 is the framework's "Not Found".
+            if response.status_code == 404 and model and model in message:
+                raise ModelNotFound(
+                    redact(f"POST {url}: model '{model}' not found: {message}", self._secret)
+                )
+            return None
+        if response.status_code != 200:
+            text_ = f"POST {url}: HTTP {response.status_code}: "
+            text_ += status_text(body, response.reason_phrase)
+            raise EngineError(redact(text_, self._secret))
+        try:
+            return route.count(body)  # None: 200 but another server's answer
+        except (TypeError, ValueError):
+            return None
+
     @staticmethod
     def _result(st: StreamState, t_send: float, t_done: float, error: str | None) -> RequestResult:
         usage, timings = st.usage or {}, st.timings or {}
@@ -360,6 +437,14 @@ def _json(response: httpx.Response | None) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+def _json_any(response: httpx.Response) -> Any:
+    """The body as JSON whatever the status, else its text (for error messages)."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
 
 
 def _json_field(response: httpx.Response | None, key: str) -> Any:

@@ -8,6 +8,7 @@ mid-stream). Also `/`, `/api/version`, `/api/tags`, `/api/ps`, `/api/show`, `/ap
 and the import flow (Ollama 0.24): `HEAD`/`POST /api/blobs/sha256:<hex>` (200 present,
 404 absent; 201 stored, 400 for a bad digest or a body that does not hash to it) and
 `POST /api/create` from uploaded `files`, after which the model is listed and served.
+`POST /api/generate` answers as a tokenizer only (prompt_eval_count, see _generate).
 
 Subprocess use: `python -m tests.scripted.ollama_server --port 0 --ttft-ms 150`.
 """
@@ -44,6 +45,12 @@ _MODEL_NAME = re.compile(rf"({_PART}/)?{_PART}(:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,79
 # the other JSON answers here say plain application/json).
 GO_JSON = "application/json; charset=utf-8"
 GO_TEXT = "text/plain; charset=utf-8"
+
+
+def raw_tokens(text: str) -> int:
+    """The scripted Ollama tokenizer: one token per whitespace-separated word, plus one
+    per line break (so a blank line counts, as it does in real tokenizers)."""
+    return len(text.split()) + text.count("\n")
 
 
 def model_entry(
@@ -99,6 +106,8 @@ class OllamaScript:
     pull_gap_ms: float = 2.0
     blobs: dict[str, bytes] = field(default_factory=dict)  # "sha256:<hex>" -> content
     created: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> create body
+    generate: bool = True  # serve POST /api/generate (see _generate)
+    raw_bos: int = 0  # tokens the tokenizer adds to every raw prompt (a llama-family BOS)
 
 
 class _BodyTap:
@@ -210,6 +219,8 @@ class OllamaServer(ScriptedServer):
             return self._pull(rec, reply, body)
         elif key == ("POST", "/api/chat"):
             return self._chat(rec, reply, body)
+        elif key == ("POST", "/api/generate") and s.generate:
+            return self._generate(rec, reply, body)
         else:
             reply.send(404, b"404 page not found", "text/plain")
         return True
@@ -408,6 +419,37 @@ class OllamaServer(ScriptedServer):
     async def _then_hang(self, done: asyncio.Future[bool], reply: Reply) -> bool:
         await done
         return await reply.hang()
+
+    def _generate(self, rec: Recorded, reply: Reply, body: dict[str, Any]) -> bool:
+        """POST /api/generate as a tokenizer: one final object (one NDJSON line when
+        streamed) whose prompt_eval_count is the scripted tokenizer's count of the
+        prompt, `raw_tokens`, plus `raw_bos`; a prompt-less request only loads the
+        model (done_reason "load", no counts), as in Ollama. The `http503` fault
+        refuses; `omit_prompt_count` leaves the count out."""
+        s = self.script
+        name = body.get("model")
+        if self._find(name) is None and not str(name).startswith("fault-"):
+            return self._not_found(reply, name)
+        if fault_of(rec, name, s.fault) == "http503":
+            msg = "server busy, please try again.  maximum pending requests exceeded"
+            return self.error(reply, 503, msg)
+        prompt = body.get("prompt")
+        final: dict[str, Any] = {"model": name, "created_at": CREATED_AT, "response": ""}
+        if not prompt:
+            final |= {"done": True, "done_reason": "load"}
+        else:
+            limit = (body.get("options") or {}).get("num_predict")
+            n_out = 64 if limit is None or limit < 0 else limit
+            final |= {"response": "".join(word(i) for i in range(n_out)), "done": True}
+            final |= {"done_reason": "length", "total_duration": 2_000_000}
+            if not s.omit_prompt_count:
+                final["prompt_eval_count"] = raw_tokens(str(prompt)) + s.raw_bos
+            final |= {"prompt_eval_duration": 1_000_000, "eval_count": n_out}
+        if body.get("stream", True) is False:
+            reply.json(200, final)
+        else:
+            reply.send(200, json.dumps(final).encode() + b"\n", "application/x-ndjson")
+        return True
 
     def _final(self, body: dict[str, Any], n_tokens: int, limit: int) -> bytes:
         s = self.script

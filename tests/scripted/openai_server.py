@@ -82,6 +82,9 @@ class OpenAIScript:
     bos: bool = True  # the tokenizer adds a BOS where the server's defaults add specials
     tokenize_fault: str | None = None  # "http500": the tokenize route fails
     retokenize_extra: int = 0  # added to every count of non-empty text (re-segmentation)
+    # "scripted": core.count_tokens; "words": one token per whitespace-separated word.
+    tokenize_rule: str = "scripted"
+    tokenize_model_check: bool = False  # vLLM: 404 naming an unknown model, as vLLM does
     crlf: bool | None = None  # CRLF line ends (sse-starlette); None: llama-cpp-python only
 
 
@@ -146,15 +149,17 @@ class OpenAIServer(ScriptedServer):
         """Token counts as each server's route gives them: llama-cpp-python's
         /extras/tokenize/count always adds BOS, vLLM's /tokenize unless
         add_special_tokens is false, llama-server's only with add_special; llama-server
-        tokenizes nothing when `content` is missing."""
+        tokenizes nothing when `content` is missing. The count follows `tokenize_rule`:
+        core.count_tokens by default, or one token per whitespace-separated word."""
         s, body = self.script, rec.body if isinstance(rec.body, dict) else {}
         if s.tokenize_fault == "http500":
             self.error(reply, 500, "tokenizer crashed")
             return
         bos = int(s.bos)
+        rule = (lambda text: len(text.split())) if s.tokenize_rule == "words" else count_tokens
 
         def counted(text: str) -> int:
-            return count_tokens(text) + s.retokenize_extra if text else 0
+            return rule(text) + s.retokenize_extra if text else 0
 
         if s.flavor == "llama-cpp-python":
             if not isinstance(body.get("input"), str):
@@ -164,6 +169,10 @@ class OpenAIServer(ScriptedServer):
         elif s.flavor == "vllm":
             if not isinstance(body.get("prompt"), str):
                 self.error(reply, 400, "prompt: Field required")
+                return
+            if s.tokenize_model_check and body.get("model") not in s.models:
+                msg = f"The model `{body.get('model')}` does not exist."
+                self.error(reply, 404, msg, param="model")
                 return
             n = counted(body["prompt"]) + bos * body.get("add_special_tokens", True)
             reply.json(200, {"count": n, "max_model_len": s.max_model_len, "tokens": [7] * n})
