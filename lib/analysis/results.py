@@ -25,6 +25,9 @@ class RunNotFound(LookupError):
 
 
 def _prompt_text(config: dict[str, Any], prompt_idx: int) -> str:
+    synthetic = config.get("synthetic")
+    if synthetic:  # built per lane and level from the run's seed, not stored
+        return f"(synthetic prompt of {synthetic['input_tokens']} tokens)"
     prompts = config.get("prompts") or []
     if not 0 <= prompt_idx < len(prompts):
         return ""
@@ -175,6 +178,9 @@ def _settings(config: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     load = dict(config.get("load") or {"mode": "concurrency"})
     if load.get("seed") is None and env.get("load_seed") is not None:
         load["seed"] = env["load_seed"]  # drawn by the runner after the config was stored
+    synthetic = dict(config["synthetic"]) if config.get("synthetic") else None
+    if synthetic is not None and synthetic.get("seed") is None:
+        synthetic["seed"] = env.get("synthetic_seed")
     return {
         **config.get("sampling", {}),
         "concurrency": config.get("concurrency"),
@@ -187,7 +193,7 @@ def _settings(config: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
         "load": load,
         "slo": config.get("slo"),
         "capacity": config.get("capacity"),
-        "synthetic": config.get("synthetic"),
+        "synthetic": synthetic,
     }
 
 

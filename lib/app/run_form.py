@@ -20,16 +20,12 @@ from lib.app.lane_choices import (
     model_caption,
     prompts_from_text,
 )
+from lib.app.load_inputs import load_inputs
 from lib.app.navigation import show_run
 from lib.app.session import db_key, endpoint_statuses, streamlit_secrets
 from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
 from lib.load import jobs
 from lib.load.runner import ConfigError, validate_config
-
-CONCURRENCY_OPTIONS = (1, 2, 4, 5, 8, 16, 32, 64)
-
-
-DEFAULT_CONCURRENCY = (1, 5)
 
 
 def _lane_ids() -> list[int]:
@@ -157,18 +153,12 @@ def prompt_picker() -> tuple[list[Prompt], str | None]:
 
 def settings_inputs() -> dict[str, Any]:
     """Sampling, load and run options; returns the values by RunConfig field."""
-    cols = st.columns(4)
-    concurrency = cols[0].multiselect(
-        "Concurrency levels (requests in flight)",
-        CONCURRENCY_OPTIONS,
-        default=list(DEFAULT_CONCURRENCY),
-        key="run_concurrency",
-    )
-    requests = cols[1].number_input(
+    cols = st.columns(3)
+    requests = cols[0].number_input(
         "Requests per level", 1, 100_000, 10, step=1, key="run_requests"
     )
-    max_tokens = cols[2].number_input("Max tokens", 1, 131_072, 128, step=16, key="run_max_tokens")
-    temperature = cols[3].number_input(
+    max_tokens = cols[1].number_input("Max tokens", 1, 131_072, 128, step=16, key="run_max_tokens")
+    temperature = cols[2].number_input(
         "Temperature", 0.0, 2.0, 0.0, step=0.1, format="%.2f", key="run_temperature"
     )
     cols = st.columns(4)
@@ -188,7 +178,6 @@ def settings_inputs() -> dict[str, Any]:
         timeout = st.number_input("Timeout per request (s)", 1.0, 3600.0, 120.0, key="run_timeout")
         warmup = st.number_input("Warm-up requests per lane", 0, 1000, 1, key="run_warmup")
     return {
-        "concurrency": sorted(int(c) for c in concurrency),
         "requests": int(requests),
         "warmup": int(warmup),
         "sampling": Sampling(
@@ -240,13 +229,13 @@ def run_form() -> None:
     choices = lane_editor(statuses)
     st.markdown("##### Workload")
     prompts, prompt_error = prompt_picker()
-    values = settings_inputs()
+    load, load_errors = load_inputs()
+    values = {**settings_inputs(), **load}
     if st.button("Start run", type="primary", icon=":material/play_arrow:", key="run_start"):
         lanes, errors = build_lanes(choices, statuses)
         if prompt_error:
             errors.append(prompt_error)
-        if not values["concurrency"]:
-            errors.append("Pick at least one concurrency level.")
+        errors += load_errors
         if errors:
             for error in errors:
                 st.error(esc_md(error))

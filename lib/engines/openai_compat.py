@@ -247,7 +247,9 @@ class OpenAICompatEngine:
             if self.flavor == "vllm":
                 extra_body = {"ignore_eos": True, "min_tokens": sampling.max_tokens}
             elif self.flavor == "llama.cpp":
-                extra_body = {"ignore_eos": True}
+                # llama-server honours ignore_eos; llama-cpp-python (the sandbox) only
+                # min_tokens. Each ignores the field it does not know.
+                extra_body = {"ignore_eos": True, "min_tokens": sampling.max_tokens}
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": prompt.messages,

@@ -29,10 +29,10 @@ from lib import __version__, store
 from lib.core import outcome
 from lib.core.load_pattern import CONCURRENCY, RATE
 from lib.core.metrics import request_metrics
-from lib.core.records import EngineInfo, LaneSpec, ModelInfo, RequestResult, RunConfig
+from lib.core.records import EngineInfo, LaneSpec, ModelInfo, Prompt, RequestResult, RunConfig
 from lib.engines import make_engine
 from lib.engines.base import Engine
-from lib.load import level_drivers
+from lib.load import lane_prompts, level_drivers
 from lib.load.capacity import search
 from lib.load.client_probe import LoopLagProbe, client_samples
 from lib.load.config_check import ConfigError, validate_config
@@ -72,6 +72,8 @@ class PreparedLane:
     engine: Engine
     info: EngineInfo
     model: ModelInfo
+    # The level's synthetic prompts, sized by this lane's engine (lib/load/lane_prompts).
+    prompts: list[Prompt] | None = None
 
 
 @dataclass
@@ -181,6 +183,8 @@ async def execute_run(
         # arrivals can be replayed and two runs are not the same draw by accident.
         config.load.seed = random.SystemRandom().randrange(2**31)
     env = {**(env or {}), "tool_version": __version__, "load_seed": config.load.seed}
+    if lane_prompts.ensure_seed(config) is not None:
+        env["synthetic_seed"] = config.synthetic["seed"]  # type: ignore[index]
     lane_rows = [
         (
             state.run_id,
@@ -341,6 +345,9 @@ async def _warm_up(state: RunState, config: RunConfig, lane: PreparedLane) -> No
     pages show "warming up" with its own timer while an engine loads its model."""
     run_id = state.run_id
     state.writer.submit(store.set_level, run_id, lane.idx, 0, outcome.WARMING_UP, time.time(), None)
+    lane.prompts = await lane_prompts.level_prompts(
+        config, lane.engine, lane.spec.model, 0, config.warmup
+    )
     for i in range(config.warmup):
         if state.cancel.is_set():
             break
@@ -420,8 +427,9 @@ async def _one_request(
     warmup: bool,
     scheduled: float | None = None,
 ) -> None:
-    prompt_idx = idx % len(config.prompts)
-    prompt = config.prompts[prompt_idx]
+    prompts = lane.prompts or config.prompts
+    prompt_idx = idx % len(prompts)
+    prompt = prompts[prompt_idx]
     started = time.perf_counter()
     try:
         result = await asyncio.wait_for(

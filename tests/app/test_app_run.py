@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from lib import store
-from lib.load import jobs
 from tests.conftest import OLLAMA_MODEL, VLLM_MODEL
 from tests.scripted.ollama_server import model_entry
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
@@ -25,17 +23,6 @@ from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 RUN_PAGE = str(ROOT / "app_pages" / "run.py")
-
-
-@pytest.fixture
-def env(db, monkeypatch, engines) -> Iterator[Path]:
-    ollama, vllm = engines
-    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", ollama.url)
-    monkeypatch.setenv("SERVESCOPE_VLLM_URL", vllm.base_url)
-    yield db
-    for run in jobs.active_runs(db):  # never leave a child process behind
-        jobs.cancel(run["run_id"], db)
-        _wait(lambda run_id=run["run_id"]: _status(db, run_id) not in jobs.ACTIVE, 30)
 
 
 def _wait(condition: Callable[[], bool], timeout: float, step: Callable[[], None] | None = None):

@@ -109,7 +109,7 @@ async def test_sampling_sent_explicitly(engine: OpenAICompatEngine, srv: OpenAIS
     ("flavor", "expected"),
     [
         ("vllm", {"ignore_eos": True, "min_tokens": 6}),
-        ("llamacpp", {"ignore_eos": True}),
+        ("llamacpp", {"ignore_eos": True, "min_tokens": 6}),
         ("generic", {}),
     ],
 )
