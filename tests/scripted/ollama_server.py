@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,9 @@ class OllamaScript:
     tokens: int | None = None  # output length; None = num_predict
     load_ms: float = 0.0  # reported load_duration (0 → omitted)
     queue_ms: float = 0.0  # folded into total_duration only, as in Ollama
+    # OLLAMA_NUM_PARALLEL: at most this many streams at once; the rest wait their turn,
+    # the wait shown in TTFT and folded into total_duration as Ollama does. None: no limit.
+    num_parallel: int | None = None
     omit_prompt_count: bool = False  # old prompt-cache bug: prompt_eval_count missing
     thinking_chunks: int = 0  # the first k output chunks carry message.thinking
     tool_call: bool = False  # the last output chunk carries tool_calls
@@ -371,6 +375,7 @@ class OllamaServer(ScriptedServer):
         sizes = token_plan(n_tokens, s.pattern)
         if fault in ("reset", "close", "hang", "error", "malformed"):
             sizes = sizes[: s.fault_after]
+        wait_ms = self._take_slot((s.ttft_ms + max(len(sizes) - 1, 0) * s.gap_ms) / 1000)
         head = b'{"model":%s,"created_at":"%s","message":{"role":"assistant",' % (
             json.dumps(name).encode(),
             CREATED_AT.encode(),
@@ -390,9 +395,9 @@ class OllamaServer(ScriptedServer):
             else:
                 msg = b'"content":%s' % json.dumps(text).encode()
             items.append(head + msg + b'},"done":false}\n')
-            delays.append((s.ttft_ms + i * s.gap_ms) / 1000)
+            delays.append((wait_ms + s.ttft_ms + i * s.gap_ms) / 1000)
             tokens.append(n)
-        end = (s.ttft_ms + max(len(sizes) - 1, 0) * s.gap_ms) / 1000
+        end = (wait_ms + s.ttft_ms + max(len(sizes) - 1, 0) * s.gap_ms) / 1000
         extra: list[Item] = []
         if fault == "reset":
             extra = [reply.reset]
@@ -404,7 +409,8 @@ class OllamaServer(ScriptedServer):
         elif fault == "malformed":
             extra = [head + b'"content":"br\n']
         elif fault != "hang":
-            extra = [head + b'"content":""},' + self._final(body, n_tokens, limit) + b"}\n"]
+            final = self._final(body, n_tokens, limit, wait_ms)
+            extra = [head + b'"content":""},' + final + b"}\n"]
         items += extra
         delays += [end + 0.001 if fault else end] * len(extra)
         tokens += [0] * len(extra)
@@ -451,19 +457,37 @@ class OllamaServer(ScriptedServer):
             reply.send(200, json.dumps(final).encode() + b"\n", "application/x-ndjson")
         return True
 
-    def _final(self, body: dict[str, Any], n_tokens: int, limit: int) -> bytes:
+    def _take_slot(self, span_s: float) -> float:
+        """With num_parallel: the ms this request waits for a free slot, and the slot
+        it takes (planned from the scripted timings, so the queue is exact)."""
+        s = self.script
+        if not s.num_parallel:
+            return 0.0
+        now = time.monotonic()
+        slots = getattr(self, "_slots", None)
+        if slots is None or len(slots) != s.num_parallel:
+            slots = self._slots = [now] * s.num_parallel
+        i = min(range(len(slots)), key=slots.__getitem__)
+        start = max(now, slots[i])
+        slots[i] = start + span_s
+        return (start - now) * 1000
+
+    def _final(
+        self, body: dict[str, Any], n_tokens: int, limit: int, wait_ms: float = 0.0
+    ) -> bytes:
         s = self.script
         prompt_n = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
         prompt_n = prompt_n // 4 + 1
         chunks = len(token_plan(n_tokens, s.pattern))
         ns = 1_000_000
         load = int(s.load_ms * ns)
+        queue_ms = s.queue_ms + wait_ms
         prompt_eval = int(max(s.ttft_ms - s.load_ms - s.queue_ms, 0) * ns)
         eval_ = int(max(chunks - 1, 0) * s.gap_ms * ns)
         fields: dict[str, Any] = {
             "done": True,
             "done_reason": "length" if n_tokens >= limit else "stop",
-            "total_duration": load + int(s.queue_ms * ns) + prompt_eval + eval_,
+            "total_duration": load + int(queue_ms * ns) + prompt_eval + eval_,
             "load_duration": load,
             "prompt_eval_count": 0 if s.omit_prompt_count else prompt_n,
             "prompt_eval_duration": prompt_eval,

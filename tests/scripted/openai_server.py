@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import functools
 import json
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -86,6 +87,9 @@ class OpenAIScript:
     tokenize_rule: str = "scripted"
     tokenize_model_check: bool = False  # vLLM: 404 naming an unknown model, as vLLM does
     crlf: bool | None = None  # CRLF line ends (sse-starlette); None: llama-cpp-python only
+    # A server that batches badly: each other request in flight when one arrives adds
+    # this much to its TTFT (capacity search tests: the limit at an SLO is known).
+    ttft_per_inflight_ms: float = 0.0
 
 
 class OpenAIServer(ScriptedServer):
@@ -95,6 +99,7 @@ class OpenAIServer(ScriptedServer):
         super().__init__(**kw)
         self.script = script or OpenAIScript()
         self._n = 0
+        self._planned_ends: list[float] = []  # monotonic time each accepted stream ends
 
     @property
     def base_url(self) -> str:
@@ -228,6 +233,13 @@ class OpenAIServer(ScriptedServer):
         sizes = token_plan(n_tokens, s.pattern)
         if fault in ("reset", "close", "hang", "error", "malformed"):
             sizes = sizes[: s.fault_after]
+        ttft_ms = s.ttft_ms
+        if s.ttft_per_inflight_ms:
+            now = time.monotonic()
+            self._planned_ends = [t for t in self._planned_ends if t > now]
+            ttft_ms += s.ttft_per_inflight_ms * len(self._planned_ends)
+            span_ms = ttft_ms + max(len(sizes) - 1, 0) * s.gap_ms
+            self._planned_ends.append(now + span_ms / 1000)
         self._n += 1
         llama = s.flavor == "llamacpp"
         usage_mode = s.usage if s.usage != "auto" else ("finish" if llama else "final")
@@ -263,7 +275,7 @@ class OpenAIServer(ScriptedServer):
         pos = 0
         plain = not (s.empty_chunks or s.reasoning_chunks or s.tool_call)
         for i, n in enumerate(sizes):
-            at = s.ttft_ms + i * s.gap_ms
+            at = ttft_ms + i * s.gap_ms
             last = i == len(sizes) - 1 and not fault and not llama
             if plain:  # the common case, cached: a burst of requests is built quickly
                 # The default word() repeats every 5 tokens: a few keys cover every chunk.
@@ -288,7 +300,7 @@ class OpenAIServer(ScriptedServer):
             add(delta_chunk(delta, finish if last else None), at, n)
             if s.comments and i == 1:
                 add(b": keep-alive\n\n", at)
-        end = s.ttft_ms + max(len(sizes) - 1, 0) * s.gap_ms
+        end = ttft_ms + max(len(sizes) - 1, 0) * s.gap_ms
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
         prompt_tokens = prompt_tokens // 4 + 1
         usage = {
