@@ -23,6 +23,8 @@ from lib.analysis import results, validation
 from lib.cli import check as cli_check
 from lib.cli import load_args
 from lib.cli import reports as cli_reports
+from lib.cli.verdict_lines import print_verdict
+from lib.core.load_pattern import level_label
 from lib.core.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
 from lib.core.usage import OneLineParser, UsageError, error_line
 from lib.engines.base import EngineError
@@ -211,14 +213,21 @@ def _progress_printer(quiet: bool) -> Any:
         if quiet:
             return
         kind = event["event"]
+        level = event.get("concurrency")
+        name = level_label(event.get("load"), level) if level is not None else ""
         if kind == "level_start":
-            print(f"[{event['lane']}] concurrency {event['concurrency']}: started", file=sys.stderr)
+            print(f"[{event['lane']}] {name}: started", file=sys.stderr)
         elif kind == "level_end":
             print(
-                f"[{event['lane']}] concurrency {event['concurrency']}: {event['status']}"
+                f"[{event['lane']}] {name}: {event['status']}"
                 f" ({event.get('completed', '?')} ok, {event.get('failed', '?')} failed so far)",
                 file=sys.stderr,
             )
+        elif kind == "capacity_step":
+            share = event.get("attainment")
+            met = "no requests" if share is None else f"{share:.0%} within the SLO"
+            verdict = "passed" if event.get("passed") else "missed"
+            print(f"[{event['lane']}] load {event['load']:g}: {met}, {verdict}", file=sys.stderr)
         elif kind == "request" and event["error"] and not event["warmup"]:
             print(f"[{event['lane']}] request failed: {event['error']}", file=sys.stderr)
 
@@ -290,6 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run {run_id} ({document['status']})")
     print(results.format_table(results.summary_rows(document)))
     _print_capacity(document)
+    print_verdict(document)
     _print_checks(document)
     _print_failures(document)
     return code
@@ -377,6 +387,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"run {document['run_id']} ({document['status']}) {document['label']}")
         print(results.format_table(results.summary_rows(document)))
         _print_checks(document)
+        print_verdict(document)
     return 0
 
 

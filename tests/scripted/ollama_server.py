@@ -503,8 +503,10 @@ def main(argv: list[str] | None = None) -> None:
     """Run the scripted Ollama server in the foreground (for benchmarks)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
+    parser.add_argument("--num-parallel", type=int, help="OLLAMA_NUM_PARALLEL (default: no limit)")
     args = parser.parse_args(argv)
     script = OllamaScript(
+        num_parallel=args.num_parallel,
         ttft_ms=args.ttft_ms,
         gap_ms=args.gap_ms,
         pattern=tuple(int(x) for x in args.pattern.split(",")),
