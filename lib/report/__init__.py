@@ -26,6 +26,7 @@ from pathlib import Path
 from plotly.offline import get_plotlyjs
 
 from lib.report import sections as sections
+from lib.report import verdict_section
 from lib.report.facts import RunView, load_view, resolve_concurrency, run_title
 
 __all__ = ["html_bytes", "html_report", "png_bytes", "write_html"]
@@ -178,6 +179,7 @@ def render_html(view: RunView, concurrency: int | None = None) -> str:
         [
             sections.header(view),
             sections.failures_section(view),
+            verdict_section.verdict_section(view),
             sections.headline(view, c),
             sections.summary_section(view),
             sections.checks_section(view),
@@ -201,7 +203,7 @@ def render_html(view: RunView, concurrency: int | None = None) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{html.escape(csp)}">'
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{html.escape(run_title(view.doc))} · servescope</title>"
-        f"<style>{_CSS}</style></head>"
+        f"<style>{_CSS}{verdict_section.CSS}</style></head>"
         f"<body><main>{body}{footer}</main>{plotly_js}<script>{_RUNNER_JS}</script>"
         "</body></html>\n"
     )

@@ -30,6 +30,7 @@ from lib.report.facts import (
     scrub_urls,
     truncate,
 )
+from lib.report.verdict_section import card_line, card_verdicts
 
 ENGINE_NAMES = {
     "vllm": "vLLM",
@@ -55,6 +56,8 @@ def card_html(view: RunView, concurrency: int | None = None) -> str:
     so at the top with its reason."""
     picked = resolve_concurrency(view.doc, concurrency) if concurrency is not None else None
     kpis = lane_kpis(view, picked)
+    for k, sentence in zip(kpis, card_verdicts(view.doc), strict=True):
+        k["verdict"] = sentence  # lane_kpis and the verdict both follow the lanes' order
     shown, hidden = kpis[:MAX_LANES], len(kpis) - MAX_LANES
     settings = view.doc["settings"]
     ran = sorted({lv["concurrency"] for lane in view.doc["lanes"] for lv in lane["levels"]})
@@ -212,7 +215,8 @@ def _lane_box(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str:
     )
     return (
         f'<div class="lane" style="--c:{esc(k["color"])}">{_lane_head(k)}'
-        f'<div class="kpis">{kpis}</div>{_troubles_line(k)}{_quality_line(k)}</div>'
+        f'<div class="kpis">{kpis}</div>{card_line(k.get("verdict"))}{_troubles_line(k)}'
+        f"{_quality_line(k)}</div>"
     )
 
 
@@ -262,7 +266,7 @@ def _lane_table(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str
     partial = [t for t in k["troubles"] if not _failed_row(t, k)]
     return (
         f'<div class="lane" style="--c:{esc(k["color"])}">{_lane_head(k)}{table}{mem}'
-        f"{_troubles_line(k, partial)}{_quality_line(k)}</div>"
+        f"{card_line(k.get('verdict'))}{_troubles_line(k, partial)}{_quality_line(k)}</div>"
     )
 
 

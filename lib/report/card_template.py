@@ -103,6 +103,12 @@ table.lv { border-collapse: collapse; margin-top: 10px; width: 100%; font-size: 
 .checks > span { flex: 0 0 auto; } .checks .more { font-weight: 400; padding-left: 4px; }
 .checks .first { flex: 0 1 auto; min-width: 0; overflow: hidden; text-overflow: ellipsis; }
 .checks.ok { color: #1a7f37; } .checks.warn { color: #8a4b00; } .checks.bad { color: #b3261e; }
+.vd { font-size: 17px; font-weight: 600; line-height: 1.3; margin-top: 8px; padding-left: 8px;
+  border-left: 4px solid var(--c); display: -webkit-box; -webkit-line-clamp: 2;
+  -webkit-box-orient: vertical; overflow: hidden; }
+.n3 .vd, .n4 .vd { font-size: 15px; }
+.lv.many ~ .vd, .troubled .vd { -webkit-line-clamp: 1; } /* little room: its first words */
+.lane > .vd { flex-shrink: 1; min-height: 0; } /* the first to give way in a full box */
 .foot { position: absolute; left: 44px; right: 44px; bottom: 12px; font-size: 14px; color: #6e7781;
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 """
