@@ -1,17 +1,12 @@
 """The verdict end to end: `python -m lib.cli run --concurrency 1,4` against a scripted
-Ollama that serves one request at a time and a scripted vLLM that serves all at once,
-then `show`; the verdict lines name the queueing and the batching lane.
-
-The scripted servers answer every request in parallel on their own; `OneAtATimeOllama`
-(here, as test code) makes the Ollama one behave as OLLAMA_NUM_PARALLEL=1 does: a
-request waits for the one before it, and the wait is reported as Ollama reports it,
-folded into total_duration (metrics.ollama_server_timings reads it back as queue_ms).
+Ollama with one parallel slot (OllamaScript.num_parallel, as OLLAMA_NUM_PARALLEL=1: a
+request waits for the one before it, and Ollama reports the wait folded into
+total_duration) and a scripted vLLM that serves all at once, then `show`; the verdict
+lines name the queueing and the batching lane.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +15,16 @@ import pytest
 from lib import cli
 from lib.cli.verdict_lines import verdict_lines
 from tests.scripted import OllamaScript, OllamaServer, OpenAIScript, OpenAIServer
-from tests.scripted.core import Recorded, Reply
 
 OLLAMA_MODEL = "qwen2.5:7b-instruct-q4_K_M"
 VLLM_MODEL = "Qwen/Qwen2.5-7B-AWQ"
 TIMING: dict[str, Any] = {"ttft_ms": 30, "gap_ms": 10, "tokens": 8}
 
 
-class OneAtATimeOllama(OllamaServer):
-    """A scripted Ollama with one parallel slot: /api/chat requests are served in turn."""
-
-    def __init__(self, script: OllamaScript) -> None:
-        super().__init__(script)
-        self._slot: asyncio.Lock | None = None
-
-    def handle(self, rec: Recorded, reply: Reply) -> Any:
-        if (rec.method, rec.path) != ("POST", "/api/chat"):
-            return super().handle(rec, reply)
-        return self._in_turn(rec, reply)
-
-    async def _in_turn(self, rec: Recorded, reply: Reply) -> bool:
-        if self._slot is None:
-            self._slot = asyncio.Lock()  # made on the server's own loop
-        async with self._slot:
-            waited_s = time.perf_counter() - rec.t_recv
-            rec.t_recv += waited_s  # its chunks are timed from when its turn came
-            self.script.queue_ms = 1000.0 * waited_s  # this request's final chunk reports it
-            keep = super().handle(rec, reply)
-            return keep if isinstance(keep, bool) else await keep
-
-
-def record_run(db: Path, *extra: str) -> tuple[int, str]:
-    """A two-lane run at 1 and 4 users: the one-at-a-time Ollama and a batching vLLM."""
-    ollama = OneAtATimeOllama(OllamaScript(**TIMING))
+def record_run(db: Path, *extra: str, slots: int = 1) -> tuple[int, str]:
+    """A two-lane run at 1 and 4 users: an Ollama with `slots` parallel slots and a
+    batching vLLM."""
+    ollama = OllamaServer(OllamaScript(num_parallel=slots, **TIMING))
     vllm = OpenAIServer(OpenAIScript(models=[VLLM_MODEL], root=VLLM_MODEL, **TIMING))
     with ollama, vllm:
         code = cli.main(
@@ -119,3 +91,12 @@ def test_run_prints_the_verdict_after_the_table_with_the_slo_winner(tmp_path, ca
 
 def test_verdict_lines_of_a_run_with_no_lane_are_empty():
     assert verdict_lines({"lanes": []}) == []
+
+
+def test_an_ollama_with_two_slots_partly_batches(tmp_path, capsys):
+    code, _ = record_run(tmp_path / "s.db", slots=2)
+    assert code == 0
+    ollama = lines_of(capsys.readouterr().out)[0]
+    assert ollama.startswith(
+        f"verdict: ollama:{OLLAMA_MODEL}: partly batches: serves about 2 requests at a time"
+    )
