@@ -328,7 +328,9 @@ async def _search_capacity(state: RunState, config: RunConfig, lane: PreparedLan
         nonlocal key
         if spec.mode == CONCURRENCY:
             key = int(load)
-            await _run_level(state, config, lane, key)
+            # Each of the c users sends at least twice: fewer requests than users would
+            # never put c requests in flight, and the level would pass untested.
+            await _run_level(state, config, lane, key, requests=max(config.requests, 2 * key))
         else:
             key += 1  # open-loop levels are numbered in the order they ran
             await _run_level(state, config, lane, key, config.load.level_load(load))
@@ -363,9 +365,12 @@ async def _run_level(
     lane: PreparedLane,
     key: int,
     load: dict[str, Any] | None = None,
+    requests: int | None = None,
 ) -> None:
-    """One level: closed loop at concurrency `key`, or open loop when `load` gives a rate."""
+    """One level: closed loop at concurrency `key`, or open loop when `load` gives a rate;
+    `requests` measured (default: the run's requests per level)."""
     run_id = state.run_id
+    n = requests or config.requests
     started = time.time()
     state.writer.submit(
         store.set_level, run_id, lane.idx, key, "running", started, None, None, load
@@ -373,6 +378,8 @@ async def _run_level(
     state.progress(
         {"event": "level_start", "lane": lane.spec.name, "concurrency": key, "load": load}
     )
+    # Synthetic runs: this level's own prompts, n of them, sized by this lane's engine.
+    lane.prompts = await lane_prompts.level_prompts(config, lane.engine, lane.spec.model, key, n)
     probe = LoopLagProbe()
     probe.start()
 
@@ -381,10 +388,10 @@ async def _run_level(
 
     stopped = state.cancel.is_set
     if load is None:
-        work = level_drivers.closed_loop(send, key, config.requests, stopped)
+        work = level_drivers.closed_loop(send, key, n, stopped)
     else:
         seed = config.load.seed or 0
-        work = level_drivers.open_loop(send, config.requests, load, seed, key, stopped)
+        work = level_drivers.open_loop(send, n, load, seed, key, stopped)
     driver = asyncio.create_task(work)
     cancel_wait = asyncio.create_task(state.cancel.wait())
     try:

@@ -157,3 +157,28 @@ def test_bad_load_input_is_one_line(tmp_path, capsys, args, message):
     code, out, err = run_cli(capsys, *args, *lane, *prompt, "--db", tmp_path / "s.db")
     assert code == 2 and out == ""
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_synthetic_prompts_are_exact_and_never_repeat(tmp_path, capsys, scripted):
+    """Every request of a synthetic run (warm-up and every level) gets its own prompt of
+    exactly --input-tokens by the engine's tokenizer: no prefix cache hit by accident."""
+    server = scripted.openai(flavor="vllm", tokenize_rule="words", ttft_ms=5, gap_ms=1)
+    out_json = tmp_path / "synthetic.json"
+    code, _, err = run_cli(
+        capsys,
+        "run", "--engine", "openai", "--base-url", server.base_url, "--model", "scripted-model",
+        "--input-tokens", 40, "--output-tokens", 6, "--concurrency", "1,2", "--requests", 3,
+        "--db", tmp_path / "s.db", "--output-json", out_json, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    chats = [r.body for r in server.requests if r.path.endswith("/chat/completions")]
+    contents = [c["messages"][-1]["content"] for c in chats]
+    assert len(contents) == 1 + 2 * 3  # the warm-up and two levels of three
+    assert len(set(contents)) == len(contents)
+    assert {len(text.split()) for text in contents} == {40}  # one token a word here
+    assert {(c["max_tokens"], c["ignore_eos"], c["min_tokens"]) for c in chats} == {(6, True, 6)}
+    document = json.loads(out_json.read_text())
+    synthetic = document["settings"]["synthetic"]
+    assert synthetic["input_tokens"] == 40 and isinstance(synthetic["seed"], int)
+    request = document["lanes"][0]["levels"][0]["requests"][0]
+    assert request["prompt"] == "(synthetic prompt of 40 tokens)"
