@@ -102,13 +102,24 @@ def lane_capacity(
     measured = [lv for lv in levels if lv.get("slo") and lv["slo"]["total"]]
     mode = search_mode or (measured[0]["load_mode"] if measured else CONCURRENCY)
     found = capacity_value((lv.get("load"), lv["slo"]["passed"]) for lv in measured)
+    notes = list(found.notes)
+    if found.reason == "ceiling" and measured:
+        top = max((lv.get("load") for lv in measured if lv.get("load") is not None), default=None)
+        if top is not None:
+            if search_mode:
+                hint = f"the search stopped at its ceiling of {top:g}: raise --max (At most)"
+            else:
+                hint = f"every level up to {top:g} met the targets: measure higher loads"
+            notes.append(hint + " to find the limit")
+    elif found.reason == "none" and measured:
+        notes.append("even the lowest load missed the targets: relax them, or look at the engine")
     return {
         "value": found.value,
         "mode": mode,
         "reason": found.reason,
         "slo": slo.limits(),
         "target": slo.target,
-        "notes": found.notes,
+        "notes": notes,
         "summary": capacity_sentence(found.value, found.reason, mode, slo),
         "levels": [
             {

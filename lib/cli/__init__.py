@@ -386,6 +386,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         print(f"run {document['run_id']} ({document['status']}) {document['label']}")
         print(results.format_table(results.summary_rows(document)))
+        _print_capacity(document)
         _print_checks(document)
         print_verdict(document)
     return 0

@@ -125,12 +125,14 @@ def test_targets_no_load_meets_and_a_search_that_hits_its_ceiling(tmp_path, caps
     lane = json.loads((tmp_path / "a.json").read_text())["lanes"][0]
     assert lane["capacity"]["value"] is None and [lv["concurrency"] for lv in lane["levels"]] == [1]
     assert "no load measured met TTFT ≤ 1 ms, for 90% of requests" in out
+    assert "note: even the lowest load missed the targets" in out
     code, out, _ = run_cli(
         capsys, *base, "--slo-ttft-ms", 60_000, "--max", 4, "--output-json", tmp_path / "b.json"
     )
     lane = json.loads((tmp_path / "b.json").read_text())["lanes"][0]
     assert lane["capacity"]["value"] == 4 and lane["capacity"]["reason"] == "ceiling"
     assert "at least 4 users at once" in out
+    assert "note: the search stopped at its ceiling of 4: raise --max (At most)" in out
 
 
 @pytest.mark.parametrize(
