@@ -28,6 +28,9 @@ from lib.analysis.document_frames import quality_frame as quality_frame
 from lib.analysis.document_frames import server_timings_frame as server_timings_frame
 from lib.analysis.document_frames import settings_frame as settings_frame
 from lib.analysis.lane_memory import lane_peak_memory
+from lib.analysis.load_frames import level_loads as level_loads
+from lib.analysis.load_frames import load_cells
+from lib.analysis.load_frames import with_loads as with_loads
 from lib.core import metrics, outcome
 
 # What the live view keeps of each request: numbers only. Answers and inter-token gaps
@@ -69,11 +72,15 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "error",
 )
 
-# Per lane and level: the columns of results.summary_rows plus a few more percentiles.
+# Per lane and level: the columns of results.summary_rows plus a few more percentiles,
+# and the level's load (lib/analysis/load_frames.py: a rate level's key only numbers it).
 LEVEL_COLUMNS: tuple[str, ...] = (
     "lane",
     "lane_idx",
     "concurrency",
+    "load_mode",
+    "load",
+    "load_label",
     "completed",
     "failed",
     "duration_s",
@@ -206,14 +213,19 @@ def request_frame(
     return frame
 
 
-def _level_row(lane: str, lane_idx: int, level: Mapping[str, Any]) -> dict[str, Any]:
+def _level_row(lane: str, lane_idx: int, level: Mapping[str, Any], key: bool = False) -> dict:
+    # `key`: keep a rate level's key as `concurrency`, which the live frames join on; a
+    # document's rows leave it out, so no table shows it as a concurrency.
     row = results.level_headline(lane, dict(level))
-    return {"lane": row.pop("lane"), "lane_idx": lane_idx, **row}
+    row.pop("rate", None)  # load_label says it, in every row
+    if key:
+        row["concurrency"] = level.get("concurrency")
+    return {"lane": row.pop("lane"), "lane_idx": lane_idx, **row, **load_cells(level)}
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     for col in frame.columns:
-        if col.endswith(("_ms", "_s")) or col in ("out_tok_per_s", "req_per_s"):
+        if col.endswith(("_ms", "_s")) or col in ("out_tok_per_s", "req_per_s", "load"):
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
     return frame
 
@@ -222,19 +234,23 @@ def level_frame(
     rows: Iterable[Mapping[str, Any]],
     names: Sequence[str],
     concurrency_order: Sequence[int] = (),
+    loads: Mapping[tuple[int, int], Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Per lane and level, the headline figures (metrics.level_summary over the rows).
 
     Levels come in the configured order, then any others, per lane in lane order.
+    `loads` (level_loads of the stored levels) names a rate run's levels by their rate.
     """
     groups: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["lane_idx"], r["concurrency"]), []).append(r)
     order = {c: i for i, c in enumerate(concurrency_order)}
     keys = sorted(groups, key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))
+    summaries = {k: metrics.level_summary(groups[k], concurrency=k[1]) for k in keys}
+    loads = loads or {}
     out = [
-        _level_row(_name(names, li), li, metrics.level_summary(groups[(li, c)], concurrency=c))
-        for li, c in keys
+        _level_row(_name(names, k[0]), k[0], summaries[k] | {**loads.get(k, {})}, True)
+        for k in keys
     ]
     return _typed(pd.DataFrame.from_records(out, columns=list(LEVEL_COLUMNS)))
 
@@ -386,6 +402,8 @@ def level_spans(
                 "concurrency": lv["concurrency"],
                 "start_s": lv["started_at"] - t0,
                 "end_s": end - t0,
+                # What the level's key stands for: "c=4", or a rate run's "2 req/s".
+                **level_loads([lv])[(lv["lane_idx"], lv["concurrency"])],
             }
         )
     return sorted(spans, key=lambda s: s["start_s"])

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from lib import charts
+from lib.analysis import frames
 
 
 def plot_figure(fig: Any, key: str) -> None:
@@ -42,6 +43,9 @@ def grid_figures(
 ) -> list[tuple[str, Any]]:
     """chart_grid's figures by key, in reading order (two per row)."""
     rev = run_id  # uirevision: zoom and legend state survive the live redraws
+    # The spans name what each level's key stands for: a rate run's charts go by rate.
+    loads = frames.level_loads(spans)
+    requests, levels = frames.with_loads(requests, loads), frames.with_loads(levels, loads)
     return [
         ("timeline", charts.latency_timeline(requests, colors, spans, rev)),
         ("e2el", charts.e2el_box(requests, colors, order, rev)),

@@ -17,6 +17,7 @@ from lib.app.checks_section import checks_section
 from lib.app.formatting import dashed, esc_md, fmt_num
 from lib.app.session import db_key
 from lib.app.telemetry_section import peak_memory_column
+from lib.core.load_pattern import RATE
 from lib.load import jobs
 
 
@@ -86,7 +87,29 @@ SETTING_COLUMNS = {
 }
 
 
-def _lane_styled(frame: pd.DataFrame, colors: Mapping[str, str]) -> Any:
+RATE_COLUMN = st.column_config.TextColumn("Requested rate", help="Open loop: arrivals per second")
+
+
+def _level_labels(doc: Mapping[str, Any], frame: pd.DataFrame) -> list[str]:
+    """Each row's level as its load label ("2 req/s"), by lane name and level key."""
+    labels = {
+        (lane["name"], lv["concurrency"]): lv.get("load_label")
+        for lane in doc["lanes"]
+        for lv in lane["levels"]
+    }
+    return [labels.get(k, "") for k in zip(frame["lane"], frame["concurrency"], strict=True)]
+
+
+def finished_document(run_id: str) -> dict[str, Any] | None:
+    """The run's document once it has ended (cached per run); None while it runs."""
+    with store.opened() as conn:
+        run = store.get_run(conn, run_id)
+    if run is None or run["status"] in jobs.ACTIVE:
+        return None
+    return _document(db_key(), run_id, run.get("finished_at"))
+
+
+def styled_lanes(frame: pd.DataFrame, colors: Mapping[str, str]) -> Any:
     """The lane column in its lane's colour, so tables read like the charts; text
     columns with "–" where a value is missing (see dashed)."""
     frame = dashed(frame)
@@ -126,27 +149,30 @@ def _token_source_caption(doc: Mapping[str, Any]) -> None:
 def results_details(run_id: str) -> None:
     """Checks of the run's numbers, summary table, quality, server timings, settings and
     answers of a finished run."""
-    with store.opened() as conn:
-        run = store.get_run(conn, run_id)
-    if run is None or run["status"] in jobs.ACTIVE:
+    doc = finished_document(run_id)
+    if doc is None:
         st.caption("The summary table and the answers appear here when the run ends.")
         return
-    doc = _document(db_key(), run_id, run.get("finished_at"))
     names = [lane["name"] for lane in doc["lanes"]]
     colors = charts.lane_colors(names)
     # Before the figures: whether they can be read as what their names say.
     checks_section(doc)
-    st.markdown("#### Summary per lane and concurrency")
     summary = frames.with_peak_memory(frames.summary_frame(doc), doc).drop(columns=["lane_idx"])
     columns = dict(SUMMARY_COLUMNS)
     order = list(columns)
+    rate = bool((summary["load_mode"] == RATE).any())
+    # A rate run's levels by their requested rate: their keys only number them.
+    st.markdown(f"#### Summary per lane and {'request rate' if rate else 'concurrency'}")
+    if rate:
+        order[order.index("concurrency")] = "load_label"
+        columns["load_label"] = RATE_COLUMN
     # Shown as text: a number column draws a missing value as "None", and "–" with the
     # column's help saying why is what the rest of the page uses.
     summary["peak_gpu_mem"] = [fmt_num(v, 1) for v in summary["peak_gpu_mem_gib"]]
     order.insert(order.index("out_tok_per_s") + 1, "peak_gpu_mem")
     columns["peak_gpu_mem"] = peak_memory_column(doc)
     st.dataframe(
-        _lane_styled(summary, colors),
+        styled_lanes(summary, colors),
         column_config=columns,
         column_order=order,
         hide_index=True,
@@ -156,19 +182,21 @@ def results_details(run_id: str) -> None:
     _token_source_caption(doc)
     quality_section(doc, colors)
     server = frames.server_timings_frame(doc)
+    if rate and not server.empty:
+        server["concurrency"] = _level_labels(doc, server)
     if not server.empty:
         st.markdown("#### Engine-side timings (Ollama) beside the client's view")
         st.caption("Medians per level. Queue ≈ total − load − prompt eval − eval.")
         st.dataframe(
-            _lane_styled(server, colors),
-            column_config=SERVER_COLUMNS,
+            styled_lanes(server, colors),
+            column_config=SERVER_COLUMNS | ({"concurrency": RATE_COLUMN} if rate else {}),
             column_order=list(SERVER_COLUMNS),
             hide_index=True,
         )
     st.markdown("#### Lanes: engine and model")
     lane_info = frames.lane_info_frame(doc)
     lane_info["context_length"] = [fmt_num(v) for v in lane_info["context_length"]]
-    st.dataframe(_lane_styled(lane_info, colors), hide_index=True, column_config=LANE_COLUMNS)
+    st.dataframe(styled_lanes(lane_info, colors), hide_index=True, column_config=LANE_COLUMNS)
     st.markdown("#### Run settings, hardware and version")
     settings = frames.settings_frame(doc)
     half = (len(settings) + 1) // 2

@@ -8,12 +8,15 @@ everywhere. Point counts are bounded (`MAX_POINTS`), so a long run stays respons
 
 The run charts callers use as `charts.<name>`; the code lives in submodules: style
 (palette, sizes, titles, the base figure), levels (level bands, the concurrency axis),
-timeline (the latency timeline) and distributions (box plots, throughput vs
-concurrency). telemetry and history hold the telemetry and History page figures.
+timeline (the latency timeline), distributions (box plots, throughput vs
+concurrency), capacity (the Pareto view, latency and goodput against load, over the
+load axis of load_axis). telemetry and history hold the telemetry and History page
+figures.
 """
 
 from __future__ import annotations
 
+from lib.charts.capacity import goodput_vs_load, latency_vs_load, pareto
 from lib.charts.distributions import (
     distribution_box,
     e2el_box,
@@ -81,11 +84,14 @@ __all__ = [
     "downsample",
     "e2el_box",
     "figure_colors",
+    "goodput_vs_load",
     "lane_color",
     "lane_color_name",
     "lane_colors",
     "latency_timeline",
+    "latency_vs_load",
     "no_data",
+    "pareto",
     "throughput_vs_concurrency",
     "tokens_per_s_box",
     "tpot_box",

@@ -1,5 +1,9 @@
 """Per-level figures of a run: each per-request metric's distribution by lane and
-concurrency (box plots), and output throughput against concurrency."""
+concurrency (box plots), and output throughput against concurrency.
+
+A rate run's frames (with `load_mode` "rate", lib/analysis/load_frames.py) are drawn by
+rate instead: boxes per `load_label`, throughput against `load`, axes titled in req/s;
+its levels' keys, which only number them, never show."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from lib.charts.levels import concurrency_axis
+from lib.charts.load_axis import apply_load_axis, load_order, load_scale, load_title
 from lib.charts.style import (
     BOX_POINTS_ALL,
     CONCURRENCY_TITLE,
@@ -24,6 +29,7 @@ from lib.charts.style import (
     no_data,
     shown_note,
 )
+from lib.core.load_pattern import RATE
 
 
 def distribution_box(
@@ -43,12 +49,18 @@ def distribution_box(
     total = len(ok)
     shown = downsample(ok, max_points)
     note = shown_note(len(shown), total)
-    fig = base_figure(
-        title, CONCURRENCY_TITLE, y_title, ((subtitle or "") + note) or None, uirevision
-    )
-    levels = list(concurrency_order) or sorted(shown["concurrency"].unique().tolist())
-    levels += sorted(set(shown["concurrency"].tolist()) - set(levels))
-    categories = [str(c) for c in levels]
+    rate = is_rate(requests)
+    if rate:  # "… by concurrency" -> "… by request rate"
+        title = title.replace("by concurrency", "by request rate")
+        subtitle = subtitle and subtitle.replace("with concurrency", "with the rate")
+    x_title = load_title(RATE) if rate else CONCURRENCY_TITLE
+    fig = base_figure(title, x_title, y_title, ((subtitle or "") + note) or None, uirevision)
+    if rate:
+        x_col, categories = "load_label", _rate_categories(shown)
+    else:
+        levels = list(concurrency_order) or sorted(shown["concurrency"].unique().tolist())
+        levels += sorted(set(shown["concurrency"].tolist()) - set(levels))
+        x_col, categories = "concurrency", [str(c) for c in levels]
     fig.update_layout(boxmode="group", boxgap=0.25, boxgroupgap=0.15)
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=categories)
     if shown.empty:
@@ -57,10 +69,10 @@ def distribution_box(
         mine = shown[shown["lane"] == lane]
         if mine.empty:
             continue
-        per_box = mine.groupby("concurrency").size().max()
+        per_box = mine.groupby(x_col).size().max()
         fig.add_trace(
             go.Box(
-                x=mine["concurrency"].astype(str),
+                x=mine[x_col].astype(str),
                 y=mine[metric],
                 name=lane,
                 legendgroup=lane,
@@ -71,11 +83,27 @@ def distribution_box(
                 jitter=0.35,
                 pointpos=0,
                 hovertemplate=(
-                    "<b>%{fullData.name}</b><br>concurrency %{x}<br>%{y:.1f}<extra></extra>"
+                    f"<b>%{{fullData.name}}</b><br>{'' if rate else 'concurrency '}%{{x}}"
+                    "<br>%{y:.1f}<extra></extra>"
                 ),
             )
         )
     return fig
+
+
+def is_rate(frame: pd.DataFrame) -> bool:
+    """Whether the frame's levels ran open loop (drawn by rate, not by their keys)."""
+    return "load_mode" in frame and bool((frame["load_mode"] == RATE).any())
+
+
+def _rate_categories(frame: pd.DataFrame) -> list[str]:
+    """The levels' labels by rate, "all at once" last."""
+    pairs = frame[["load", "load_label"]].drop_duplicates("load_label")
+    ordered = sorted(
+        pairs.itertuples(index=False),
+        key=lambda p: load_order(None if pd.isna(p.load) else p.load),
+    )
+    return [str(p.load_label) for p in ordered]
 
 
 def _fill(hex_color: str, alpha: float = 0.18) -> str:
@@ -165,9 +193,10 @@ def throughput_vs_concurrency(
     uirevision: str | None = None,
 ) -> go.Figure:
     """Output throughput (all requests of a level together) per lane against concurrency."""
+    rate = is_rate(levels)
     fig = base_figure(
-        "Output throughput vs concurrency",
-        CONCURRENCY_TITLE,
+        "Output throughput vs request rate" if rate else "Output throughput vs concurrency",
+        load_title(RATE) if rate else CONCURRENCY_TITLE,
         THROUGHPUT_TITLE,
         "All output tokens of a level ÷ its duration. Higher is better.",
         uirevision,
@@ -175,23 +204,33 @@ def throughput_vs_concurrency(
     data = levels[levels["out_tok_per_s"].notna()] if not levels.empty else levels
     if data.empty:
         return no_data(fig, "No finished level yet")
-    concurrency_axis(fig, sorted({int(c) for c in data["concurrency"]}))
+    if rate:
+        loads = [None if pd.isna(v) else float(v) for v in data["load"]]
+        scale = load_scale(loads)
+        data = data.assign(x=[scale.x(v) for v in loads], order=[load_order(v) for v in loads])
+        apply_load_axis(fig, scale, RATE)
+    else:
+        concurrency_axis(fig, sorted({int(c) for c in data["concurrency"]}))
+        data = data.assign(x=data["concurrency"], order=data["concurrency"])
     for lane in colors:
-        mine = data[data["lane"] == lane].sort_values("concurrency")
+        mine = data[data["lane"] == lane].sort_values("order")
         if mine.empty:
             continue
         fig.add_trace(
             go.Scatter(
-                x=mine["concurrency"],
+                x=mine["x"],
                 y=mine["out_tok_per_s"],
                 mode="lines+markers",
                 name=lane,
                 legendgroup=lane,
                 line={"color": lane_color(colors, lane), "width": 2.5},
                 marker={"color": lane_color(colors, lane), "size": 9},
+                text=mine["load_label"] if rate else None,
                 customdata=mine[["req_per_s", "ttft_p50_ms", "e2el_p50_ms"]].to_numpy(),
                 hovertemplate=(
-                    "<b>%{fullData.name}</b><br>concurrency %{x}<br>%{y:.1f} tok/s"
+                    "<b>%{fullData.name}</b><br>"
+                    + ("%{text}" if rate else "concurrency %{x}")
+                    + "<br>%{y:.1f} tok/s"
                     "<br>%{customdata[0]:.2f} req/s<br>TTFT p50 %{customdata[1]:.0f} ms"
                     "<br>E2E p50 %{customdata[2]:.0f} ms<extra></extra>"
                 ),
