@@ -45,6 +45,10 @@ from lib.core.slo import Slo
 BATCHES, PARTLY, QUEUES, UNKNOWN = "batches", "partly", "queues", "unknown"
 SPEED_KEPT_BATCHES = 0.6  # each user keeps this share of its speed: the engine batches
 PARALLEL_QUEUES = 1.5  # throughput grows no more than this: one request at a time
+# Rate runs estimate requests at once from one request's speed at the lowest rate, which
+# varies with each prompt's prefill: a server that runs one request at a time read 1.8
+# on the sandbox's llama-cpp-python (English preset). Below 2 is not evidence of batching.
+RATE_AT_ONCE_QUEUES = 2.0
 # Closed loop: loads closer than this cannot tell the two apart (a queueing server at 4 vs 6
 # users still keeps 4/6 = 67% of its speed).
 MIN_SPREAD = 2.0
@@ -298,7 +302,7 @@ def _rate_verdict(lane: Mapping[str, Any], usable: list[Mapping[str, Any]]) -> d
     if behind is None:
         a, b = dur_pair(ttft0 or 0.0, _p50(high, "ttft_ms") or 0.0)
         keeps = f"keeps up with every rate tried, up to {_at(high)} (TTFT p50 {a} → {b})"
-        if at_once > PARALLEL_QUEUES:
+        if at_once > RATE_AT_ONCE_QUEUES:
             sentence = f"batches: {keeps}, about {round(at_once)} requests at once at the top"
             return _verdict(lane, BATCHES, sentence, **figures)
         return _verdict(
@@ -314,7 +318,7 @@ def _rate_verdict(lane: Mapping[str, Any], usable: list[Mapping[str, Any]]) -> d
         else f"falls behind already at {_at(behind)}:"
     )
     keeps = f"{where} {_why_behind(behind, ttft0)}"
-    if at_once <= PARALLEL_QUEUES:
+    if at_once <= RATE_AT_ONCE_QUEUES:
         return _verdict(
             lane, QUEUES, f"queues: serves about 1 request at a time — {keeps}", **figures
         )
