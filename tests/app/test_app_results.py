@@ -80,6 +80,10 @@ def test_finished_run(db):
         [LANE_NAMES[1], 5],
     ]
     assert frame["out_tok_per_s"].tolist() == pytest.approx([50.0, 50.0, 50.0, 250.0])
+    # The verdict in words: the seed team's finding, Ollama queues while vLLM batches.
+    assert "What the numbers say" in _texts(at.subheader)
+    assert f"**{LANE_NAMES[0]}**: queues: serves about 1 request at a time" in markdown
+    assert f"**{LANE_NAMES[1]}**: batches: at 5 users each keeps" in markdown
     # Quality: the quantized lane drifted to Chinese.
     assert "8/10 drifted to Chinese" in markdown
     assert "0/10 drifted" in markdown
