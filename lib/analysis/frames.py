@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -31,7 +31,15 @@ from lib.analysis.lane_memory import lane_peak_memory
 from lib.analysis.load_frames import level_loads as level_loads
 from lib.analysis.load_frames import load_cells
 from lib.analysis.load_frames import with_loads as with_loads
-from lib.core import metrics, outcome
+
+# The live view's progress and tile figures live in progress_frames; frames.<name> as before.
+from lib.analysis.progress_frames import PROGRESS_COLUMNS as PROGRESS_COLUMNS
+from lib.analysis.progress_frames import kpis as kpis
+from lib.analysis.progress_frames import level_plan as level_plan
+from lib.analysis.progress_frames import pick_labels as pick_labels
+from lib.analysis.progress_frames import plan_order as plan_order
+from lib.analysis.progress_frames import progress_frame as progress_frame
+from lib.core import metrics
 
 # What the live view keeps of each request: numbers only. Answers and inter-token gaps
 # stay in the store (the results page reads them through results.run_document), so a
@@ -93,19 +101,6 @@ LEVEL_COLUMNS: tuple[str, ...] = (
     "e2el_p99_ms",
     "tok_per_s_p50",
 )
-
-PROGRESS_COLUMNS: tuple[str, ...] = (
-    "lane",
-    "lane_idx",
-    "concurrency",
-    "status",
-    "completed",
-    "failed",
-    "total",
-    "fraction",
-    "error",
-)
-
 
 # --- the live request log -------------------------------------------------------------
 
@@ -279,90 +274,6 @@ def with_peak_memory(summary: pd.DataFrame, document: Mapping[str, Any]) -> pd.D
         by_lane.map(lambda p: p[0] / 2**30 if p[0] is not None else None), errors="coerce"
     ).astype("float64")
     out["peak_gpu_mem_source"] = by_lane.map(lambda p: p[1]).astype(object)
-    return out
-
-
-def progress_frame(
-    names: Sequence[str],
-    concurrency: Sequence[int],
-    total: int,
-    counts: Mapping[tuple[int, int], Mapping[str, int]],
-    levels: Sequence[Mapping[str, Any]],
-    rows: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
-) -> pd.DataFrame:
-    """Requests done and failed of N per lane and configured level.
-
-    `counts` is store.count_requests; `levels` store.get_levels (its status and error
-    say how it ended; a level with no row yet is waiting). `rows` gives the request
-    rows, read only for a troubled level stored without a reason (older runs).
-    """
-    status = {(lv["lane_idx"], lv["concurrency"]): lv["status"] for lv in levels}
-    errors = {(lv["lane_idx"], lv["concurrency"]): lv.get("error") for lv in levels}
-    out = []
-    for li, name in enumerate(names):
-        for c in concurrency:
-            got = counts.get((li, c), {})
-            ok, bad = int(got.get("completed") or 0), int(got.get("failed") or 0)
-            state = status.get((li, c), outcome.WAITING)
-            reason = errors.get((li, c))
-            if state == outcome.COMPLETED and bad:
-                state = outcome.level_status(ok, bad)  # stored before outcomes were judged
-            if state in outcome.TROUBLED and not reason and rows is not None:
-                reason = _reason(rows(), li, c, ok + bad)  # read only when needed
-            out.append(
-                {
-                    "lane": name,
-                    "lane_idx": li,
-                    "concurrency": c,
-                    "status": state,
-                    "completed": ok,
-                    "failed": bad,
-                    "total": total,
-                    "fraction": min((ok + bad) / total, 1.0) if total else 0.0,
-                    "error": reason,
-                }
-            )
-    return pd.DataFrame.from_records(out, columns=list(PROGRESS_COLUMNS))
-
-
-def _reason(rows: Sequence[Mapping[str, Any]], lane_idx: int, c: int, total: int) -> str | None:
-    """Why a level's requests failed, from its rows (for levels stored without one)."""
-    errors = [
-        str(r["error"])
-        for r in rows
-        if r["lane_idx"] == lane_idx and r["concurrency"] == c and r.get("error")
-    ]
-    return outcome.error_reason(errors, total)
-
-
-def kpis(
-    levels: pd.DataFrame, names: Sequence[str], pick: int | None = None
-) -> list[dict[str, Any]]:
-    """Headline figures per lane at one level, with that level's done and failed counts.
-
-    The level is `pick` where the lane has data for it; otherwise its latest level with
-    answers: while a run goes on, the level being measured; for a finished run, the last
-    (usually the highest) concurrency level that answered. `concurrency` says which.
-    """
-    out = []
-    for li, name in enumerate(names):
-        mine = levels[levels["lane_idx"] == li]
-        row: dict[str, Any] = {"lane": name, "lane_idx": li, "concurrency": None}
-        row |= dict.fromkeys(("ttft_p50_ms", "tok_per_s_p50", "out_tok_per_s"))
-        row |= {"completed": int(mine["completed"].sum()), "failed": int(mine["failed"].sum())}
-        picked = mine[mine["concurrency"] == pick] if pick is not None else mine.iloc[0:0]
-        answered = mine[mine["completed"] > 0]
-        # The picked level; else the latest that answered at all (a level that failed
-        # outright has no figures to show: its failure is listed beside them).
-        shown = picked if not picked.empty else answered if not answered.empty else mine
-        if not shown.empty:
-            last = shown.iloc[-1]
-            row |= {"completed": int(last["completed"]), "failed": int(last["failed"])}
-            row["concurrency"] = int(last["concurrency"])
-            for key in ("ttft_p50_ms", "tok_per_s_p50", "out_tok_per_s"):
-                value = last[key]
-                row[key] = None if pd.isna(value) else float(value)
-        out.append(row)
     return out
 
 

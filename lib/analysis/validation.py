@@ -411,10 +411,27 @@ def verdict_line(verdict: Mapping[str, Any]) -> str:
     return text + (f" ({unmeasured} not measurable)" if unmeasured else "")
 
 
-def problem_lines(verdict: Mapping[str, Any]) -> list[str]:
-    """One line per check that warned or failed: "⚠ vLLM c=5 streaming: …"."""
+def problem_lines(verdict: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """One line per check that warned or failed: "⚠ vLLM c=5 streaming: …", a rate
+    level by its load ("⚠ vLLM 8 req/s schedule: …"): the problem's own load_label, else
+    its level's in `lanes` (the document's), else its key as a concurrency."""
     mark = {WARN: "⚠", FAIL: "✗"}
     return [
-        f"{mark.get(p['status'], '?')} {p['lane']} c={p['concurrency']} {p['check']}: {p['detail']}"
+        f"{mark.get(p['status'], '?')} {p['lane']} {problem_level(p, lanes)} "
+        f"{p['check']}: {p['detail']}"
         for p in verdict.get("problems") or []
     ]
+
+
+def problem_level(problem: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]] = ()) -> str:
+    """How a problem names its level: "c=5", or a rate level's "8 req/s" (a rate run's
+    level key only numbers its levels)."""
+    if problem.get("load_label"):
+        return str(problem["load_label"])
+    for lane in lanes:
+        if lane.get("name") != problem["lane"]:
+            continue
+        for level in lane.get("levels") or []:
+            if level.get("concurrency") == problem["concurrency"] and level.get("load_label"):
+                return str(level["load_label"])
+    return f"c={problem['concurrency']}"

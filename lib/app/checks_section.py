@@ -16,6 +16,7 @@ import streamlit as st
 
 from lib.analysis import validation
 from lib.app.formatting import esc_md
+from lib.core.load_pattern import RATE
 
 STATUS_TEXT = {
     validation.PASS: "✓ pass",
@@ -27,11 +28,17 @@ SHOWN_PROBLEMS = 8  # lines under the verdict; the expander lists every check
 
 
 def checks_frame(doc: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per check of every level of every lane, status with its symbol."""
+    """One row per check of every level of every lane, status with its symbol.
+
+    A run with rate levels names each level by its load in a "Load" column ("2 req/s",
+    "c=4"): a rate level's key only numbers it. Closed-loop runs keep "Concurrency".
+    """
+    rated = any(level.get("load_mode") == RATE for lane in doc["lanes"] for level in lane["levels"])
+    head = "Load" if rated else "Concurrency"
     rows = [
         {
             "Lane": lane["name"],
-            "Concurrency": level.get("concurrency"),
+            head: level_name(level) if rated else level.get("concurrency"),
             "Check": item["check"],
             "Status": STATUS_TEXT.get(item["status"], item["status"]),
             "Detail": item["detail"],
@@ -40,7 +47,11 @@ def checks_frame(doc: Mapping[str, Any]) -> pd.DataFrame:
         for level in lane["levels"]
         for item in level.get("validation") or []
     ]
-    return pd.DataFrame(rows, columns=["Lane", "Concurrency", "Check", "Status", "Detail"])
+    return pd.DataFrame(rows, columns=["Lane", head, "Check", "Status", "Detail"])
+
+
+def level_name(level: Mapping[str, Any]) -> str:
+    return str(level.get("load_label") or f"c={level.get('concurrency')}")
 
 
 def checks_section(doc: Mapping[str, Any]) -> None:
@@ -49,7 +60,7 @@ def checks_section(doc: Mapping[str, Any]) -> None:
     if not verdict.get("checks"):
         return  # no level ran: the run's own status says why
     statuses = {p["status"] for p in verdict.get("problems") or []}
-    lines = validation.problem_lines(verdict)
+    lines = validation.problem_lines(verdict, doc["lanes"])
     shown = [esc_md(line) for line in lines[:SHOWN_PROBLEMS]]
     if len(lines) > SHOWN_PROBLEMS:
         shown.append(f"… {len(lines) - SHOWN_PROBLEMS} more under All checks")
@@ -63,7 +74,9 @@ def checks_section(doc: Mapping[str, Any]) -> None:
         st.success(body, icon=":material/check_circle:")
     with st.expander("All checks"):
         frame = checks_frame(doc)
-        for col in ("Lane", "Check", "Detail"):
+        for col in ("Lane", "Load", "Check", "Detail"):
+            if col not in frame.columns:
+                continue
             frame[col] = frame[col].map(esc_md)
         st.table(frame, hide_index=True)
         st.caption(

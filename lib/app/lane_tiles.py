@@ -16,17 +16,26 @@ from lib.app.formatting import STATUS_COLORS, esc_md, fmt_num
 from lib.core import outcome
 
 
-def level_pick(order: Sequence[int], where: str, run_id: str) -> int | None:
+def level_pick(
+    order: Sequence[int],
+    where: str,
+    run_id: str,
+    labels: Mapping[int, str] | None = None,
+) -> int | None:
     """Which level the lane tiles' figures show: each lane's latest that answered, or
-    one the user picks (every level's outcome is listed in the tiles either way)."""
-    if len(order) < 2:
+    one the user picks (every level's outcome is listed in the tiles either way).
+
+    `labels` name the level keys ("2 req/s"; "c=4" where not given). None offers no
+    pick: a key that stands for different loads on different lanes (frames.pick_labels).
+    """
+    if len(order) < 2 or labels is None:
         return None
     options = ["latest", *order]
     chosen = st.segmented_control(
         "Figures of level",
         options,
         default="latest",
-        format_func=lambda o: "latest" if o == "latest" else f"c={o}",
+        format_func=lambda o: "latest" if o == "latest" else labels.get(o) or f"c={o}",
         key=f"{where}-pick-{run_id}",
         label_visibility="collapsed",
     )
@@ -73,7 +82,8 @@ def _tile_title(
     warm: Mapping[str, Any] | None,
     active: bool,
 ) -> None:
-    level = f" · c={kpi['concurrency']}" if kpi["concurrency"] else ""
+    label = kpi.get("load_label") or f"c={kpi['concurrency']}"  # a rate run's "2 req/s"
+    level = f" · {label}" if kpi["concurrency"] else ""
     statuses = [str(s) for s in mine["status"]]
     if warm is not None and warm.get("status") == outcome.WARMING_UP:
         state = outcome.WARMING_UP
@@ -110,7 +120,8 @@ def _level_lines(mine: pd.DataFrame, active: bool) -> None:
     """Every level of the lane: progress while it runs, then its outcome and reason."""
     for row in mine.itertuples():
         failed = f", {row.failed} failed" if row.failed else ""
-        counts = f"c={row.concurrency}: {row.completed + row.failed}/{row.total} requests{failed}"
+        label = getattr(row, "load_label", None) or f"c={row.concurrency}"
+        counts = f"{label}: {row.completed + row.failed}/{row.total} requests{failed}"
         if active and row.status in ("waiting", outcome.RUNNING):
             st.progress(float(row.fraction), text=f"{counts} · {row.status}")
         elif row.status in outcome.TROUBLED:

@@ -202,7 +202,7 @@ def _draw_charts(run_id: str, where: str, tick: bool = False) -> None:
         samples.refresh(conn)
     active = run["status"] in jobs.ACTIVE
     names = frames.lane_names(run, lanes)
-    order = list(run["config"].get("concurrency") or [])
+    order = frames.plan_order(frames.level_plan(run["config"], levels, len(names)))
     version = (
         len(log),
         len(samples),
@@ -251,13 +251,17 @@ def _draw_run(run_id: str, where: str) -> bool:
     active = run["status"] in jobs.ACTIVE
     config = run["config"]
     names = frames.lane_names(run, lanes)
-    order = list(config.get("concurrency") or [])
+    # Which levels each lane runs: a rate run's keys 1..N only number its rates, and a
+    # capacity search's levels are known as they start (level_plan).
+    plan = frames.level_plan(config, levels, len(names))
+    order = frames.plan_order(plan)
     data = _run_data(run_id, run, log, names, order)  # cached per request count
     level_df = data["levels"]
     total = int(config.get("requests") or 0)
-    progress = frames.progress_frame(names, order, total, counts, levels, log.rows)
+    progress = frames.progress_frame(names, order, total, counts, levels, log.rows, plan)
     run_header(run, active, where, progress, names)
     drift = data["drift"]
-    pick = level_pick(order, where, run_id)
-    lane_tiles(names, frames.kpis(level_df, names, pick), progress, active, drift, warmups)
+    pick = level_pick(order, where, run_id, frames.pick_labels(plan))
+    kpis = frames.kpis(level_df, names, pick, frames.level_loads(levels))
+    lane_tiles(names, kpis, progress, active, drift, warmups)
     return active

@@ -62,7 +62,7 @@ def _failure_box(
     run: Mapping[str, Any], status: str, levels: Sequence[Mapping[str, Any]], names: Sequence[str]
 ) -> None:
     """Why a run failed, level by level, and what a failing sandbox engine logged."""
-    lines = outcome.failure_lines(levels, names)
+    lines = _failure_lines(levels, names)
     if status not in outcome.TROUBLED and not lines:
         return
     if not lines and run.get("error"):
@@ -77,3 +77,18 @@ def _failure_box(
         with st.expander(f"{lane}: sandbox engine {report.get('name')} {alive} · its log"):
             st.caption(esc_md(f"last lines of {report.get('log')}"))
             st.code("\n".join(report.get("tail") or ["(empty)"]), language=None)
+
+
+def _failure_lines(levels: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[str]:
+    """outcome.failure_lines, with a level named by its load: a rate level's key only
+    numbers it, so "vllm:m c=2 failed: …" reads "vllm:m 8 req/s failed: …"."""
+    out = []
+    for lv in levels:
+        for line in outcome.failure_lines([lv], names):
+            li, key, label = lv["lane_idx"], lv["concurrency"], lv.get("load_label")
+            name = names[li] if 0 <= li < len(names) else f"lane {li}"
+            prefix = f"{name} c={key} "
+            if label and line.startswith(prefix):
+                line = f"{name} {label} {line[len(prefix) :]}"
+            out.append(line)
+    return out

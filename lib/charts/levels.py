@@ -45,8 +45,9 @@ def add_level_bands(
     yref: str = "paper",
     **where: Any,
 ) -> None:
-    """Each lane's levels as bands in its colour, labelled "c=5" (the latency timeline and
-    the telemetry charts share them, so a level reads the same everywhere).
+    """Each lane's levels as bands in its colour, labelled by their load: "c=5", or a rate
+    run's "2 req/s" (the latency timeline and the telemetry charts share them, so a level
+    reads the same everywhere).
 
     Labels are in the lane's colour, at the top of the plot, each lane on a row of its
     own (lanes at the same time do not print over each other); a label that would touch
@@ -83,7 +84,7 @@ def add_level_bands(
         )
         if not labels:
             continue
-        text = f"c={span['concurrency']}"
+        text = band_label(span)
         x = float(span["start_s"])
         width = (len(text) * LABEL_CHAR_PX + 8) * sec_per_px
         # The lane's first row that is free here (rows of a lane are len(lanes) apart,
@@ -109,6 +110,12 @@ def add_level_bands(
     append_layout(fig, shapes, notes)
 
 
+def band_label(span: Mapping[str, Any]) -> str:
+    """A band's label: the span's load (frames.level_spans), else its key as concurrency;
+    a rate level's key only numbers it."""
+    return str(span.get("load_label") or f"c={span['concurrency']}")
+
+
 def append_layout(fig: go.Figure, shapes: Sequence[Any], notes: Sequence[Any]) -> None:
     """Add shapes and annotations by setting the tuples: update_layout with the existing
     ones in its lists re-checked them all (~45 ms for a dozen)."""
@@ -129,7 +136,7 @@ def _level_bands_subplot(
         label: dict[str, Any] = {}
         if labels:
             label["annotation"] = {
-                "text": f"c={span['concurrency']}",
+                "text": band_label(span),
                 "font": {"size": 11, "color": "#555555"},
             }
             label["annotation_position"] = "top left"

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
+from lib.report import capacity_section, verdict_section
 from lib.report import sections as sections
-from lib.report import verdict_section
 from lib.report.facts import RunView, load_view, resolve_concurrency, run_title
 
 __all__ = ["html_bytes", "html_report", "png_bytes", "write_html"]
@@ -175,6 +175,8 @@ def render_html(view: RunView, concurrency: int | None = None) -> str:
     """The report page for a loaded run."""
     plotly_js, plotly_hash = _plotly_js()
     c = resolve_concurrency(view.doc, concurrency)
+    # The capacity charts are packed after the run's own; their section places the cells.
+    figures, extra = sections.figures(view), capacity_section.capacity_figures(view)
     body = "".join(
         [
             sections.header(view),
@@ -182,8 +184,9 @@ def render_html(view: RunView, concurrency: int | None = None) -> str:
             verdict_section.verdict_section(view),
             sections.headline(view, c),
             sections.summary_section(view),
+            capacity_section.capacity_section(view, len(figures), len(extra)),
             sections.checks_section(view),
-            sections.charts_section(sections.figures(view)),
+            sections.charts_section(figures, extra),
             sections.quality_section(view),
             sections.lanes_section(view),
             sections.settings_section(view),

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lib.analysis import validation
+from lib.core.load_pattern import RATE
 from lib.report.card_chart import throughput_svg
 from lib.report.card_template import MAX_LANES, esc, page
 from lib.report.facts import (
@@ -30,6 +31,7 @@ from lib.report.facts import (
     scrub_urls,
     truncate,
 )
+from lib.report.level_tables import level_phrase, rate_run
 from lib.report.verdict_section import card_line, card_verdicts
 
 ENGINE_NAMES = {
@@ -56,13 +58,18 @@ def card_html(view: RunView, concurrency: int | None = None) -> str:
     so at the top with its reason."""
     picked = resolve_concurrency(view.doc, concurrency) if concurrency is not None else None
     kpis = lane_kpis(view, picked)
-    for k, sentence in zip(kpis, card_verdicts(view.doc), strict=True):
+    for k, sentence, lane in zip(kpis, card_verdicts(view.doc), view.doc["lanes"], strict=True):
         k["verdict"] = sentence  # lane_kpis and the verdict both follow the lanes' order
+        _name_levels(k, lane)
     shown, hidden = kpis[:MAX_LANES], len(kpis) - MAX_LANES
     settings = view.doc["settings"]
     ran = sorted({lv["concurrency"] for lane in view.doc["lanes"] for lv in lane["levels"]})
     if picked is not None:
-        levels_text = f"concurrency {picked}"
+        levels_text = level_phrase(view.doc, picked).removeprefix("at ")
+    elif ran and rate_run(view.doc):
+        # A rate run's keys only number its levels: its rates, in the order they ran.
+        labels = [lv["load_label"] for k in kpis for lv in k["levels"] if lv["load_label"]]
+        levels_text = ", ".join(dict.fromkeys(labels))
     elif ran:
         levels_text = "concurrency " + ", ".join(map(str, ran))
     else:
@@ -132,10 +139,8 @@ def _checks_line(view: RunView) -> str:
     failed = [p for p in problems if p["status"] == validation.FAIL]
     worst = (failed or problems)[0]
     mark = "✗" if failed else "⚠"
-    first = (
-        f"{mark} {truncate(worst['lane'], 40)} c={worst['concurrency']} {worst['check']}: "
-        f"{worst['detail']}"
-    )
+    level = validation.problem_level(worst, view.doc["lanes"])  # "c=4", "2 req/s"
+    first = f"{mark} {truncate(worst['lane'], 40)} {level} {worst['check']}: {worst['detail']}"
     more = f" (+{len(problems) - 1} more in the report)" if len(problems) > 1 else ""
     # Three parts: only the problem is cut to fit, never the count or "+N more".
     return (
@@ -223,27 +228,29 @@ def _lane_box(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str:
 def _lane_table(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str:
     """A lane over every level it ran: a row per level (a failed level reads as its
     reason, in red), the highest output throughput of each level starred."""
-    winners: dict[int, str | None] = {}
-    for c in {lv["concurrency"] for lane in lanes for lv in lane["levels"]}:
+    # Levels compare across lanes by their load: a closed-loop key is its concurrency, a
+    # rate level's key only numbers it (a capacity search's differ per lane).
+    winners: dict[Any, str | None] = {}
+    for c in {_load_key(lv) for lane in lanes for lv in lane["levels"]}:
         values = [
             (lv["out_tok_per_s"], lane["name"])
             for lane in lanes
             for lv in lane["levels"]
-            if lv["concurrency"] == c
+            if _load_key(lv) == c
         ]
         winners[c] = _winner(values, higher=True)
     rows = []
     for lv in k["levels"]:
-        c = lv["concurrency"]
+        c = _level_cell(lv)
         if lv["status"] == "failed" or not lv["completed"]:
-            why = level_trouble(lv) or f"c={c}: no answer"
+            why = level_trouble(lv) or f"c={lv['concurrency']}: no answer"
             rows.append(
                 f'<tr><td>{esc(c)}</td><td class="x" colspan="3">✗ '
                 f"{esc(why.split(': ', 1)[-1])}</td></tr>"
             )
             continue
         star = ""
-        if winners.get(c) == k["name"]:
+        if winners.get(_load_key(lv)) == k["name"]:
             # ★ for a clean lane; a flagged lane on top gets ⚑, its reasons in the box.
             cls, sym = ("star warn", "⚑") if k["caveats"] else ("star", "★")
             star = f'<span class="{cls}">{sym}</span>'
@@ -257,8 +264,9 @@ def _lane_table(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str
             f"<td>{esc(fmt(lv['out_tok_per_s'], 0))}{star}</td></tr>"
         )
     many = " many" if len(rows) > 5 else ""
+    first = "load" if any(lv.get("rated") for lv in k["levels"]) else "c"
     table = (
-        f'<table class="lv{many}"><tr><th>c</th><th>TTFT p50 ms</th><th>tokens/s p50</th>'
+        f'<table class="lv{many}"><tr><th>{first}</th><th>TTFT p50 ms</th><th>tokens/s p50</th>'
         f"<th>output tok/s</th></tr>{''.join(rows)}</table>"
     )
     value, unit, mem_label = _memory_text(k)
@@ -274,10 +282,48 @@ def _failed_row(trouble: str, k: Mapping[str, Any]) -> bool:
     """Whether a trouble line is already a red row of the lane's table."""
     for lv in k["levels"]:
         if (lv["status"] == "failed" or not lv["completed"]) and trouble.startswith(
-            f"c={lv['concurrency']}: "
+            _trouble_prefix(lv)
         ):
             return True
     return False
+
+
+def _name_levels(k: dict[str, Any], lane: Mapping[str, Any]) -> None:
+    """Give each of the lane's level rows its load ("2 req/s"; None closed loop), and
+    name a rate level by it in the lane's trouble lines and caveats (facts.level_trouble
+    says "c=<key>:", and a rate level's key only numbers it)."""
+    renamed: dict[str, str] = {}
+    for row, level in zip(k["levels"], lane.get("levels") or [], strict=True):
+        rated = level.get("load_mode") == RATE
+        row["rated"] = rated
+        row["load_label"] = level.get("load_label") if rated else None
+        if rated and row["load_label"]:
+            renamed[f"c={row['concurrency']}: "] = f"{row['load_label']}: "
+
+    def named(line: str) -> str:
+        for old, new in renamed.items():
+            if line.startswith(old):
+                return new + line[len(old) :]
+        return line
+
+    k["troubles"] = [named(t) for t in k["troubles"]]
+    k["caveats"] = [named(t) for t in k["caveats"]]
+
+
+def _level_cell(lv: Mapping[str, Any]) -> str:
+    """A level row's first cell: its concurrency, or a rate level's load ("2 req/s")."""
+    return str((lv.get("load_label") if lv.get("rated") else None) or lv["concurrency"])
+
+
+def _trouble_prefix(lv: Mapping[str, Any]) -> str:
+    """How the lane's trouble lines start for this level (after _name_levels)."""
+    if lv.get("rated") and lv.get("load_label"):
+        return f"{lv['load_label']}: "
+    return f"c={lv['concurrency']}: "
+
+
+def _load_key(lv: Mapping[str, Any]) -> Any:
+    return ("rate", lv.get("load_label")) if lv.get("rated") else lv["concurrency"]
 
 
 def _troubles_line(k: Mapping[str, Any], troubles: Sequence[str] | None = None) -> str:

@@ -5,9 +5,10 @@ figures come from lib/charts over lib/analysis/frames.py's frames, as on the Res
 and travel as JSON data blocks (`charts_section`) that lib/report/__init__.py's runner
 draws. Nothing here names a URL: endpoints appear as host:port/path.
 
-One module on purpose (a little over 400 lines): the sections are short functions over
-one RunView in the page's order; the escaping and table helpers they share are
-lib/report/html_parts.py, the packed data blocks they emit lib/report/packing.py.
+The sections are short functions over one RunView in the page's order; the per-level
+tables (summary, engine-side timings, checks) are lib/report/level_tables.py, the
+latency targets and capacity lib/report/capacity_section.py, the escaping and table
+helpers they share lib/report/html_parts.py, the packed data blocks lib/report/packing.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from lib import charts
-from lib.analysis import frames, validation
+from lib.analysis import frames
 from lib.analysis.lane_memory import memory_series
 from lib.report.facts import (
     RunView,
@@ -40,6 +41,13 @@ from lib.report.html_parts import (
     missing,
     swatch,
 )
+
+# The per-level tables, re-exported: lib/report/__init__.py reads them as sections.<name>.
+from lib.report.level_tables import CHECK_MARKS as CHECK_MARKS
+from lib.report.level_tables import SUMMARY_HEADERS as SUMMARY_HEADERS
+from lib.report.level_tables import checks_section as checks_section
+from lib.report.level_tables import level_phrase
+from lib.report.level_tables import summary_section as summary_section
 
 # PACKED_TYPE stays readable here: the report's tests find the data blocks by it.
 from lib.report.packing import PACKED_TYPE as PACKED_TYPE
@@ -140,7 +148,8 @@ def headline(view: RunView, concurrency: int | None) -> str:
     headers = ["Lane", "Engine", "Model", "Quantization", "TTFT p50 (ms)"]
     headers += ["Tokens/s p50", "Output throughput (tok/s)", "Peak memory", "Answer checks"]
     numeric = [False, False, False, False, True, True, True, True, False]
-    return f"<h2>At concurrency {concurrency}</h2>" + html_table(headers, rows, numeric)
+    at = level_phrase(view.doc, concurrency)  # a rate run's level by its rate
+    return f"<h2>{esc(at[:1].upper() + at[1:])}</h2>" + html_table(headers, rows, numeric)
 
 
 def settings_section(view: RunView) -> str:
@@ -208,127 +217,6 @@ def lanes_section(view: RunView) -> str:
     return "<h2>Engines and models</h2>" + html_table(headers, rows)
 
 
-SUMMARY_HEADERS = {
-    "concurrency": ("Concurrency", 0),
-    "completed": ("Completed", 0),
-    "failed": ("Failed", 0),
-    "duration_s": ("Duration (s)", 2),
-    "req_per_s": ("Requests/s", 2),
-    "out_tok_per_s": ("Output throughput (tok/s)", 1),
-    "ttft_p50_ms": ("TTFT p50 (ms)", 1),
-    "ttft_p99_ms": ("TTFT p99 (ms)", 1),
-    "tpot_p50_ms": ("TPOT p50 (ms)", 2),
-    "e2el_p50_ms": ("E2E p50 (ms)", 0),
-    "e2el_p99_ms": ("E2E p99 (ms)", 0),
-    "tok_per_s_p50": ("Tokens/s p50 (per request)", 1),
-}
-
-
-def summary_section(view: RunView) -> str:
-    summary = frames.summary_frame(view.doc)
-    rows = []
-    for rec in summary.to_dict("records"):
-        cells = [lane_cell(rec["lane"], view.colors)]
-        cells += [esc(fmt(rec[k], digits)) for k, (_, digits) in SUMMARY_HEADERS.items()]
-        rows.append(cells)
-    headers = ["Lane", *(h for h, _ in SUMMARY_HEADERS.values())]
-    note = (
-        "<p class='note'>Per level: output throughput = all output tokens ÷ the level's "
-        "duration; tokens/s per request = output tokens ÷ its E2E latency (one user's view). "
-        "Warm-up requests are left out. Definitions as vLLM's <code>bench serve</code>.</p>"
-    )
-    table = html_table(headers, rows, [False, *([True] * len(SUMMARY_HEADERS))])
-    return "<h2>Summary per lane and concurrency</h2>" + table + note + _server_table(view)
-
-
-# A check's status as a symbol and a word, and the verdict's colour: the outcome badge's
-# classes (green, amber, red), so a run whose numbers failed a check never reads as clean.
-CHECK_MARKS = {
-    validation.PASS: "✓ pass",
-    validation.WARN: "⚠ warn",
-    validation.FAIL: "✗ fail",
-    validation.UNMEASURABLE: "– not measurable",
-}
-
-
-def checks_section(view: RunView) -> str:
-    """The run's checks of its own numbers (lib/analysis/validation.py): the verdict in a
-    green, amber or red badge, one line per check that did not pass, and every check of
-    every level in a table that opens on click."""
-    verdict = view.doc.get("validation") or {}
-    if not verdict.get("checks"):
-        return ""
-    problems = verdict.get("problems") or []
-    statuses = {p["status"] for p in problems}
-    cls = "failed" if validation.FAIL in statuses else "partial" if statuses else "ok"
-    out = [
-        "<h2>Checks of the numbers</h2>",
-        f'<p><span class="status {cls}">{esc(validation.verdict_line(verdict))}</span></p>',
-    ]
-    lines = validation.problem_lines(verdict)
-    if lines:
-        items = "".join(
-            f'<li class="{esc(p["status"])}">{esc(line)}</li>'
-            for p, line in zip(problems, lines, strict=True)
-        )
-        out.append(f'<ul class="checks">{items}</ul>')
-    rows = [
-        [
-            lane_cell(lane["name"], view.colors),
-            esc(level.get("concurrency")),
-            esc(item["check"]),
-            f'<td class="check {esc(item["status"])}">'
-            f"{esc(CHECK_MARKS.get(item['status'], item['status']))}</td>",
-            esc(item["detail"]),
-        ]
-        for lane in view.doc["lanes"]
-        for level in lane["levels"]
-        for item in level.get("validation") or []
-    ]
-    table = html_table(["Lane", "Concurrency", "Check", "Status", "Detail"], rows, [False, True])
-    out.append(
-        f"<details><summary>All {len(rows)} checks, per lane and level</summary>{table}"
-        "<p class='note'>Each level checks its own stored numbers: whether answers streamed "
-        "token by token, whether the client kept up, token counts against chunks, E2E "
-        "against TTFT + ITL and the client's own count, and on Ollama lanes the client's "
-        "generation time against Ollama's eval_duration.</p></details>"
-    )
-    return "".join(out)
-
-
-SERVER_HEADERS = {
-    "concurrency": "Concurrency",
-    "client_ttft_p50_ms": "Client TTFT (ms)",
-    "client_e2el_p50_ms": "Client E2E (ms)",
-    "client_tok_per_s_p50": "Client tokens/s",
-    "server_load_ms": "Load (ms)",
-    "server_prompt_eval_ms": "Prompt eval (ms)",
-    "server_queue_ms": "Queue (ms)",
-    "server_eval_ms": "Eval (ms)",
-    "server_eval_tokens_per_s": "Eval rate (tok/s)",
-}
-
-
-def _server_table(view: RunView) -> str:
-    server = frames.server_timings_frame(view.doc)
-    if server.empty:
-        return ""
-    cols = [c for c in SERVER_HEADERS if c in server.columns]
-    rows = [
-        [
-            lane_cell(rec["lane"], view.colors),
-            *(esc(fmt(rec[c], 0 if c == "concurrency" else 1)) for c in cols),
-        ]
-        for rec in server.to_dict("records")
-    ]
-    headers = ["Lane", *(SERVER_HEADERS[c] for c in cols)]
-    return (
-        "<h3>Engine-side timings (Ollama), medians, beside the client's view</h3>"
-        + html_table(headers, rows, [False, *([True] * len(cols))])
-        + "<p class='note'>Queue ≈ total − load − prompt eval − eval.</p>"
-    )
-
-
 def figures(view: RunView) -> list[go.Figure]:
     rows, names, colors, order = view.rows, view.chart_names, view.chart_colors, view.order
     t0 = frames.run_start(view.run, rows)
@@ -338,6 +226,9 @@ def figures(view: RunView) -> list[go.Figure]:
     requests["error"] = [chart_text(e) if isinstance(e, str) else e for e in requests["error"]]
     levels = frames.level_frame(rows, names, order)
     spans = frames.level_spans(view.levels, names, t0, now=view.run.get("finished_at"))
+    # The spans name what each level's key stands for: a rate run's charts go by rate.
+    loads = frames.level_loads(spans)
+    requests, levels = frames.with_loads(requests, loads), frames.with_loads(levels, loads)
     return [
         charts.throughput_vs_concurrency(levels, colors),
         charts.ttft_box(requests, colors, order),
@@ -382,14 +273,16 @@ def memory_figure(view: RunView) -> go.Figure:
     return fig
 
 
-def charts_section(figures: Sequence[go.Figure]) -> str:
-    """The chart cells and the figures' packed data (drawn by lib/report/__init__.py's runner)."""
+def charts_section(figures: Sequence[go.Figure], also: Sequence[go.Figure] = ()) -> str:
+    """The chart cells and the figures' packed data (drawn by lib/report/__init__.py's
+    runner). `also`: figures packed after them whose cells another section placed
+    (fig<N> from N = len(figures) on: capacity_section)."""
     cells = "".join(f'<div class="chart" id="fig{i}"></div>' for i in range(len(figures)))
     note = (
         "<p class='note'>Interactive charts (hover, zoom, legend toggles); "
         "they need JavaScript, the tables above do not.</p>"
     )
-    data = packed_block("fig-data", figures_payload(figures))
+    data = packed_block("fig-data", figures_payload([*figures, *also]))
     return "<h2>Charts</h2>" + note + f'<div class="charts">{cells}</div>' + data
 
 
@@ -419,8 +312,8 @@ def answers_section(view: RunView) -> str:
     items = frames.answers_by_prompt(view.doc, level, limit=ANSWER_PROMPTS)
     out = [
         "<h2>Sample answers side by side</h2>",
-        f"<p class='note'>First {len(items)} prompts at concurrency {level}, the first answer "
-        "of each lane. Model output is shown as plain text.</p>",
+        f"<p class='note'>First {len(items)} prompts {esc(level_phrase(view.doc, level))}, "
+        "the first answer of each lane. Model output is shown as plain text.</p>",
     ]
     for n, item in enumerate(items, start=1):
         out.append(f"<h3>Prompt {n}</h3>")
