@@ -202,7 +202,7 @@ def _draw_charts(run_id: str, where: str, tick: bool = False) -> None:
         samples.refresh(conn)
     active = run["status"] in jobs.ACTIVE
     names = frames.lane_names(run, lanes)
-    order = frames.plan_order(frames.level_plan(run["config"], levels, len(names)))
+    order = _chart_order(run["config"], frames.level_plan(run["config"], levels, len(names)))
     version = (
         len(log),
         len(samples),
@@ -254,7 +254,7 @@ def _draw_run(run_id: str, where: str) -> bool:
     # Which levels each lane runs: a rate run's keys 1..N only number its rates, and a
     # capacity search's levels are known as they start (level_plan).
     plan = frames.level_plan(config, levels, len(names))
-    order = frames.plan_order(plan)
+    order = _chart_order(config, plan)
     data = _run_data(run_id, run, log, names, order)  # cached per request count
     level_df = data["levels"]
     total = int(config.get("requests") or 0)
@@ -265,3 +265,12 @@ def _draw_run(run_id: str, where: str) -> bool:
     kpis = frames.kpis(level_df, names, pick, frames.level_loads(levels))
     lane_tiles(names, kpis, progress, active, drift, warmups)
     return active
+
+
+def _chart_order(config: dict[str, Any], plan: Any) -> list[int]:
+    """Level keys in the order the charts and picker show them: as configured, except a
+    capacity search by users, which tries 1, 2, 4, 8, 6, 5 but reads best as 1…8."""
+    order = frames.plan_order(plan)
+    if (config.get("capacity") or {}).get("mode") == "concurrency":
+        return sorted(order)
+    return order

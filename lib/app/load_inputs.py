@@ -121,17 +121,22 @@ def _capacity_inputs() -> tuple[CapacitySearch, LoadPattern]:
         key="run_capacity_by",
         horizontal=True,
     )
-    start = cols[1].number_input("Start at", 1.0, 1024.0, 1.0, key="run_capacity_start")
-    ceiling = cols[2].number_input("At most", 1.0, 1024.0, 32.0, key="run_capacity_max")
+    if by == CONCURRENCY:  # whole users; rates in their own inputs (a widget keeps its type)
+        start = cols[1].number_input("Start at (users)", 1, 1024, 1, key="run_capacity_start")
+        ceiling = cols[2].number_input("At most (users)", 1, 1024, 32, key="run_capacity_max")
+    else:
+        start = cols[1].number_input(
+            "Start at (req/s)", 0.1, 10_000.0, 1.0, key="run_capacity_start_rate"
+        )
+        ceiling = cols[2].number_input(
+            "At most (req/s)", 0.1, 10_000.0, 32.0, key="run_capacity_max_rate"
+        )
     st.caption(
         "Doubles the load until a level misses the targets, then halves the gap to the exact "
         "number; every level tried is kept and charted."
     )
     search = CapacitySearch(mode=str(by), start=float(start), max=float(ceiling))
-    if by == CONCURRENCY:
-        search.start, search.max = float(int(start)), float(int(ceiling))
-        return search, LoadPattern()
-    return search, LoadPattern(mode=RATE)
+    return search, LoadPattern(mode=RATE) if by == RATE else LoadPattern()
 
 
 def slo_inputs(required: bool) -> Slo | None:
@@ -144,6 +149,7 @@ def slo_inputs(required: bool) -> Slo | None:
             3_600_000.0,
             1000.0 if required else 0.0,
             step=100.0,
+            format="%.0f",
             key="run_slo_ttft",
         )
         tpot = cols[1].number_input(
@@ -152,11 +158,18 @@ def slo_inputs(required: bool) -> Slo | None:
             60_000.0,
             0.0,
             step=10.0,
+            format="%.0f",
             key="run_slo_tpot",
             help="50 ms per token = 20 tokens/s for each user",
         )
         e2el = cols[2].number_input(
-            "E2E ≤ (ms, 0 = off)", 0.0, 3_600_000.0, 0.0, step=500.0, key="run_slo_e2el"
+            "E2E ≤ (ms, 0 = off)",
+            0.0,
+            3_600_000.0,
+            0.0,
+            step=500.0,
+            format="%.0f",
+            key="run_slo_e2el",
         )
         share = cols[3].slider(
             "Share of requests that must meet them (%)", 50, 100, 90, key="run_slo_target"

@@ -78,8 +78,8 @@ def test_live_capacity_search_by_rate(env):
     at = _workload(_app())
     at.radio(key="run_load_mode").set_value("capacity").run()
     at.radio(key="run_capacity_by").set_value("rate").run()
-    at.number_input(key="run_capacity_start").set_value(2.0)
-    at.number_input(key="run_capacity_max").set_value(8.0)
+    at.number_input(key="run_capacity_start_rate").set_value(2.0)
+    at.number_input(key="run_capacity_max_rate").set_value(8.0)
     at.number_input(key="run_slo_ttft").set_value(60_000.0)  # every load passes
     at.run()
     at.button(key="run_start").click().run()

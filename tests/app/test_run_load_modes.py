@@ -76,7 +76,7 @@ def test_capacity_search_from_the_page(env):
     db = env
     at = _workload(_app())
     at.radio(key="run_load_mode").set_value("capacity").run()
-    at.number_input(key="run_capacity_max").set_value(4.0)
+    at.number_input(key="run_capacity_max").set_value(4)
     at.number_input(key="run_slo_ttft").set_value(60_000.0)  # every load passes
     at.run()
     at.button(key="run_start").click().run()
