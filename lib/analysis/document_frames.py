@@ -11,6 +11,8 @@ import pandas as pd
 
 from lib.analysis.telemetry_frames import hardware_rows
 from lib.core import metrics
+from lib.core.load_pattern import CONCURRENCY, RATE, CapacitySearch, rate_label
+from lib.core.slo import Slo
 
 OLLAMA_SERVER_KEYS: tuple[str, ...] = (
     "load_ms",
@@ -76,9 +78,30 @@ def settings_frame(document: Mapping[str, Any]) -> pd.DataFrame:
         "num_ctx": "Ollama num_ctx",
         "prompts": "Prompts",
     }
+    # How the run loaded its lanes, its targets and its synthetic prompts, in words: their
+    # raw dicts ("mode: rate, rates: 2.0, 8.0, –, …") are left out below.
+    load = settings.pop("load", None) or {}
+    slo = settings.pop("slo", None)
+    capacity = settings.pop("capacity", None)
+    synthetic = settings.pop("synthetic", None)
+    given = set(settings)
     for key, label in labels.items():
-        if key in settings:
-            rows.append((label, _text(settings.pop(key))))
+        if key not in settings:
+            continue
+        value = settings.pop(key)
+        if key == "concurrency":
+            rows.extend(load_rows(load, capacity, value) + slo_rows(slo))
+        elif key == "prompts":
+            rows.append((label, _text(value)))
+            rows.extend(synthetic_rows(synthetic))
+        else:
+            rows.append((label, _text(value)))
+    # A document without those two keys (older, hand-made) still says what it ran.
+    if "concurrency" not in given:
+        rows.extend(load_rows(load, capacity, None) if load or capacity else [])
+        rows.extend(slo_rows(slo))
+    if "prompts" not in given:
+        rows.extend(synthetic_rows(synthetic))
     for key, value in settings.items():
         rows.append((key, _text(value)))
     hardware = env.get("hardware") or {}
@@ -92,6 +115,82 @@ def settings_frame(document: Mapping[str, Any]) -> pd.DataFrame:
     if env.get("tool_version"):
         rows.append(("servescope version", str(env["tool_version"])))
     return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def load_rows(
+    load: Mapping[str, Any], capacity: Mapping[str, Any] | None, levels: Any
+) -> list[tuple[str, str]]:
+    """The run's load as setting rows: its concurrency levels (closed loop, as always),
+    its request rates, or its capacity search; an open-loop run's arrivals beside them."""
+    rows: list[tuple[str, str]] = []
+    open_loop = load.get("mode") == RATE
+    if capacity:
+        spec = CapacitySearch(**capacity)
+        open_loop = spec.mode == RATE
+        rows.append(("Capacity search", _search_text(spec)))
+    elif open_loop:
+        rows.append(("Request rates", rates_text(load.get("rates") or [])))
+    else:
+        rows.append(("Concurrency levels", _text(levels)))
+    if not open_loop:
+        return rows  # arrivals, cap and ramp only pace open-loop levels
+    poisson = load.get("arrival", "poisson") == "poisson"
+    rows.append(("Arrivals", "Poisson (random gaps)" if poisson else "constant (even gaps)"))
+    if poisson:
+        rows.append(("Burstiness", f"{load.get('burstiness', 1.0):g} (1 = Poisson, < 1 burstier)"))
+    cap = load.get("max_concurrency")
+    rows.append(("Max requests in flight", str(cap) if cap else "no cap"))
+    if load.get("ramp_from") is not None:
+        rows.append(("Ramp", f"from {load['ramp_from']:g} req/s up to each level's rate"))
+    rows.append(("Arrivals seed", _text(load.get("seed"))))
+    return rows
+
+
+def rates_text(rates: list[float | None]) -> str:
+    """[2.0, 8.0, None] -> "2, 8 req/s, all at once"."""
+    finite = [f"{r:g}" for r in rates if r is not None]
+    parts = [f"{', '.join(finite)} req/s"] if finite else []
+    if any(r is None for r in rates):
+        parts.append(rate_label(None))
+    return ", ".join(parts) or "–"
+
+
+def _search_text(spec: CapacitySearch) -> str:
+    """ "by request rate: from 1 req/s, doubling up to 64 req/s, then within 10%"."""
+    if spec.mode == CONCURRENCY:
+
+        def users(n: float) -> str:
+            return f"{n:g} user{'s' if n != 1 else ''}"
+
+        return (
+            f"by concurrency: from {users(spec.start)}, doubling up to {spec.max:g}, then "
+            f"within {users(spec.step())}"
+        )
+    return (
+        f"by request rate: from {spec.start:g} req/s, doubling up to {spec.max:g} req/s, "
+        f"then within {spec.step():.0%}"
+    )
+
+
+def slo_rows(slo: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    targets = Slo.from_dict(slo)
+    if targets is None or targets.is_empty():
+        return []
+    return [("Latency targets (SLO)", targets.describe())]
+
+
+def synthetic_rows(synthetic: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Synthetic prompts of exact lengths: their tokens and the seed that drew them."""
+    if not synthetic:
+        return []
+    prefix = synthetic.get("shared_prefix_tokens") or 0
+    shared = f" ({prefix} shared by every prompt)" if prefix else ""
+    out = synthetic.get("output_tokens")
+    return [
+        ("Synthetic input tokens", f"{synthetic.get('input_tokens')}{shared}"),
+        ("Synthetic output tokens", str(out) if out else "up to max tokens"),
+        ("Synthetic prompts seed", _text(synthetic.get("seed"))),
+    ]
 
 
 def _text(value: Any) -> str:

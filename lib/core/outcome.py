@@ -69,7 +69,9 @@ def error_reason(errors: Sequence[str], total: int) -> str | None:
 def failure_lines(
     levels: Iterable[Mapping[str, Any]], names: Sequence[str], include_partial: bool = True
 ) -> list[str]:
-    """ "lane c=4 failed: 4 of 4 failed: timed out after 60 s" for each troubled level."""
+    """ "lane c=4 failed: 4 of 4 failed: timed out after 60 s" for each troubled level;
+    a level that gives its `load_label` ("8 req/s") is named by it, as a rate level's
+    key only numbers it. Levels without one (older callers) read as closed loop."""
     out = []
     for lv in levels:
         status = lv.get("status")
@@ -77,7 +79,8 @@ def failure_lines(
             li = lv["lane_idx"]
             name = names[li] if 0 <= li < len(names) else f"lane {li}"
             why = f": {lv['error']}" if lv.get("error") else ""
-            out.append(f"{name} c={lv['concurrency']} {status}{why}")
+            label = lv.get("load_label") or f"c={lv['concurrency']}"
+            out.append(f"{name} {label} {status}{why}")
     return out
 
 

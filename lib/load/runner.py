@@ -27,7 +27,7 @@ from typing import Any
 
 from lib import __version__, store
 from lib.core import outcome
-from lib.core.load_pattern import CONCURRENCY, RATE
+from lib.core.load_pattern import CONCURRENCY, RATE, level_label
 from lib.core.metrics import request_metrics
 from lib.core.records import EngineInfo, LaneSpec, ModelInfo, Prompt, RequestResult, RunConfig
 from lib.engines import make_engine
@@ -411,7 +411,15 @@ async def _run_level(
     samples = client_samples(key, lags, tally.recorded, tally.output_tokens)
     state.writer.submit(store.add_samples, run_id, lane.idx, samples)
     status, error = tally.outcome(state.cancel.is_set())
-    state.ended.append({"lane_idx": lane.idx, "concurrency": key, "status": status, "error": error})
+    state.ended.append(
+        {
+            "lane_idx": lane.idx,
+            "concurrency": key,
+            "load_label": level_label(load, key),  # the run's error names a rate level by it
+            "status": status,
+            "error": error,
+        }
+    )
     state.writer.submit(store.set_level, run_id, lane.idx, key, status, None, time.time(), error)
     state.progress(
         {

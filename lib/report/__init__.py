@@ -20,14 +20,16 @@ import functools
 import hashlib
 import html
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from plotly.offline import get_plotlyjs
 
 from lib.report import capacity_section, verdict_section
 from lib.report import sections as sections
 from lib.report.facts import RunView, load_view, resolve_concurrency, run_title
+from lib.report.level_tables import level_phrase, rate_run
 
 __all__ = ["html_bytes", "html_report", "png_bytes", "write_html"]
 
@@ -197,7 +199,7 @@ def render_html(view: RunView, concurrency: int | None = None) -> str:
         f"<footer>servescope report · run {html.escape(view.doc['run_id'])} · "
         f"generated from the run's store; per-request rows: "
         f"<code>python -m lib.cli export {html.escape(view.doc['run_id'])} --csv FILE</code>"
-        + (f" · card: <code>report --png FILE --concurrency {c}</code>" if c else "")
+        + _card_hint(view.doc, c)
         + "</footer>"
     )
     csp = _csp([plotly_hash, _csp_hash(_RUNNER_JS)])
@@ -210,6 +212,18 @@ def render_html(view: RunView, concurrency: int | None = None) -> str:
         f"<body><main>{body}{footer}</main>{plotly_js}<script>{_RUNNER_JS}</script>"
         "</body></html>\n"
     )
+
+
+def _card_hint(doc: Mapping[str, Any], c: int | None) -> str:
+    """The footer's command for the card at the headline level. `--concurrency` takes a
+    level's key, which for a rate run only numbers it: say which load that number is."""
+    if not c:
+        return ""
+    command = f"<code>report --png FILE --concurrency {c}</code>"
+    if not rate_run(doc):
+        return f" · card: {command}"
+    load = html.escape(level_phrase(doc, c).removeprefix("at "))
+    return f" · card for {load}: {command} (a rate run's levels go by number as they ran)"
 
 
 def html_bytes(

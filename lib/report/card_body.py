@@ -109,7 +109,8 @@ def card_html(view: RunView, concurrency: int | None = None) -> str:
         f'<div class="when">{"".join(f"<div>{w}</div>" for w in when)}</div></div>'
         f"{banner}"
         f'<div class="lanes">{"".join(box(k, shown) for k in shown) or problem}</div>'
-        '<div class="bottom"><div class="chart"><h2>Output throughput vs concurrency (tok/s)</h2>'
+        '<div class="bottom"><div class="chart"><h2>Output throughput vs '
+        f"{'request rate' if rate_run(view.doc) else 'concurrency'} (tok/s)</h2>"
         f"{throughput_svg(view, picked, height=220 if banner else 270)}</div>"
         f'<div class="pair">{_pair_html(view, picked)}</div></div>'
         f"{_checks_line(view)}"
@@ -243,7 +244,7 @@ def _lane_table(k: Mapping[str, Any], lanes: Sequence[Mapping[str, Any]]) -> str
     for lv in k["levels"]:
         c = _level_cell(lv)
         if lv["status"] == "failed" or not lv["completed"]:
-            why = level_trouble(lv) or f"c={lv['concurrency']}: no answer"
+            why = level_trouble(lv) or f"{_trouble_prefix(lv)}no answer"
             rows.append(
                 f'<tr><td>{esc(c)}</td><td class="x" colspan="3">✗ '
                 f"{esc(why.split(': ', 1)[-1])}</td></tr>"
@@ -289,25 +290,12 @@ def _failed_row(trouble: str, k: Mapping[str, Any]) -> bool:
 
 
 def _name_levels(k: dict[str, Any], lane: Mapping[str, Any]) -> None:
-    """Give each of the lane's level rows its load ("2 req/s"; None closed loop), and
-    name a rate level by it in the lane's trouble lines and caveats (facts.level_trouble
-    says "c=<key>:", and a rate level's key only numbers it)."""
-    renamed: dict[str, str] = {}
+    """Give each of the lane's level rows its load ("2 req/s"; None closed loop): its
+    first cell, and its trouble line's name (facts.level_trouble reads `load_label`)."""
     for row, level in zip(k["levels"], lane.get("levels") or [], strict=True):
         rated = level.get("load_mode") == RATE
         row["rated"] = rated
         row["load_label"] = level.get("load_label") if rated else None
-        if rated and row["load_label"]:
-            renamed[f"c={row['concurrency']}: "] = f"{row['load_label']}: "
-
-    def named(line: str) -> str:
-        for old, new in renamed.items():
-            if line.startswith(old):
-                return new + line[len(old) :]
-        return line
-
-    k["troubles"] = [named(t) for t in k["troubles"]]
-    k["caveats"] = [named(t) for t in k["caveats"]]
 
 
 def _level_cell(lv: Mapping[str, Any]) -> str:

@@ -276,7 +276,8 @@ def level_figures(level: Mapping[str, Any]) -> dict[str, Any]:
 
 def level_trouble(level: Mapping[str, Any]) -> str | None:
     """'c=4: 4 of 4 failed: timed out after 60 s' for a level that did not complete
-    cleanly (URLs cut as in scrub_urls); None for a clean one."""
+    cleanly (URLs cut as in scrub_urls); None for a clean one. A level that gives its
+    `load_label` is named by it ("8 req/s: …"): a rate level's key only numbers it."""
     status = level.get("status")
     failed = level.get("failed") or 0
     if status not in TROUBLED_LEVELS and not failed:
@@ -287,7 +288,8 @@ def level_trouble(level: Mapping[str, Any]) -> str | None:
         why = f"{failed} of {total} failed" if failed else str(status)
     if status == "cancelled":
         why = f"cancelled ({why})" if why != "cancelled" else why
-    return f"c={level['concurrency']}: {scrub_urls(str(why))}"
+    label = level.get("load_label") or f"c={level['concurrency']}"
+    return f"{label}: {scrub_urls(str(why))}"
 
 
 def lane_troubles(lane: Mapping[str, Any]) -> list[str]:

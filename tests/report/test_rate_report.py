@@ -6,6 +6,7 @@ capacity and three charts; a closed-loop run's report reads as before.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 
@@ -13,13 +14,18 @@ import pytest
 
 from lib import report, store
 from lib.analysis import validation
+from lib.core import outcome
+from lib.core.load_pattern import LoadPattern
+from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
 from lib.core.slo import Slo
-from lib.report import card_body
+from lib.load.runner import close_lanes, execute_run, prepare_lanes
+from lib.report import card_body, card_chart
 from lib.report import facts as report_facts
 from lib.report import sections as report_sections
 from tests.analysis.test_frames import LANE_NAMES, make_seed_run
 from tests.charts.test_capacity_charts import make_rate_run
 from tests.report.test_report import page_figures
+from tests.scripted import OllamaScript, OllamaServer
 
 RATE_LABELS = ["2 req/s", "8 req/s", "all at once"]
 KEY_LABEL = re.compile(r"\bc=\d")
@@ -158,3 +164,106 @@ def test_rate_checks_table_by_load(rate_db):
     section = report_sections.checks_section(report_facts.load_view(db, run_id))
     assert "<th>Load</th>" in section and "<th>Concurrency</th>" not in section
     assert not KEY_LABEL.search(_text(section))
+
+
+def test_failure_lines_and_run_error_name_rate_levels(rate_db):
+    db, run_id = rate_db
+    _fail_one(db, run_id)
+    doc = report_facts.load_view(db, run_id).doc
+    line = f"{LANE_NAMES[0]} 8 req/s completed with failures: 1 of 8 failed"
+    assert doc["failures"] == [line]
+    assert doc["error"] == line  # the run was stored "completed": judged now, by its rate
+    # Levels without a label (older callers) still read as closed loop.
+    bare = [{"lane_idx": 0, "concurrency": 4, "status": "failed", "error": "x"}]
+    assert outcome.failure_lines(bare, ["a"]) == ["a c=4 failed: x"]
+    labelled = [{**bare[0], "load_label": "all at once"}, {**bare[0], "lane_idx": 1}]
+    assert outcome.run_error(labelled, ["a", "b"]) == "a all at once failed: x (+1 more level)"
+
+
+def test_runner_names_a_failed_rate_level_by_its_rate(tmp_path):
+    """The runner's own run error (state.ended) says the level's rate, not its key."""
+    with OllamaServer(OllamaScript(ttft_ms=1, gap_ms=1)) as server:
+        server.script.fault = "http503"
+        config = RunConfig(
+            lanes=[LaneSpec(engine="ollama", base_url=server.url, model="llama3.2", name="o")],
+            prompts=[Prompt.from_text("hi")],
+            requests=2,
+            warmup=0,
+            sampling=Sampling(max_tokens=2),
+            timeout_s=5.0,
+            load=LoadPattern(mode="rate", rates=[None], seed=1),
+        )
+
+        async def go() -> str:
+            lanes = await prepare_lanes(config)
+            try:
+                return await execute_run(config, lanes, db=tmp_path / "s.db")
+            finally:
+                await close_lanes(lanes)
+
+        run_id = asyncio.run(go())
+    with store.opened(tmp_path / "s.db") as conn:
+        run = store.get_run(conn, run_id)
+    assert run["status"] == "failed"
+    assert run["error"].startswith("o all at once failed: 2 of 2 failed: HTTP 503"), run["error"]
+
+
+def test_trouble_lines_by_load_and_closed_loop_as_before():
+    rated = {"concurrency": 2, "load_label": "8 req/s", "status": "failed", "error": "boom"}
+    assert report_facts.level_trouble(rated) == "8 req/s: boom"
+    closed = {"concurrency": 4, "status": "failed", "failed": 4, "completed": 0}
+    assert report_facts.level_trouble(closed) == "c=4: 4 of 4 failed"
+    assert report_facts.level_trouble({**closed, "load_label": "c=4"}) == "c=4: 4 of 4 failed"
+
+
+def _axis(svg: str) -> tuple[list[str], str, list[float]]:
+    """The mini chart's tick texts (bottom row), axis title and the points' x positions."""
+    texts = re.findall(r'<text x="[\d.]+" y="(\d+)" text-anchor="middle">([^<]*)</text>', svg)
+    bottom = max(int(y) for y, _ in texts)
+    ticks = [t for y, t in texts if int(y) == bottom - 22]
+    title = next(t for y, t in texts if int(y) == bottom)
+    xs = sorted({float(x) for x in re.findall(r'<circle cx="([\d.]+)"', svg)})
+    return ticks, title, xs
+
+
+def test_card_chart_by_rate(rate_db):
+    db, run_id = rate_db
+    view = report_facts.load_view(db, run_id)
+    svg = card_chart.throughput_svg(view, None)
+    ticks, title, xs = _axis(svg)
+    assert ticks == ["2", "8", "all at once"]
+    assert title == "request rate (req/s)"
+    assert len(xs) == 3  # both lanes' points at the same three rates
+    # Placed by rate, not by key: rates 1, 2, 8 go on a log axis (load_axis), so 2 → 8
+    # sits twice as far as 1 → 2, where keys 1, 2, 3 would sit evenly.
+    for lane in view.doc["lanes"]:
+        for lv, rate in zip(lane["levels"], (1.0, 2.0, 8.0), strict=True):
+            lv["load"] = rate
+    ticks, _, xs = _axis(card_chart.throughput_svg(view, None))
+    assert ticks == ["1", "2", "8"]
+    assert (xs[2] - xs[1]) == pytest.approx(2 * (xs[1] - xs[0]), abs=0.2)
+    view = report_facts.load_view(db, run_id)
+    picked = card_chart.throughput_svg(view, 2)
+    assert "card: 8 req/s" in picked and not KEY_LABEL.search(picked)
+    card = card_body.card_html(view, 3)
+    assert "Output throughput vs request rate (tok/s)" in card
+    assert "card: all at once" in card
+
+
+def test_closed_loop_card_chart_unchanged(tmp_path):
+    view = _seed_view(tmp_path / "store.db")
+    svg = card_chart.throughput_svg(view, 5)
+    ticks, title, _ = _axis(svg)
+    assert ticks == ["1", "5"] and title == "concurrency (requests in flight)"
+    assert "card: c=5" in svg
+    assert "Output throughput vs concurrency (tok/s)" in card_body.card_html(view)
+
+
+def test_report_footer_names_the_rate_of_the_card_level(rate_db, tmp_path):
+    db, run_id = rate_db
+    page = report.html_report(db, run_id)
+    footer = page[page.index("<footer>") : page.index("</footer>")]
+    assert "card for all at once: <code>report --png FILE --concurrency 3</code>" in footer
+    assert not KEY_LABEL.search(_text(footer))
+    closed = report.render_html(_seed_view(tmp_path / "seed.db"))
+    assert " · card: <code>report --png FILE --concurrency 5</code></footer>" in closed
