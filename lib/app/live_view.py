@@ -17,9 +17,11 @@ import streamlit as st
 
 from lib import charts, store
 from lib.analysis import frames
+from lib.app import verdict_section
 from lib.app.chart_grid import GRID_SIZE, grid_figures, plot_grid
 from lib.app.formatting import esc_md
 from lib.app.lane_tiles import lane_tiles, level_pick
+from lib.app.results_tables import finished_document
 from lib.app.run_header import run_header
 from lib.app.session import db_key
 from lib.app.telemetry_section import plot_telemetry, sample_log, telemetry_figures
@@ -129,6 +131,11 @@ def run_panel(run_id: str, where: str) -> bool:
         page_run[0] = False
 
     live()
+    if not was_active:
+        # Once the run has ended: what it found, in words, right under the tiles.
+        document = finished_document(run_id)
+        if document is not None:
+            verdict_section.draw(document)
     live_charts()
     _settle_heap()
     return True

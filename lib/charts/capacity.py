@@ -98,8 +98,8 @@ def pareto(
     colors = _colors(document, colors)
     fig = base_figure(
         "Throughput vs per-user speed",
-        "Per-user speed, median (tok/s per user)",
-        "Output throughput, all users (tok/s)",
+        "Speed of each user, median (tok/s)",
+        "Output, all (tok/s)",
         "Each point a load level. Up and right is better: more tokens in all, each user faster.",
         uirevision,
     )
@@ -231,7 +231,7 @@ def goodput_vs_load(
     fig = base_figure(
         f"Goodput vs {LOAD_WORDS[mode]}",
         load_title(mode),
-        "Requests per second (req/s)",
+        "Requests (req/s)",
         "Solid: requests within the SLO (goodput); dotted: all completed. ★ = capacity.",
         uirevision,
     )

@@ -109,7 +109,7 @@ def test_rate_document_carries_what_the_charts_read(rate_doc):
 def test_pareto_one_line_per_lane_labelled_by_load(rate_doc):
     fig = pareto(rate_doc)
     assert fig.layout.title.text == "Throughput vs per-user speed"
-    assert "(tok/s per user)" in _x_title(fig)
+    assert "Speed of each user" in _x_title(fig)
     assert "(tok/s)" in fig.layout.yaxis.title.text
     colors = charts.lane_colors(LANE_NAMES)
     assert len(fig.data) == len(LANE_NAMES)
@@ -150,7 +150,7 @@ def test_latency_vs_load_rates_all_at_once_at_the_right_end(rate_doc):
 def test_goodput_vs_load_marks_capacity(rate_doc):
     fig = goodput_vs_load(rate_doc)
     assert fig.layout.title.text == "Goodput vs request rate"
-    assert fig.layout.yaxis.title.text == "Requests per second (req/s)"
+    assert fig.layout.yaxis.title.text == "Requests (req/s)"
     colors = charts.lane_colors(LANE_NAMES)
     for name in LANE_NAMES:
         mine = _lane_traces(fig, name)
