@@ -7,36 +7,43 @@ Warm-up requests go first, one at a time, and are stored flagged as warm-ups
 Every finished request is handed to the store writer at once. Knows nothing of
 Streamlit: progress goes to an optional callback and to the store.
 
-One module on purpose (over 400 lines): preparing lanes, the levels, each request and
-its record share RunState and one control flow that reads top to bottom; the
-configuration check that runs before it is lib/load/config_check.py.
+Its parts: lanes and shared state in lib/load/run_state.py, one request and its record
+in one_request.py, a level's pacing in level_drivers.py (closed loop or an open-loop
+schedule), the capacity search's steps in capacity.py; the configuration check that runs
+before it is config_check.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from lib import __version__, store
 from lib.core import outcome
 from lib.core.load_pattern import CONCURRENCY, RATE, level_label
-from lib.core.metrics import request_metrics
-from lib.core.records import EngineInfo, LaneSpec, ModelInfo, Prompt, RequestResult, RunConfig
-from lib.engines import make_engine
-from lib.engines.base import Engine
+from lib.core.records import RunConfig
 from lib.load import lane_prompts, level_drivers
 from lib.load.capacity import search
 from lib.load.client_probe import LoopLagProbe, client_samples
 from lib.load.config_check import ConfigError, validate_config
 from lib.load.engine_logs import sandbox_engine_report
+from lib.load.one_request import TIMEOUT_GRACE_S, one_request
+from lib.load.run_state import (
+    LevelTally,
+    PreparedLane,
+    ProgressFn,
+    RunState,
+    close_lanes,
+    one_line,
+    prepare_lanes,
+)
 from lib.store.writer import StoreWriter
 from lib.telemetry import TelemetryRecorder, TelemetryTarget
 from lib.telemetry.recorder import TARGET_KINDS
@@ -55,92 +62,6 @@ __all__ = [
     "prepare_lanes",
     "validate_config",
 ]
-
-ProgressFn = Callable[[dict[str, Any]], None]
-
-# Grace beyond the per-request timeout before the runner itself gives up on a request
-# whose client did not time out (a server trickling bytes, say).
-TIMEOUT_GRACE_S = 5.0
-
-
-@dataclass
-class PreparedLane:
-    """A lane with its engine connected and what the endpoint said about itself."""
-
-    idx: int
-    spec: LaneSpec
-    engine: Engine
-    info: EngineInfo
-    model: ModelInfo
-    # The level's synthetic prompts, sized by this lane's engine (lib/load/lane_prompts).
-    prompts: list[Prompt] | None = None
-
-
-@dataclass
-class RunState:
-    """Bookkeeping shared by the run's tasks."""
-
-    run_id: str
-    writer: StoreWriter
-    clock: Callable[[float], float]  # perf_counter seconds -> epoch seconds
-    cancel: asyncio.Event
-    progress: ProgressFn
-    failed: int = 0
-    completed: int = 0
-    quality: Callable[..., Any] | None = None
-    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
-    # Per (lane_idx, concurrency; 0 = warm-up): successes and error messages, so a
-    # level's outcome and its reason are known when it ends.
-    tally: dict[tuple[int, int], LevelTally] = field(default_factory=dict)
-    # How each measured level ended, in the order they ended.
-    ended: list[dict[str, Any]] = field(default_factory=list)
-
-    def count(self, lane_idx: int, concurrency: int) -> LevelTally:
-        return self.tally.setdefault((lane_idx, concurrency), LevelTally())
-
-
-@dataclass
-class LevelTally:
-    ok: int = 0
-    errors: list[str] = field(default_factory=list)
-    recorded: int = 0  # every request handed to the store, cancelled ones included
-    output_tokens: int = 0  # server-counted, of the completed ones
-    # Each measured request's latencies, so the capacity search can judge the level.
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    def outcome(self, cancelled: bool) -> tuple[str, str | None]:
-        total = self.ok + len(self.errors)
-        status = outcome.level_status(self.ok, len(self.errors), cancelled)
-        return status, outcome.error_reason(self.errors, total)
-
-
-async def prepare_lanes(config: RunConfig, api_key: str | None = None) -> list[PreparedLane]:
-    """Connect each lane's engine and check its model; raise EngineError on any fault."""
-    lanes: list[PreparedLane] = []
-    try:
-        for idx, spec in enumerate(config.lanes):
-            key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
-            engine = make_engine(spec.engine, spec.base_url, api_key=key or api_key)
-            lanes.append(PreparedLane(idx, spec, engine, None, None))  # type: ignore[arg-type]
-            info = await engine.info()
-            model = await engine.check_model(spec.model)
-            lanes[-1].info, lanes[-1].model = info, model
-            if not spec.name:
-                spec.name = f"{info.kind}:{spec.model}"
-    except BaseException:
-        await close_lanes(lanes)
-        raise
-    names = [lane.spec.name for lane in lanes]
-    for lane in lanes:  # two lanes of one kind and model on different hosts
-        if names.count(lane.spec.name) > 1:
-            lane.spec.name = f"{lane.spec.name} @{lane.spec.base_url}"
-    return lanes
-
-
-async def close_lanes(lanes: list[PreparedLane]) -> None:
-    for lane in lanes:
-        with contextlib.suppress(Exception):
-            await lane.engine.aclose()
 
 
 def new_run_id() -> str:
@@ -216,7 +137,7 @@ async def execute_run(
             status = outcome.combined_status(lv["status"] for lv in state.ended)
             error = outcome.run_error(state.ended, [lane.spec.name for lane in lanes])
     except BaseException as exc:  # record why, keep what finished
-        status, error = ("cancelled", None) if _is_cancel(exc) else ("failed", _one_line(exc))
+        status, error = ("cancelled", None) if _is_cancel(exc) else ("failed", one_line(exc))
         raise
     finally:
         recorder.stop()
@@ -231,11 +152,6 @@ async def execute_run(
 
 def _is_cancel(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
 
 def _start_run(
@@ -354,7 +270,7 @@ async def _warm_up(state: RunState, config: RunConfig, lane: PreparedLane) -> No
         if state.cancel.is_set():
             break
         state.progress({"event": "warmup", "lane": lane.spec.name, "index": i, "of": config.warmup})
-        await _one_request(state, config, lane, concurrency=0, idx=i, warmup=True)
+        await one_request(state, config, lane, concurrency=0, idx=i, warmup=True)
     status, error = state.count(lane.idx, 0).outcome(state.cancel.is_set())
     state.writer.submit(store.set_level, run_id, lane.idx, 0, status, None, time.time(), error)
 
@@ -384,7 +300,7 @@ async def _run_level(
     probe.start()
 
     async def send(idx: int, scheduled: float | None) -> None:
-        await _one_request(state, config, lane, key, idx, warmup=False, scheduled=scheduled)
+        await one_request(state, config, lane, key, idx, warmup=False, scheduled=scheduled)
 
     stopped = state.cancel.is_set
     if load is None:
@@ -429,117 +345,5 @@ async def _run_level(
             "load": load,
             "status": status,
             "error": error,
-        }
-    )
-
-
-async def _one_request(
-    state: RunState,
-    config: RunConfig,
-    lane: PreparedLane,
-    concurrency: int,
-    idx: int,
-    warmup: bool,
-    scheduled: float | None = None,
-) -> None:
-    prompts = lane.prompts or config.prompts
-    prompt_idx = idx % len(prompts)
-    prompt = prompts[prompt_idx]
-    started = time.perf_counter()
-    try:
-        result = await asyncio.wait_for(
-            lane.engine.chat(
-                lane.spec.model, prompt, config.sampling, config.timeout_s, config.num_ctx
-            ),
-            timeout=config.timeout_s + TIMEOUT_GRACE_S,
-        )
-    except asyncio.CancelledError:
-        result = RequestResult(t_send=started, t_done=time.perf_counter(), error="cancelled")
-        _record(
-            state, config, lane, prompt, result, concurrency, idx, prompt_idx, warmup, scheduled
-        )
-        raise
-    except TimeoutError:
-        result = RequestResult(
-            t_send=started,
-            t_done=time.perf_counter(),
-            error=f"timed out after {config.timeout_s:g} s",
-        )
-    except Exception as exc:  # adapters should not raise; account for it anyway
-        result = RequestResult(t_send=started, t_done=time.perf_counter(), error=_one_line(exc))
-    _record(state, config, lane, prompt, result, concurrency, idx, prompt_idx, warmup, scheduled)
-
-
-def _record(
-    state: RunState,
-    config: RunConfig,
-    lane: PreparedLane,
-    prompt: Any,
-    result: RequestResult,
-    concurrency: int,
-    idx: int,
-    prompt_idx: int,
-    warmup: bool,
-    scheduled: float | None = None,
-) -> None:
-    metrics = request_metrics(result)
-    quality = None
-    if state.quality is not None and result.error is None:
-        quality = state.quality(
-            result.output_text,
-            expect_lang=prompt.expect_lang,
-            prompt_text=prompt.text,
-            expect_json=prompt.expect_json,
-            finish_reason=result.finish_reason,
-            output_tokens=result.output_tokens,
-            max_tokens=config.sampling.max_tokens,
-        )
-    row = {
-        "run_id": state.run_id,
-        "lane_idx": lane.idx,
-        "concurrency": concurrency,
-        "idx": idx,
-        "warmup": warmup,
-        "prompt_idx": prompt_idx,
-        "t_send": state.clock(result.t_send),
-        "t_done": state.clock(result.t_done),
-        "t_scheduled": state.clock(scheduled) if scheduled is not None else None,
-        **metrics,
-        "prompt_tokens": result.prompt_tokens,
-        "output_tokens": result.output_tokens,
-        "token_source": result.token_source,
-        "output_text": result.output_text,
-        "finish_reason": result.finish_reason,
-        "error": result.error,
-        "server": result.server,
-        "quality": quality,
-    }
-    state.writer.add_request(row)
-    tally = state.count(lane.idx, concurrency)
-    tally.recorded += 1
-    if not result.error:
-        tally.output_tokens += result.output_tokens or 0
-    if not warmup:
-        tally.records.append(
-            {k: row[k] for k in ("t_send", "t_done", "ttft_ms", "tpot_ms", "e2el_ms", "error")}
-        )
-    if result.error and result.error != "cancelled":
-        tally.errors.append(result.error)
-    elif not result.error:
-        tally.ok += 1
-    if not warmup:
-        if result.error:
-            state.failed += 1
-        else:
-            state.completed += 1
-    state.progress(
-        {
-            "event": "request",
-            "lane": lane.spec.name,
-            "concurrency": concurrency,
-            "warmup": warmup,
-            "error": result.error,
-            "completed": state.completed,
-            "failed": state.failed,
         }
     )
