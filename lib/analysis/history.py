@@ -186,6 +186,20 @@ def _judged_status(status: str | None, levels: pd.DataFrame) -> str | None:
     )
 
 
+def _level_name(level: Mapping[str, Any]) -> str:
+    """ "c=5", or an open-loop level's "2 req/s" (its key only numbers it)."""
+    label = level.get("load_label")
+    return label if isinstance(label, str) and label else f"c={int(level['concurrency'])}"
+
+
+def _levels_text(config: Mapping[str, Any], levels: pd.DataFrame) -> str:
+    """The run's levels as configured ("1, 5"), or the loads its rate levels ran at."""
+    by_load = (config.get("load") or {}).get("mode") == "rate" or config.get("capacity")
+    if by_load and "load_label" in levels and not levels.empty:
+        return ", ".join(dict.fromkeys(str(x) for x in levels["load_label"].dropna()))
+    return ", ".join(str(c) for c in config.get("concurrency") or [])
+
+
 def history_frame(
     runs: Sequence[Mapping[str, Any]], levels: Mapping[str, pd.DataFrame]
 ) -> pd.DataFrame:
@@ -208,7 +222,7 @@ def history_frame(
             "status": _judged_status(run.get("status"), lv),
             "lanes": ", ".join(names),
             "models": ", ".join(models),
-            "levels": ", ".join(str(c) for c in config.get("concurrency") or []),
+            "levels": _levels_text(config, lv),
             "completed": int(lv["completed"].sum()) if not lv.empty else 0,
             "failed": int(lv["failed"].sum()) if not lv.empty else 0,
             "best_out_tok_s": None,
@@ -221,13 +235,13 @@ def history_frame(
         if not thr.empty:
             best = thr.loc[thr["out_tok_per_s"].idxmax()]
             row["best_out_tok_s"] = float(best["out_tok_per_s"])
-            row["best_at"] = f"c={int(best['concurrency'])} · {best['lane']}"
+            row["best_at"] = f"{_level_name(best)} · {best['lane']}"
         ttft = lv[lv["ttft_p50_ms"].notna()] if not lv.empty else lv
         if not ttft.empty:
             low = ttft[ttft["concurrency"] == ttft["concurrency"].min()]
             best = low.loc[low["ttft_p50_ms"].idxmin()]
             row["ttft_p50_low_ms"] = float(best["ttft_p50_ms"])
-            row["ttft_low_at"] = f"c={int(best['concurrency'])} · {best['lane']}"
+            row["ttft_low_at"] = f"{_level_name(best)} · {best['lane']}"
         out.append(row)
     frame = pd.DataFrame.from_records(out, columns=list(HISTORY_COLUMNS))
     for col in ("best_out_tok_s", "ttft_p50_low_ms"):

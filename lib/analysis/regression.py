@@ -366,7 +366,8 @@ def _validation_note(role: str, side: RunSide) -> str | None:
     if not isinstance(verdict, Mapping):
         return f"⚠️ The {role} run's own checks did not pass ({_escape(str(verdict))})."
     problems = [
-        f"{_escape(p.get('lane', '?'))} c={p.get('concurrency')} {p.get('check')} "
+        f"{_escape(p.get('lane', '?'))} {p.get('load_label') or 'c=' + str(p.get('concurrency'))}"
+        f" {p.get('check')} "
         f"({p.get('status')})"
         for p in verdict.get("problems") or []
     ]

@@ -42,8 +42,17 @@ def answers_section(doc: Mapping[str, Any], run_id: str) -> None:
     if not levels:
         return
     st.markdown("#### Answers side by side")
+    # A rate level's key only numbers it: the picker names its load ("2 req/s").
+    labels = {
+        lv["concurrency"]: lv.get("load_label") or f"c={lv['concurrency']}"
+        for lane in doc["lanes"]
+        for lv in lane.get("levels") or []
+    }
     level = st.selectbox(
-        "Concurrency level", levels, key=f"answers-level-{run_id}", format_func=lambda c: f"c={c}"
+        "Level",
+        levels,
+        key=f"answers-level-{run_id}",
+        format_func=lambda c: labels.get(c, f"c={c}"),
     )
     names = [lane["name"] for lane in doc["lanes"]]
     for n, item in enumerate(frames.answers_by_prompt(doc, level), start=1):
