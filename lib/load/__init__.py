@@ -1,7 +1,10 @@
 """Running a benchmark: the load generator and what feeds and starts it.
 
-workloads (prompt presets and the user's prompt files), runner (lanes × concurrency
-levels against the engines, telemetry beside them, everything into the store), jobs
+workloads (prompt presets and the user's prompt files), synthetic + lane_prompts
+(prompts of exact token lengths per lane and level), runner (lanes × levels against the
+engines, telemetry beside them, everything into the store) with run_state (lanes and
+shared state), one_request (a request and its record), level_drivers (closed loop or an
+open-loop schedule), arrivals (the schedule) and capacity (the capacity search), jobs
 (a run as a background `python -m lib.cli run` process the dashboard can follow and
 cancel), engine_logs (a failing sandbox engine's log tail, stored with the run).
 """
