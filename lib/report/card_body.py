@@ -16,6 +16,7 @@ from typing import Any
 
 from lib.analysis import validation
 from lib.core.load_pattern import RATE
+from lib.core.slo import Slo
 from lib.report.card_chart import throughput_svg
 from lib.report.card_template import MAX_LANES, esc, page
 from lib.report.facts import (
@@ -82,6 +83,9 @@ def card_html(view: RunView, concurrency: int | None = None) -> str:
             f"max {settings.get('max_tokens')} tokens · temp. {settings.get('temperature')}"
         ),
     ]
+    slo = Slo.from_dict(view.doc.get("slo"))
+    if slo is not None and not slo.is_empty():  # what each lane's capacity is judged by
+        when.append(esc("targets: " + slo.describe()))
     more = f" · {hidden} more lanes in the report" if hidden > 0 else ""
     # A run that did not complete says so at the top, with its reason, in red: a retro
     # screenshot must not read as a clean run. With no lane, its error fills the card.

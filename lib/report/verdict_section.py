@@ -47,9 +47,24 @@ def card_verdicts(doc: Mapping[str, Any]) -> list[str | None]:
     """Each lane's sentence for the card, in the document's lane order; None for a lane
     that failed everywhere (its red rows already say so, in the room the line would take)."""
     return [
-        None if lane.get("status") == outcome.FAILED else item["sentence"]
+        None if lane.get("status") == outcome.FAILED else _with_capacity(lane, item["sentence"])
         for lane, item in zip(doc.get("lanes", []), lane_verdicts(doc), strict=True)
     ]
+
+
+def _with_capacity(lane: Mapping[str, Any], sentence: str) -> str:
+    """The lane's capacity first (the question the card answers), then how it scales."""
+    capacity = lane.get("capacity")
+    if not capacity:
+        return sentence
+    value, mode = capacity.get("value"), capacity.get("mode")
+    if value is None:
+        head = "Capacity: none within the targets"
+    else:
+        unit = "users at once" if mode == "concurrency" else "req/s"
+        at_least = "at least " if capacity.get("reason") == "ceiling" else ""
+        head = f"Capacity: {at_least}{value:g} {unit}"
+    return f"{head}. {sentence[:1].upper()}{sentence[1:]}"
 
 
 def card_line(sentence: str | None) -> str:

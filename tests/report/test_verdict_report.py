@@ -8,13 +8,14 @@ import sqlite3
 
 import pytest
 
-from lib import store
+from lib import cli, store
 from lib.report import card as report_card
 from lib.report import render_html
 from lib.report.card_body import card_html
 from lib.report.facts import RunView, load_view
 from lib.report.verdict_section import card_verdicts, verdict_section
 from tests.cli.test_verdict_cli import OLLAMA_MODEL, VLLM_MODEL, record_run
+from tests.scripted.openai_server import OpenAIScript, OpenAIServer
 
 EVIL_LANE = "<b>evil</b> lane"
 
@@ -80,3 +81,33 @@ def test_a_lane_that_failed_everywhere_gets_no_card_line():
         None,
         "no level measured yet: nothing to judge",
     ]
+
+
+def test_a_lane_with_a_capacity_says_it_first_on_the_card():
+    base = {"engine": "vllm", "status": "completed", "levels": []}
+    lanes = [
+        {**base, "name": "a", "capacity": {"value": 4.0, "mode": "concurrency", "reason": "found"}},
+        {**base, "name": "b", "capacity": {"value": 8.0, "mode": "rate", "reason": "ceiling"}},
+        {**base, "name": "c", "capacity": {"value": None, "mode": "concurrency", "reason": "none"}},
+    ]
+    assert card_verdicts({"lanes": lanes}) == [
+        "Capacity: 4 users at once. No level measured yet: nothing to judge",
+        "Capacity: at least 8 req/s. No level measured yet: nothing to judge",
+        "Capacity: none within the targets. No level measured yet: nothing to judge",
+    ]
+
+
+def test_the_card_names_the_targets_a_capacity_is_judged_by(tmp_path):
+    db = tmp_path / "s.db"
+    with OpenAIServer(OpenAIScript(ttft_ms=20, gap_ms=5, tokens=4, models=["m"])) as server:
+        code = cli.main(
+            ["capacity", "--engine", "openai", "--base-url", server.base_url, "--model", "m",
+             "--prompt", "hi", "--max-tokens", "4", "--requests", "2", "--warmup", "0",
+             "--max", "2", "--slo-ttft-ms", "5000", "--db", str(db), "--quiet"]
+        )  # fmt: skip
+    assert code == 0
+    with store.opened(db) as conn:
+        run_id = store.list_runs(conn)[0]["run_id"]
+    html = card_html(load_view(db, run_id))
+    assert "targets: TTFT ≤ 5000 ms, for 90% of requests" in html
+    assert "Capacity: at least 2 users at once." in html
