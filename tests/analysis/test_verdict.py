@@ -163,12 +163,19 @@ def test_rates_too_low_to_show_batching_say_so():
     assert "do not show whether it batches" in v["sentence"]
 
 
-def test_a_rate_answered_slower_than_it_arrived_or_failing_is_not_kept_up_with():
-    slow = [level(1, 40.0, 40.0, mode="rate"), level(4, 40.0, 60.0, mode="rate", served=1.5)]
-    assert "it answered 1.5 req/s while 4 req/s arrived" in one(lane("x", "vllm", slow))["sentence"]
-    # A seeded draw that arrived below the rate asked is no fault of the server.
-    sparse = [level(1, 40.0, 40.0, mode="rate"), level(4, 40.0, 60.0, mode="rate", achieved=2.5)]
-    assert "keeps up with every rate tried" in one(lane("x", "vllm", sparse))["sentence"]
+def test_a_rate_with_a_growing_queue_or_failing_is_not_kept_up_with():
+    # A seeded draw that arrived below the rate asked, or answers whose completed req/s
+    # trails the arrivals over a few requests (the last answer's tail), is no fault of
+    # the server: only a growing TTFT or failures say it fell behind.
+    fine = [
+        level(1, 40.0, 40.0, mode="rate"),
+        level(4, 40.0, 60.0, mode="rate", achieved=2.5, served=1.5),
+    ]
+    assert "keeps up with every rate tried" in one(lane("x", "vllm", fine))["sentence"]
+    queued = [level(1, 40.0, 40.0, mode="rate"), level(4, 40.0, 60.0, 900.0, mode="rate")]
+    assert one(lane("x", "vllm", queued))["sentence"].endswith(
+        "at 4 req/s TTFT p50 grows from 100 ms to 900 ms"
+    )
     failing = [level(1, 40.0, 40.0, mode="rate"), level(4, 40.0, 60.0, mode="rate", failed=2)]
     v = one(lane("x", "vllm", failing))
     assert v["sentence"].endswith("at 4 req/s 2 of 10 requests failed")
