@@ -11,6 +11,7 @@ from typing import Any
 
 import streamlit as st
 
+from lib.core import load_pattern
 from lib.core.load_pattern import ARRIVALS, CONCURRENCY, RATE, CapacitySearch, LoadPattern
 from lib.core.slo import Slo
 
@@ -30,23 +31,14 @@ MODE_HELP = (
 
 def parse_rates(text: str) -> tuple[list[float | None], str | None]:
     """ "1, 2.5, inf" -> ([1.0, 2.5, None], None), or ([], a one-line reason)."""
-    out: list[float | None] = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        if part.lower() in ("inf", "infinity"):
-            out.append(None)
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            return [], f"{part!r} is not a request rate: use numbers like 1, 2.5, 4 or inf."
-        if not 0 < value < float("inf"):
-            return [], f"Request rate {part} must be above 0 req/s (or inf)."
-        out.append(value)
-    if not out:
+    try:
+        return load_pattern.parse_rates(text), None
+    except load_pattern.RateError as exc:
+        if exc.reason == load_pattern.NOT_A_NUMBER:
+            return [], f"{exc.part!r} is not a request rate: use numbers like 1, 2.5, 4 or inf."
+        if exc.reason == load_pattern.NOT_ABOVE_ZERO:
+            return [], f"Request rate {exc.part} must be above 0 req/s (or inf)."
         return [], "Give at least one request rate, e.g. 1, 2, 4."
-    return list(dict.fromkeys(out)), None
 
 
 def load_inputs() -> tuple[dict[str, Any], list[str]]:

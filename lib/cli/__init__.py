@@ -24,7 +24,7 @@ from lib.cli import check as cli_check
 from lib.cli import load_args
 from lib.cli import reports as cli_reports
 from lib.cli.verdict_lines import print_verdict
-from lib.core.load_pattern import level_label
+from lib.core.load_pattern import CONCURRENCY, LOAD_MODES, level_label
 from lib.core.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
 from lib.core.usage import OneLineParser, UsageError, error_line
 from lib.engines.base import EngineError
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "capacity", help="find how much load each lane serves within latency targets"
     )
     _add_lane_and_prompt_arguments(capacity)
-    capacity.add_argument("--mode", choices=("concurrency", "rate"), default="concurrency")
+    capacity.add_argument("--mode", choices=LOAD_MODES, default=CONCURRENCY)
     capacity.add_argument("--start", type=float, default=1.0, help="first load tried")
     capacity.add_argument("--max", type=float, help="ceiling of the search (default 64)")
     capacity.add_argument("--tolerance", type=float, help="users, or a share of the rate")

@@ -5,16 +5,18 @@ of a RunConfig: open-loop rates, latency targets, the capacity search, synthetic
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from lib.core.load_pattern import (
     ARRIVALS,
     CONCURRENCY,
-    LOAD_MODES,
+    NOT_A_NUMBER,
+    NOT_ABOVE_ZERO,
     RATE,
     CapacitySearch,
     LoadPattern,
+    RateError,
+    parse_rates,
 )
 from lib.core.slo import DEFAULT_TARGET, Slo
 from lib.core.usage import UsageError
@@ -22,25 +24,16 @@ from lib.core.usage import UsageError
 
 def rate_list(text: str) -> list[float | None]:
     """ "1,2.5,inf" -> [1.0, 2.5, None]; None is "all at once"."""
-    out: list[float | None] = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        if part.lower() in ("inf", "infinity"):
-            out.append(None)
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"not a request rate: {part!r} (use e.g. 1,2,4 or inf)"
-            ) from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"request rate {part} must be above 0 req/s (or inf)")
-        out.append(value)
-    if not out:
-        raise argparse.ArgumentTypeError("empty list of rates")
-    return list(dict.fromkeys(out))
+    try:
+        return parse_rates(text)
+    except RateError as exc:
+        if exc.reason == NOT_A_NUMBER:
+            message = f"not a request rate: {exc.part!r} (use e.g. 1,2,4 or inf)"
+        elif exc.reason == NOT_ABOVE_ZERO:
+            message = f"request rate {exc.part} must be above 0 req/s (or inf)"
+        else:
+            message = "empty list of rates"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def share(text: str) -> float:
@@ -111,8 +104,6 @@ def load_from_args(args: argparse.Namespace, rates: list[float | None] | None) -
 
 
 def capacity_from_args(args: argparse.Namespace) -> CapacitySearch:
-    if args.mode not in LOAD_MODES:
-        raise UsageError(f"unknown --mode {args.mode!r}: use concurrency or rate")
     ceiling = args.max if args.max is not None else 64.0  # users, or req/s
     return CapacitySearch(mode=args.mode, start=args.start, max=ceiling, tolerance=args.tolerance)
 

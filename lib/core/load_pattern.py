@@ -63,6 +63,41 @@ class CapacitySearch:
         return 1.0 if self.mode == CONCURRENCY else 0.1
 
 
+class RateError(ValueError):
+    """A list of request rates that cannot be run. `part` is the piece at fault (None
+    when no rate was given at all); `reason` is "not a number" or "not above 0". The CLI
+    and the Run page each say it in their own words."""
+
+    def __init__(self, part: str | None, reason: str) -> None:
+        super().__init__(f"{part!r}: {reason}" if part is not None else reason)
+        self.part, self.reason = part, reason
+
+
+NOT_A_NUMBER, NOT_ABOVE_ZERO, NO_RATE = "not a number", "not above 0", "no rate"
+
+
+def parse_rates(text: str) -> list[float | None]:
+    """ "1, 2.5, inf" -> [1.0, 2.5, None] (None: all at once), repeats dropped, in order;
+    RateError on a piece that is not a rate or on no rate at all."""
+    out: list[float | None] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        if part.lower() in ("inf", "infinity"):
+            out.append(None)
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise RateError(part, NOT_A_NUMBER) from None
+        if not math.isfinite(value) or value <= 0:
+            raise RateError(part, NOT_ABOVE_ZERO)
+        out.append(value)
+    if not out:
+        raise RateError(None, NO_RATE)
+    return list(dict.fromkeys(out))
+
+
 def rate_label(rate: float | None) -> str:
     return "all at once" if rate is None or math.isinf(rate) else f"{rate:g} req/s"
 
