@@ -102,3 +102,29 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     st.cache_data.clear()
     st.cache_resource.clear()
     return path
+
+
+@pytest.fixture
+def env(db: Path, monkeypatch: pytest.MonkeyPatch, engines: Any) -> Iterator[Path]:
+    """The dashboard's store (`db`) with the scripted Ollama and vLLM as its default
+    endpoints. Afterwards no run process is left behind: each active run is cancelled and
+    waited for (a dead one is reconciled as failed), then Streamlit's caches are emptied."""
+    import time
+
+    import streamlit as st
+
+    from lib.load import jobs
+
+    ollama, vllm = engines
+    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", ollama.url)
+    monkeypatch.setenv("SERVESCOPE_VLLM_URL", vllm.base_url)
+    yield db
+    for run in jobs.active_runs(db):
+        jobs.cancel(run["run_id"], db)
+    deadline = time.monotonic() + 30
+    while jobs.active_runs(db):
+        if time.monotonic() > deadline:
+            raise AssertionError("a run process did not end within 30 s of its cancel")
+        time.sleep(0.2)
+    st.cache_data.clear()
+    st.cache_resource.clear()

@@ -16,7 +16,7 @@ from lib.analysis import frames
 from lib.app import checks_section
 from lib.load import jobs
 from tests.app.test_app_run import _app, _plain, _status, _wait
-from tests.app.test_run_load_modes import _workload
+from tests.app.test_run_load_modes import _workload, rates_form
 
 KEY_LABEL = re.compile(r"\bc=\d")
 
@@ -47,10 +47,7 @@ def _follow(at, db) -> list[str]:
 
 def test_live_rate_run_reads_by_rate(env):
     db = env
-    at = _workload(_app())
-    at.radio(key="run_load_mode").set_value("rates").run()
-    at.text_input(key="run_rates").set_value("4, inf")
-    at.selectbox(key="run_arrival").set_value("constant")
+    at = rates_form(_workload(_app()))
     at.run()
     at.button(key="run_start").click().run()
     assert not at.exception

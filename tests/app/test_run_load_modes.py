@@ -21,6 +21,14 @@ def _workload(at):
     return at.run()
 
 
+def rates_form(at, rates: str = "4, inf"):
+    """The Run page set to evenly spaced request rates (not yet rerun)."""
+    at.radio(key="run_load_mode").set_value("rates").run()
+    at.text_input(key="run_rates").set_value(rates)
+    at.selectbox(key="run_arrival").set_value("constant")
+    return at
+
+
 def test_parse_rates():
     assert parse_rates("1, 2.5,inf") == ([1.0, 2.5, None], None)
     assert parse_rates("2,2") == ([2.0], None)
@@ -32,9 +40,7 @@ def test_parse_rates():
 
 
 def test_bad_rates_and_a_search_without_targets_are_one_line_errors(env):
-    at = _workload(_app())
-    at.radio(key="run_load_mode").set_value("rates").run()
-    at.text_input(key="run_rates").set_value("2, lots").run()
+    at = rates_form(_workload(_app()), "2, lots").run()
     at.button(key="run_start").click().run()
     assert not at.exception
     assert any("'lots' is not a request rate" in t for t in _plain(at.error))
@@ -53,10 +59,7 @@ def _finish(at, db) -> str:
 
 def test_rate_run_from_the_page(env):
     db = env
-    at = _workload(_app())
-    at.radio(key="run_load_mode").set_value("rates").run()
-    at.text_input(key="run_rates").set_value("4, inf")
-    at.selectbox(key="run_arrival").set_value("constant")
+    at = rates_form(_workload(_app()))
     at.number_input(key="run_slo_ttft").set_value(5000.0)
     at.run()
     at.button(key="run_start").click().run()

@@ -6,19 +6,15 @@ by the CLI against the scripted engine pair; saves the page's top to /tmp/rate_r
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.browser.engines import OLLAMA_MODEL, VLLM_MODEL
+from tests.browser.runs import rate_run
 from tests.browser.test_dashboard_browser import (  # noqa: F401  (fixtures)
     CHROMIUM,
     CHROMIUM_ARGS,
-    ROOT,
     SETTLED_JS,
     dashboard,
     engines,
@@ -35,22 +31,10 @@ BANDS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot .annot
   .map(t => t.textContent)"""
 
 
-def _rate_run(urls: dict[str, str], db: Path, out: Path) -> str:
-    """Two lanes at 2 and 8 req/s, evenly spaced, six requests a level; the run id."""
-    command = [sys.executable, "-m", "lib.cli", "run", "--quiet"]
-    command += ["--lane", "ollama", urls["ollama"], OLLAMA_MODEL]
-    command += ["--lane", "openai", urls["vllm"], VLLM_MODEL]
-    command += ["--prompt", "인공지능 기술에 관한 짧은 뉴스 기사를 써 주세요.", "--rate", "2,8"]
-    command += ["--arrival", "constant", "--requests", "6", "--max-tokens", "8"]
-    command += ["--label", "rates by label", "--db", str(db), "--output-json", str(out)]
-    subprocess.run(command, cwd=ROOT, check=True, timeout=120)
-    return json.loads(out.read_text())["run_id"]
-
-
 def test_rate_results_read_by_rate_in_chromium(dashboard, engines, tmp_path):  # noqa: F811
     from playwright.sync_api import expect, sync_playwright
 
-    run_id = _rate_run(engines, tmp_path / "store.db", tmp_path / "run.json")
+    run_id = rate_run(engines, tmp_path / "store.db", tmp_path / "run.json", "rates by label")
     expect.set_options(timeout=30_000)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

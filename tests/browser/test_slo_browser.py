@@ -9,18 +9,14 @@ vLLM (batching) keeps up with both.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.browser.engines import OLLAMA_MODEL, VLLM_MODEL
+from tests.browser.runs import rate_run
 from tests.browser.test_dashboard_browser import (  # noqa: F401  (fixtures)
     CHROMIUM,
     CHROMIUM_ARGS,
-    ROOT,
     dashboard,
     engines,
 )
@@ -35,32 +31,17 @@ SETTLED_JS = """() => document.querySelectorAll('[data-stale="true"]').length ==
   && document.querySelectorAll('.js-plotly-plot').length >= 9"""
 
 
-def _rate_run(urls: dict[str, str], db: Path, out: Path) -> str:
-    """Two lanes at 2 and 8 req/s (evenly spaced), TTFT ≤ 500 ms for 90%; the run id."""
-    options = {
-        "--prompt": "인공지능 기술에 관한 짧은 뉴스 기사를 써 주세요.",
-        "--rate": "2,8",
-        "--arrival": "constant",
-        "--requests": "6",
-        "--max-tokens": "8",
-        "--slo-ttft-ms": "500",
-        "--label": "rates with a TTFT target",
-        "--db": str(db),
-        "--output-json": str(out),
-    }
-    command = [sys.executable, "-m", "lib.cli", "run", "--quiet"]
-    command += ["--lane", "ollama", urls["ollama"], OLLAMA_MODEL]
-    command += ["--lane", "openai", urls["vllm"], VLLM_MODEL]
-    for flag, value in options.items():
-        command += [flag, value]
-    subprocess.run(command, cwd=ROOT, check=True, timeout=120)
-    return json.loads(out.read_text())["run_id"]
-
-
 def test_slo_section_in_chromium(dashboard, engines, tmp_path):  # noqa: F811
     from playwright.sync_api import expect, sync_playwright
 
-    run_id = _rate_run(engines, tmp_path / "store.db", tmp_path / "run.json")
+    run_id = rate_run(
+        engines,
+        tmp_path / "store.db",
+        tmp_path / "run.json",
+        "rates with a TTFT target",
+        "--slo-ttft-ms",
+        "500",
+    )
     expect.set_options(timeout=30_000)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

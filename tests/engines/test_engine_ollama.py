@@ -18,6 +18,7 @@ from lib.core.records import Prompt, RequestResult, Sampling
 from lib.engines import make_engine
 from lib.engines.base import EngineError, EngineUnreachable, ModelNotFound
 from lib.engines.ollama import OllamaEngine
+from tests.engines.reasoning_checks import assert_no_reasoning, assert_reasoning_timed_apart
 from tests.scripted import OllamaScript, OllamaServer
 
 TOL_S = 0.025
@@ -134,26 +135,11 @@ async def test_thinking_then_answer_are_timed_apart(engine: OllamaEngine, srv: O
     srv.script.thinking_chunks = 3
     r = await chat(engine, max_tokens=9)
     assert_matches_truth(r, srv, 0.030)
-    sent = srv.recorded(CHAT)[-1].sent
-    assert r.t_first_reasoning == r.chunk_times[0]
-    assert r.t_first_answer == r.chunk_times[3]  # the first content chunk
-    assert 0 <= r.t_first_answer - sent[3] <= TOL_S
-    m = request_metrics(r)
-    # TTFT keeps vLLM's definition (first output of any kind); TTFAT is the answer's.
-    assert m["ttft_ms"] == pytest.approx((r.chunk_times[0] - r.t_send) * 1000)
-    assert m["ttfat_ms"] == pytest.approx((r.chunk_times[3] - r.t_send) * 1000)
-    assert m["ttfat_ms"] >= (0.030 + 3 * 0.008) * 1000  # ttft + 3 gaps after receipt
-    assert abs(m["reasoning_ms"] - (sent[3] - sent[0]) * 1000) <= TOL_S * 1000
-    assert m["reasoning_ms"] == pytest.approx(m["ttfat_ms"] - m["ttft_ms"])
+    assert_reasoning_timed_apart(r, srv.recorded(CHAT)[-1].sent, TOL_S)
 
 
 async def test_without_thinking_ttfat_is_ttft(engine: OllamaEngine, srv: OllamaServer):
-    r = await chat(engine)
-    assert r.error is None
-    assert (r.t_first_reasoning, r.t_first_answer) == (None, r.chunk_times[0])
-    m = request_metrics(r)
-    assert m["ttfat_ms"] == m["ttft_ms"] is not None
-    assert m["reasoning_ms"] is None
+    assert_no_reasoning(await chat(engine))
 
 
 async def test_thinking_cut_off_before_any_answer(engine: OllamaEngine, srv: OllamaServer):

@@ -17,11 +17,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
@@ -85,18 +84,6 @@ def finished(db: Path, run_id: str) -> int:
 
 def plain(elements) -> list[str]:
     return [re.sub(r"\\(.)", r"\1", str(e.value)) for e in elements]
-
-
-@pytest.fixture
-def env(db, monkeypatch, engines) -> Iterator[Path]:
-    ollama, vllm = engines
-    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", ollama.url)
-    monkeypatch.setenv("SERVESCOPE_VLLM_URL", vllm.base_url)
-    yield db
-    for run in jobs.active_runs(db):  # never leave a run process behind
-        jobs.cancel(run["run_id"], db)
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def test_dashboard_killed_mid_run_the_run_goes_on_and_a_new_one_reattaches(env):
