@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lib.core.load_pattern import CONCURRENCY, CapacitySearch
+from lib.core.metrics import level_summary
 from lib.core.slo import Slo, level_slo
 
 
@@ -62,13 +63,8 @@ async def search(
         if load is None:
             break
         records = await measure(load)
-        judged = level_slo(records, _duration(records), slo)
+        # The level's duration as every page and report measures it (first send to last end).
+        judged = level_slo(records, level_summary(records)["duration_s"], slo)
         trials.append((load, judged["passed"]))
         on_step(load, judged)
     return trials
-
-
-def _duration(records: list[dict[str, Any]]) -> float | None:
-    if not records:
-        return None
-    return max(r["t_done"] for r in records) - min(r["t_send"] for r in records)
