@@ -139,13 +139,17 @@ def _load_order(level: Mapping[str, Any]) -> float:
     return float("inf") if load is None else float(load)
 
 
+def capacity_amount(value: float, reason: str, mode: str) -> str:
+    """ "4 users at once", "1 user at a time", "at least 8 req/s" (the search's ceiling)."""
+    amount = f"{value:g} users at once" if mode == CONCURRENCY else f"{value:g} req/s"
+    if value == 1 and mode == CONCURRENCY:
+        amount = "1 user at a time"
+    return ("at least " if reason == "ceiling" else "") + amount
+
+
 def capacity_sentence(value: float | None, reason: str, mode: str, slo: Slo) -> str:
     """ "4 users at once within TTFT ≤ 500 ms and ≥ 20 tok/s each, for 90% of requests"."""
     within = slo.describe()
     if value is None:
         return f"no load measured met {within}"
-    amount = f"{value:g} users at once" if mode == CONCURRENCY else f"{value:g} req/s"
-    if value == 1 and mode == CONCURRENCY:
-        amount = "1 user at a time"
-    prefix = "at least " if reason == "ceiling" else ""
-    return f"{prefix}{amount} within {within}"
+    return f"{capacity_amount(value, reason, mode)} within {within}"

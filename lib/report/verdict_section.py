@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lib.analysis.load_levels import capacity_amount
 from lib.analysis.verdict import lane_verdicts, run_verdict_lines
 from lib.core import outcome
 from lib.report.facts import RunView
@@ -57,13 +58,11 @@ def _with_capacity(lane: Mapping[str, Any], sentence: str) -> str:
     capacity = lane.get("capacity")
     if not capacity:
         return sentence
-    value, mode = capacity.get("value"), capacity.get("mode")
+    value = capacity.get("value")
     if value is None:
         head = "Capacity: none within the targets"
     else:
-        unit = "users at once" if mode == "concurrency" else "req/s"
-        at_least = "at least " if capacity.get("reason") == "ceiling" else ""
-        head = f"Capacity: {at_least}{value:g} {unit}"
+        head = "Capacity: " + capacity_amount(value, capacity["reason"], capacity["mode"])
     return f"{head}. {sentence[:1].upper()}{sentence[1:]}"
 
 
