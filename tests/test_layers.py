@@ -27,6 +27,7 @@ RANKS = {
     "store": 1,
     "quality": 2,
     "endpoints": 2,
+    "launch": 2,
     "load": 3,
     "analysis": 4,
     "charts": 5,
@@ -37,7 +38,7 @@ RANKS = {
 STREAMLIT_ALLOWED = ("app.py", "app_pages/", "lib/app/")
 # lib packages that may import the sandbox package, inside a function only: servescope
 # works without it (its endpoints, a failing engine's log tail, the sidebar's box).
-SANDBOX_USERS = {"endpoints", "load", "app"}
+SANDBOX_USERS = {"endpoints", "launch", "load", "app"}
 
 
 def _imports(path: Path, nested: bool = True) -> Iterator[tuple[str, int]]:

@@ -100,6 +100,8 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
                 "warmup": [_request_out(config, r) for r in warm],
                 "levels": levels_out,
                 "telemetry": telemetry,
+                # Only for a lane whose engine servescope started from a recipe.
+                **engine_process_out(lane.get("engine_process")),
             }
         )
     names = [lane["name"] for lane in lanes_out]
@@ -160,6 +162,11 @@ def lane_telemetry(data: dict[str, Any], lane_idx: int) -> list[dict[str, Any]]:
                 item["labels"] = s["labels"]
             out.append(item)
     return out
+
+
+def engine_process_out(record: dict[str, Any] | None) -> dict[str, Any]:
+    """{"engine_process": ...} for a started engine's lane, {} for a plain endpoint."""
+    return {"engine_process": record} if record else {}
 
 
 def _info(lane: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Headless command line: `python -m lib.cli run|list|show|report|export|quality|gpu ...`.
+"""Headless command line: `python -m lib.cli COMMAND ...` (run, capacity, matrix, check, …).
 
 A thin wrapper over the same functions the dashboard calls. Exit codes: 0 every
 request completed, 1 some requests failed (results still written) or an unexpected
@@ -22,6 +22,7 @@ from lib import store
 from lib.analysis import results, validation
 from lib.cli import check as cli_check
 from lib.cli import load_args
+from lib.cli import matrix as cli_matrix
 from lib.cli import reports as cli_reports
 from lib.cli.verdict_lines import print_verdict
 from lib.core.load_pattern import CONCURRENCY, LOAD_MODES, level_label
@@ -58,6 +59,11 @@ def _add_lane_and_prompt_arguments(run: argparse.ArgumentParser) -> None:
         metavar=("ENGINE", "URL", "MODEL"),
         help="a lane (repeat for several)",
     )
+    add_prompt_arguments(run)
+
+
+def add_prompt_arguments(run: argparse.ArgumentParser) -> None:
+    """Prompts, sampling, the store and output: what every benchmarking command takes."""
     run.add_argument("--prompt", help="one prompt text")
     run.add_argument("--prompt-file", help=".txt (a prompt per line), .jsonl or .csv")
     run.add_argument("--preset", help="a built-in prompt set (see lib/load/workloads.py)")
@@ -126,34 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--json", action="store_true")
     COMMANDS.update(cli_reports.add_subcommands(sub))  # report, export
     COMMANDS.update(cli_check.add_subcommands(sub))  # check
+    cli_matrix.add_subcommands(sub, add_prompt_arguments, _int_list)
     return parser
 
 
 # --- run ------------------------------------------------------------------------------
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Turn `run` arguments into a RunConfig; UsageError on bad input."""
-    if args.config:
+def config_from_args(args: argparse.Namespace, lanes: list[LaneSpec] | None = None) -> RunConfig:
+    """Turn `run` arguments into a RunConfig (``lanes`` given: those lanes, as `matrix`
+    builds them from recipes); UsageError on bad input."""
+    if lanes is None and args.config:
         try:
             data = json.loads(Path(args.config).read_text(encoding="utf-8"))
             return RunConfig.from_dict(data)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise UsageError(f"cannot read config {args.config}: {exc}") from None
-    single = [args.engine, args.base_url, args.model]
-    if args.lane and any(single):
-        raise UsageError("give either --engine/--base-url/--model or --lane, not both")
-    if args.lane:
-        lanes = [LaneSpec(engine=e, base_url=u, model=m) for e, u, m in args.lane]
-    elif all(single):
-        lanes = [LaneSpec(engine=args.engine, base_url=args.base_url, model=args.model)]
-    else:
-        raise UsageError("give --engine, --base-url and --model, or one or more --lane")
-    for lane in lanes:
-        if lane.engine not in ENGINE_KINDS:
-            raise UsageError(
-                f"unknown engine {lane.engine!r}: use one of {', '.join(ENGINE_KINDS)}"
-            )
+    if lanes is None:
+        lanes = _lanes_from_args(args)
     synthetic = load_args.synthetic_from_args(args)
     output_tokens = synthetic.get("output_tokens") if synthetic else None
     return RunConfig(
@@ -175,9 +171,32 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         num_ctx=args.num_ctx,
         load=load_args.load_from_args(args, args.rate),
         slo=load_args.slo_from_args(args),
-        capacity=load_args.capacity_from_args(args) if args.command == "capacity" else None,
+        capacity=load_args.capacity_from_args(args) if _searches(args) else None,
         synthetic=synthetic,
     )
+
+
+def _lanes_from_args(args: argparse.Namespace) -> list[LaneSpec]:
+    single = [args.engine, args.base_url, args.model]
+    if args.lane and any(single):
+        raise UsageError("give either --engine/--base-url/--model or --lane, not both")
+    if args.lane:
+        lanes = [LaneSpec(engine=e, base_url=u, model=m) for e, u, m in args.lane]
+    elif all(single):
+        lanes = [LaneSpec(engine=args.engine, base_url=args.base_url, model=args.model)]
+    else:
+        raise UsageError("give --engine, --base-url and --model, or one or more --lane")
+    for lane in lanes:
+        if lane.engine not in ENGINE_KINDS:
+            raise UsageError(
+                f"unknown engine {lane.engine!r}: use one of {', '.join(ENGINE_KINDS)}"
+            )
+    return lanes
+
+
+def _searches(args: argparse.Namespace) -> bool:
+    """True for a capacity search: `capacity`, or `matrix --capacity`."""
+    return args.command == "capacity" or bool(getattr(args, "capacity", False))
 
 
 def _prompts_from_args(args: argparse.Namespace, synthetic: bool = False) -> list[Prompt]:
@@ -270,8 +289,9 @@ def _environment() -> dict[str, Any]:
     return {"hardware": hardware_info()}
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+def cmd_run(args: argparse.Namespace, config: RunConfig | None = None) -> int:
+    """Run ``config`` (default: the one the arguments describe) and print its results."""
+    config = config or config_from_args(args)
     try:
         validate_config(config)
     except ConfigError as exc:
@@ -302,6 +322,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_verdict(document)
     _print_checks(document)
     _print_failures(document)
+    cli_matrix.print_cells(document)
+    if any(lane.get("engine_process", {}).get("state") == "failed" for lane in document["lanes"]):
+        code = 1  # a cell whose engine did not start or died: no request says so
     return code
 
 
@@ -433,8 +456,15 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_matrix(args: argparse.Namespace) -> int:
+    """Each variant's engine started, measured and stopped in turn: one run, a lane per cell."""
+    cells = cli_matrix.recipes_from_args(args)
+    return cmd_run(args, config_from_args(args, cli_matrix.lanes_for(cells)))
+
+
 COMMANDS = {
     "run": cmd_run,
+    "matrix": cmd_matrix,
     "capacity": cmd_capacity,
     "list": cmd_list,
     "show": cmd_show,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lib.core.load_pattern import CapacitySearch, LoadPattern
+from lib.core.recipes import EngineRecipe
 from lib.core.slo import Slo
 
 EngineKind = Literal["ollama", "openai"]
@@ -72,6 +73,21 @@ class LaneSpec:
     # Name of the environment variable holding this endpoint's API key. The key
     # itself is never put in a config, the store, an export or a log.
     api_key_env: str | None = None
+    # When set, servescope starts this engine before the lane and stops it afterwards
+    # (lib/launch); base_url is then filled in at launch.
+    recipe: EngineRecipe | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LaneSpec:
+        data = dict(data)
+        recipe = data.get("recipe")
+        data["recipe"] = EngineRecipe.from_dict(recipe) if isinstance(recipe, dict) else None
+        return cls(**data)
+
+    @classmethod
+    def launched(cls, recipe: EngineRecipe, name: str = "") -> LaneSpec:
+        """A lane whose engine servescope starts from ``recipe``."""
+        return cls(recipe.lane_engine(), "", recipe.served(), name or recipe.label(), None, recipe)
 
     def display_name(self) -> str:
         return self.name or f"{self.engine}:{self.model}"
@@ -107,7 +123,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         data = dict(data)
-        data["lanes"] = [LaneSpec(**lane) for lane in data["lanes"]]
+        data["lanes"] = [LaneSpec.from_dict(lane) for lane in data["lanes"]]
         data["prompts"] = [Prompt(**p) for p in data["prompts"]]
         data["sampling"] = Sampling(**data.get("sampling", {}))
         data["load"] = LoadPattern(**(data.get("load") or {}))

@@ -34,9 +34,14 @@ def validate_config(config: RunConfig) -> None:
         raise ConfigError("no lanes: give at least one engine endpoint and model")
     for lane in config.lanes:
         _check_lane(lane)
-    keys = [(lane.engine, lane.base_url.rstrip("/"), lane.model) for lane in config.lanes]
+    keys = [
+        (lane.engine, lane.base_url.rstrip("/"), lane.model)
+        for lane in config.lanes
+        if lane.recipe is None
+    ]
     if len(set(keys)) != len(keys):
         raise ConfigError("the same lane (engine, URL, model) is listed twice")
+    _check_launched(config)
     if not config.prompts:
         raise ConfigError("no prompts")
     for n, prompt in enumerate(config.prompts, start=1):
@@ -136,6 +141,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _check_launched(config: RunConfig) -> None:
+    """Lanes whose engines servescope starts: one engine alive at a time, unique names."""
+    launched = [lane for lane in config.lanes if lane.recipe is not None]
+    if not launched:
+        return
+    if config.lanes_parallel:
+        raise ConfigError(
+            "engines started from recipes run one at a time: drop --lanes-parallel"
+        )
+    names = [lane.display_name() for lane in config.lanes]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"two lanes are both named {name!r}; give each recipe a name")
+
+
 def _check_lane(lane: LaneSpec) -> None:
     """Engine, URL and model of a lane: one line for the user, before anything connects.
 
@@ -144,6 +164,13 @@ def _check_lane(lane: LaneSpec) -> None:
     """
     if lane.engine not in ENGINE_KINDS:
         raise ConfigError(f"unknown engine {lane.engine!r}: use one of {', '.join(ENGINE_KINDS)}")
+    if lane.recipe is not None:
+        errors = lane.recipe.validate()
+        if errors:
+            raise ConfigError(f"recipe {lane.recipe.label()!r}: {errors[0]}")
+        if lane.engine != lane.recipe.lane_engine() or lane.model != lane.recipe.served():
+            raise ConfigError(f"lane {lane.display_name()!r} does not match its recipe")
+        return  # its URL is the started engine's, known at launch
     try:
         validate_url(lane.base_url)
     except ValueError as exc:

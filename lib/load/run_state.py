@@ -72,18 +72,20 @@ class LevelTally:
 
 
 async def prepare_lanes(config: RunConfig, api_key: str | None = None) -> list[PreparedLane]:
-    """Connect each lane's engine and check its model; raise EngineError on any fault."""
+    """Connect each lane's engine and check its model; raise EngineError on any fault.
+
+    A lane whose engine servescope starts from a recipe is connected later, once its
+    engine is up (``connect_lane``); until then it holds a placeholder.
+    """
     lanes: list[PreparedLane] = []
     try:
         for idx, spec in enumerate(config.lanes):
+            if spec.recipe is not None:
+                lanes.append(not_started_lane(idx, spec))
+                continue
             key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
-            engine = make_engine(spec.engine, spec.base_url, api_key=key or api_key)
-            lanes.append(PreparedLane(idx, spec, engine, None, None))  # type: ignore[arg-type]
-            info = await engine.info()
-            model = await engine.check_model(spec.model)
-            lanes[-1].info, lanes[-1].model = info, model
-            if not spec.name:
-                spec.name = f"{info.kind}:{spec.model}"
+            lanes.append(PreparedLane(idx, spec, None, None, None))  # type: ignore[arg-type]
+            await connect_lane(lanes[-1], key or api_key)
     except BaseException:
         await close_lanes(lanes)
         raise
@@ -94,10 +96,30 @@ async def prepare_lanes(config: RunConfig, api_key: str | None = None) -> list[P
     return lanes
 
 
+def not_started_lane(idx: int, spec: LaneSpec) -> PreparedLane:
+    """A recipe's lane before its engine runs: what the recipe says it will be."""
+    assert spec.recipe is not None
+    spec.name = spec.name or spec.recipe.label()
+    info = EngineInfo(kind=spec.recipe.engine, api=spec.engine, base_url="")  # type: ignore[arg-type]
+    model = ModelInfo(name=spec.model, extra={"recipe": spec.recipe.to_dict()})
+    return PreparedLane(idx, spec, None, info, model)  # type: ignore[arg-type]
+
+
+async def connect_lane(lane: PreparedLane, api_key: str | None = None) -> None:
+    """Make the lane's client, ask the engine what it is and check the model is served."""
+    spec = lane.spec
+    lane.engine = make_engine(spec.engine, spec.base_url, api_key=api_key)
+    lane.info = await lane.engine.info()
+    lane.model = await lane.engine.check_model(spec.model)
+    if not spec.name:
+        spec.name = f"{lane.info.kind}:{spec.model}"
+
+
 async def close_lanes(lanes: list[PreparedLane]) -> None:
     for lane in lanes:
-        with contextlib.suppress(Exception):
-            await lane.engine.aclose()
+        if lane.engine is not None:
+            with contextlib.suppress(Exception):
+                await lane.engine.aclose()
 
 
 def one_line(exc: BaseException) -> str:

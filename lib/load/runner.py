@@ -23,13 +23,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from lib import __version__, store
 from lib.core import outcome
 from lib.core.load_pattern import CONCURRENCY, RATE, level_label
 from lib.core.records import RunConfig
-from lib.load import lane_prompts, level_drivers
+from lib.load import lane_prompts, launched_lane, level_drivers
 from lib.load.capacity import search
 from lib.load.client_probe import LoopLagProbe, client_samples
 from lib.load.config_check import ConfigError, validate_config
@@ -129,7 +131,16 @@ async def execute_run(
             await asyncio.gather(*(_run_lane(state, config, lane) for lane in lanes))
         else:
             for lane in lanes:
-                await _run_lane(state, config, lane)
+                if state.cancel.is_set():
+                    break
+                if lane.spec.recipe is None:
+                    await _run_lane(state, config, lane)
+                    continue
+                # One engine alive at a time: started for its lane, stopped after it.
+                log = launched_lane.engine_log_path(_jobs_folder(db), state.run_id, lane)
+                await launched_lane.run_launched_lane(
+                    state, config, lane, partial(_run_lane, state, config, lane), recorder, log
+                )
         if cancel.is_set():
             status = outcome.CANCELLED
         else:
@@ -148,6 +159,12 @@ async def execute_run(
         writer.submit(_finish_run, state.run_id, status, error, env)
         writer.close()
     return state.run_id
+
+
+def _jobs_folder(db: str | None) -> Path:
+    """Where the run's files live beside the database (as lib/load/jobs.jobs_dir, which
+    imports this module)."""
+    return store.db_path(db).parent / "jobs"
 
 
 def _is_cancel(exc: BaseException) -> bool:
@@ -180,7 +197,8 @@ def _engine_logs(state: RunState, lanes: list[PreparedLane]) -> dict[str, Any]:
     troubled = {li for (li, _), tally in state.tally.items() if tally.errors}
     out = {}
     for lane in lanes:
-        if lane.idx in troubled:
+        # A started engine's log tail is in its lane's engine_process record.
+        if lane.idx in troubled and lane.spec.recipe is None:
             report = sandbox_engine_report(lane.spec.base_url)
             if report:
                 out[str(lane.idx)] = report
@@ -196,7 +214,7 @@ def _telemetry(state: RunState, lanes: list[PreparedLane], interval_s: float) ->
     targets = [
         TelemetryTarget(key=str(lane.idx), kind=lane.info.kind, base_url=lane.spec.base_url)
         for lane in lanes
-        if lane.info.kind in TARGET_KINDS
+        if lane.info.kind in TARGET_KINDS and lane.spec.recipe is None  # started later
     ]
 
     def sink(key: str | None, samples: list[Any]) -> None:

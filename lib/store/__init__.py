@@ -26,7 +26,9 @@ from lib.store.runs import (
     get_levels,
     get_run,
     list_runs,
+    set_lane_process,
     set_level,
+    update_lane,
     update_run,
 )
 from lib.store.saved import (
@@ -78,6 +80,8 @@ __all__ = [
     "list_runs",
     "opened",
     "save_endpoint",
+    "set_lane_process",
     "set_level",
+    "update_lane",
     "update_run",
 ]

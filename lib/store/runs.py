@@ -86,8 +86,35 @@ def add_lane(
     model_info: dict[str, Any],
 ) -> None:
     conn.execute(
-        "INSERT INTO lanes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO lanes (run_id, lane_idx, name, engine, base_url, model,"
+        " engine_info_json, model_info_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (run_id, lane_idx, name, engine, base_url, model, dumps(engine_info), dumps(model_info)),
+    )
+
+
+def update_lane(
+    conn: sqlite3.Connection,
+    run_id: str,
+    lane_idx: int,
+    base_url: str,
+    engine_info: dict[str, Any],
+    model_info: dict[str, Any],
+) -> None:
+    """What a lane's engine turned out to be once started (a recipe's lane)."""
+    conn.execute(
+        "UPDATE lanes SET base_url = ?, engine_info_json = ?, model_info_json = ?"
+        " WHERE run_id = ? AND lane_idx = ?",
+        (base_url, dumps(engine_info), dumps(model_info), run_id, lane_idx),
+    )
+
+
+def set_lane_process(
+    conn: sqlite3.Connection, run_id: str, lane_idx: int, process: dict[str, Any]
+) -> None:
+    """The lane's engine process record (state, readiness, memory phases, log tail)."""
+    conn.execute(
+        "UPDATE lanes SET process_json = ? WHERE run_id = ? AND lane_idx = ?",
+        (dumps(process), run_id, lane_idx),
     )
 
 
@@ -98,6 +125,7 @@ def get_lanes(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
         lane = dict(row)
         lane["engine_info"] = loads(lane.pop("engine_info_json"), {})
         lane["model_info"] = loads(lane.pop("model_info_json"), {})
+        lane["engine_process"] = loads(lane.pop("process_json", None), None)
         out.append(lane)
     return out
 

@@ -149,6 +149,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE levels ADD COLUMN load_json TEXT;
     ALTER TABLE requests ADD COLUMN t_scheduled REAL;
     """,
+    # 7: engines started from recipes (issue "Variants"). A lane's engine process as
+    # JSON: its recipe, state ("starting", "running", "stopped", "failed"), readiness
+    # time, exit, peak memory, memory phases and log tail (lib/launch/engine_process.py).
+    """
+    ALTER TABLE lanes ADD COLUMN process_json TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -207,6 +207,26 @@ class TelemetryRecorder:
             self._client = httpx.Client(timeout=self.timeout_s, transport=self._transport)
             logging.getLogger("httpx").addFilter(_quiet_filter)  # no-op when already added
 
+    def add_target(self, target: TelemetryTarget) -> None:
+        """Start polling ``target`` too (an engine started during the run).
+
+        The series list is replaced, never changed in place, so the sampling thread
+        always iterates a whole list.
+        """
+        if target.kind not in TARGET_KINDS:
+            raise ValueError(f"unknown telemetry target kind {target.kind!r}")
+        path, parse = _ENDPOINTS[target.kind]
+        series = _Series(target, f"{target.key}{path}", root_url(target.base_url) + path, parse)
+        self.targets = [*self.targets, target]
+        self._series = [*self._series, series]
+        if self._thread is not None:
+            self._open()
+
+    def remove_target(self, key: str) -> None:
+        """Stop polling the targets under ``key`` (their engine is being stopped)."""
+        self.targets = [t for t in self.targets if t.key != key]
+        self._series = [s for s in self._series if s.target.key != key]
+
     def stop(self) -> None:
         """Stop the thread (within about one interval), take a final round, close."""
         if self._thread is None:

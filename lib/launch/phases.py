@@ -1,0 +1,50 @@
+"""Memory phases of an engine's life, from its log lines and from what servescope saw.
+
+An engine's memory grows in steps (the seed's row: 3 -> 5770 MiB loading the model ->
+20898 MiB reserving the KV cache). The steps are named here by the log lines each engine
+writes when it finishes one; the watcher stamps a phase the moment it reads its line,
+with the memory the tree held then. "started", "ready", "first request", "idle" and
+"stopped" come from servescope itself (spawn, readiness, the lane's requests).
+"""
+
+from __future__ import annotations
+
+import re
+
+from lib.core.recipes import LLAMA_CPP, OLLAMA, VLLM
+
+STARTED = "process started"
+WEIGHTS = "weights loaded"
+KV_CACHE = "KV cache reserved"
+READY = "ready"
+FIRST_REQUEST = "first request"
+IDLE = "idle"
+STOPPED = "stopped"
+ORDER = (STARTED, WEIGHTS, KV_CACHE, READY, FIRST_REQUEST, IDLE, STOPPED)
+
+# Checked against real logs: vLLM 0.32 (CPU) and llama.cpp through llama-cpp-python 0.3.36
+# (verbose) in the sandbox; llama-server and Ollama print llama.cpp's own loader lines.
+LOG_PATTERNS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
+    VLLM: (
+        (WEIGHTS, re.compile(r"Loading weights took|Model loading took")),
+        (KV_CACHE, re.compile(r"KV cache size:|# (CPU|GPU) blocks:|Maximum concurrency for")),
+    ),
+    LLAMA_CPP: (
+        (WEIGHTS, re.compile(r"load_tensors: .*buffer size|llm_load_tensors: .*buffer size")),
+        (KV_CACHE, re.compile(r"KV buffer size|KV self size|kv_cache.*size =")),
+    ),
+    OLLAMA: (
+        (WEIGHTS, re.compile(r"load_tensors: .*buffer size|llama runner started")),
+        (KV_CACHE, re.compile(r"KV buffer size|KV self size|kv_cache.*size =")),
+    ),
+}
+
+
+def phases_in(engine: str, lines: list[str], seen: set[str]) -> list[str]:
+    """The phases whose line is among ``lines`` and not in ``seen`` yet, in log order."""
+    found: list[str] = []
+    for line in lines:
+        for phase, pattern in LOG_PATTERNS.get(engine, ()):
+            if phase not in seen and phase not in found and pattern.search(line):
+                found.append(phase)
+    return found
