@@ -37,8 +37,9 @@ RANKS = {
 }
 STREAMLIT_ALLOWED = ("app.py", "app_pages/", "lib/app/")
 # lib packages that may import the sandbox package, inside a function only: servescope
-# works without it (its endpoints, a failing engine's log tail, the sidebar's box).
-SANDBOX_USERS = {"endpoints", "launch", "load", "app"}
+# works without it (its endpoints, a failing engine's log tail, the sidebar's box, the
+# programs of its engines for recipes, its variants for `matrix --variants sandbox`).
+SANDBOX_USERS = {"endpoints", "launch", "load", "app", "cli"}
 
 
 def _imports(path: Path, nested: bool = True) -> Iterator[tuple[str, int]]:
