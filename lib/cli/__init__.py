@@ -459,6 +459,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     """Each variant's engine started, measured and stopped in turn: one run, a lane per cell."""
     cells = cli_matrix.recipes_from_args(args)
+    cli_matrix.check_programs(cells)
     return cmd_run(args, config_from_args(args, cli_matrix.lanes_for(cells)))
 
 

@@ -35,6 +35,7 @@ from lib.core.recipes import (
 )
 from lib.core.records import LaneSpec
 from lib.core.usage import UsageError
+from lib.launch.executables import LaunchRefused, resolve
 
 Handler = Callable[[argparse.Namespace], int]
 SANDBOX_VARIANTS = "sandbox"
@@ -130,6 +131,15 @@ def _sandbox_variants(engines: list[str], quiet: bool) -> list[EngineRecipe]:
     if not found:
         raise UsageError(f"no sandbox variants: {why}")
     return found
+
+
+def check_programs(cells: list[EngineRecipe]) -> None:
+    """Refuse, before anything starts, a cell whose program may not be started here."""
+    for cell in cells:
+        try:
+            resolve(cell)
+        except LaunchRefused as exc:
+            raise UsageError(f"{cell.label()}: {exc}") from None
 
 
 def lanes_for(cells: list[EngineRecipe]) -> list[LaneSpec]:
