@@ -247,6 +247,8 @@ def _progress_printer(quiet: bool) -> Any:
             met = "no requests" if share is None else f"{share:.0%} within the SLO"
             verdict = "passed" if event.get("passed") else "missed"
             print(f"[{event['lane']}] load {event['load']:g}: {met}, {verdict}", file=sys.stderr)
+        elif kind in cli_matrix.ENGINE_EVENTS:
+            print(f"[{event['lane']}] {cli_matrix.engine_event_text(event)}", file=sys.stderr)
         elif kind == "request" and event["error"] and not event["warmup"]:
             print(f"[{event['lane']}] request failed: {event['error']}", file=sys.stderr)
 

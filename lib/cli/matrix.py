@@ -146,6 +146,24 @@ def lanes_for(cells: list[EngineRecipe]) -> list[LaneSpec]:
     return [LaneSpec.launched(cell) for cell in cells]
 
 
+ENGINE_EVENTS = ("engine_start", "engine_ready", "engine_stop", "engine_failed")
+
+
+def engine_event_text(event: dict[str, Any]) -> str:
+    """A progress line for a started engine's step (lib/load/launched_lane.py's events)."""
+    kind = event["event"]
+    if kind == "engine_start":
+        return "starting its engine"
+    if kind == "engine_ready":
+        return f"engine ready in {event['ready_s']:.1f} s"
+    if kind == "engine_failed":
+        return f"failed: {event['error']}"
+    peak = event.get("peak_memory_mib")
+    left = event.get("leftover") or []
+    text = "engine stopped" + (f", peak {peak} MiB" if peak is not None else "")
+    return text + (f"; still running: {left}" if left else "")
+
+
 def print_cells(document: dict[str, Any]) -> None:
     """One line per cell: how its engine started, its peak memory and how it ended."""
     for lane in document["lanes"]:
