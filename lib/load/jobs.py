@@ -74,13 +74,23 @@ def _norm(url: str) -> str:
     return url.rstrip("/").removesuffix("/v1")
 
 
+# What a matrix's lanes use: engines started on this machine have no URL before they
+# start, and two matrices at once would share its cores and memory (and GPU).
+LAUNCHED = "the engines a matrix starts on this machine"
+
+
+def _endpoint(base_url: str, recipe: Any) -> str:
+    return LAUNCHED if recipe else _norm(base_url)
+
+
 def busy_endpoints(config: RunConfig, db: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """Endpoints of `config` that an active run is using: {url: run_id}."""
-    wanted = {_norm(lane.base_url) for lane in config.lanes}
+    """Endpoints of `config` that an active run is using: {url: run_id}; a matrix's
+    started engines count as one endpoint (one matrix at a time)."""
+    wanted = {_endpoint(lane.base_url, lane.recipe) for lane in config.lanes}
     busy: dict[str, str] = {}
     for run in active_runs(db):
         for lane in run["config"].get("lanes", []):
-            url = _norm(lane.get("base_url", ""))
+            url = _endpoint(lane.get("base_url", ""), lane.get("recipe"))
             if url in wanted:
                 busy[url] = run["run_id"]
     return busy

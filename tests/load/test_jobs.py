@@ -125,3 +125,50 @@ def test_preflight_failure_marks_the_precreated_run_failed(tmp_path, slow_vllm):
         lambda: (r := run_row(db, run_id))["status"] not in jobs.ACTIVE and r, what="failure"
     )
     assert row["status"] == "failed" and "missing-model" in row["error"]
+
+
+def test_one_matrix_at_a_time_and_cancel_stops_its_engine(tmp_path, monkeypatch):
+    """A matrix started like the Run page starts it: a second is refused while it runs,
+    and cancelling it stops the engine it started (no process left behind)."""
+    import psutil
+
+    from lib.core.recipes import OLLAMA, EngineRecipe
+    from lib.launch.executables import OPERATOR_VAR
+    from tests.scripted.ollama_standin import write_executable
+
+    standin = write_executable(tmp_path)
+    monkeypatch.setenv(OPERATOR_VAR, str(standin))
+    recipe = EngineRecipe(
+        engine=OLLAMA, model="qwen2.5:7b-instruct-q4_K_M", executable=str(standin), num_parallel=1
+    )
+    config = RunConfig(
+        lanes=[LaneSpec.launched(recipe)],
+        prompts=[Prompt.from_text("hello")],
+        concurrency=[1],
+        requests=10_000,  # runs until cancelled
+        warmup=0,
+        sampling=Sampling(max_tokens=40),
+    )
+    db = tmp_path / "s.db"
+    run_id = jobs.start(config, db)
+    try:
+        with pytest.raises(jobs.EndpointBusy, match=f"{jobs.LAUNCHED} is busy with run {run_id}"):
+            jobs.start(config, db)
+
+        def engine_running():
+            with store.opened(db) as conn:
+                lanes = store.get_lanes(conn, run_id)  # none until the process starts
+            process = (lanes[0]["engine_process"] if lanes else None) or {}
+            return process if process.get("state") == "running" else None
+
+        pid = wait_until(engine_running, what="the engine to run")["pid"]
+        wait_until(lambda: finished_requests(db, run_id) >= 2, what="requests")
+    finally:
+        jobs.cancel(run_id, db)
+        wait_until(lambda: not jobs.active_runs(db), what="cancel")
+    assert run_row(db, run_id)["status"] == "cancelled"
+    with store.opened(db) as conn:
+        (lane,) = store.get_lanes(conn, run_id)
+    assert lane["engine_process"]["state"] == "stopped"
+    assert lane["engine_process"]["leftover_pids"] == []
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
