@@ -355,7 +355,31 @@ class EngineProcess:
             ],
             "error": self.error,
             "leftover_pids": list(self.leftover),
+            # Not a secret: it only finds this engine's processes if the run dies.
+            "token": self.token,
         }
+
+
+def stop_orphans(token: str, grace_s: float = 10.0) -> list[int]:
+    """Stop every process carrying ``token`` (an engine whose run process died before it
+    could stop it); returns the pids that were signalled."""
+    needle = f"{TOKEN_VAR}={token}".encode()
+    procs = []
+    for pid in psutil.pids():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    procs.append(psutil.Process(pid))
+        except (OSError, psutil.Error):
+            continue
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return [p.pid for p in procs]
 
 
 def refused_record(recipe: EngineRecipe, message: str) -> dict[str, Any]:
@@ -379,4 +403,11 @@ def refused_record(recipe: EngineRecipe, message: str) -> dict[str, Any]:
     }
 
 
-__all__ = ["EngineProcess", "LaunchFailed", "LaunchRefused", "log_tail", "refused_record"]
+__all__ = [
+    "EngineProcess",
+    "LaunchFailed",
+    "LaunchRefused",
+    "log_tail",
+    "refused_record",
+    "stop_orphans",
+]

@@ -22,6 +22,7 @@ from typing import Any
 
 from lib import store
 from lib.core.records import RunConfig
+from lib.launch.engine_process import stop_orphans
 from lib.load.config_check import ConfigError, validate_config
 from lib.load.runner import new_run_id
 
@@ -187,8 +188,28 @@ def reconcile(db: str | os.PathLike[str] | None = None) -> list[str]:
                 reason = _death_reason(run["run_id"], db)
                 store.update_run(conn, run["run_id"], status=status, error=reason, finished_at=now)
             store.close_levels(conn, run["run_id"], status, now)
+            _stop_orphaned_engines(conn, run["run_id"])
             dead.append(run["run_id"])
     return dead
+
+
+def _stop_orphaned_engines(conn: Any, run_id: str) -> None:
+    """A matrix whose process died leaves its current engine running in a session of its
+    own: stop it (and its children) by the token its record keeps."""
+    for lane in store.get_lanes(conn, run_id):
+        process = lane.get("engine_process") or {}
+        if process.get("state") in ("starting", "running") and process.get("token"):
+            stop_orphans(process["token"])
+            store.set_lane_process(
+                conn,
+                run_id,
+                lane["lane_idx"],
+                {
+                    **process,
+                    "state": "failed",
+                    "error": "the run's process died; servescope stopped the engine",
+                },
+            )
 
 
 def _death_reason(run_id: str, db: str | os.PathLike[str] | None) -> str:

@@ -127,11 +127,8 @@ def test_preflight_failure_marks_the_precreated_run_failed(tmp_path, slow_vllm):
     assert row["status"] == "failed" and "missing-model" in row["error"]
 
 
-def test_one_matrix_at_a_time_and_cancel_stops_its_engine(tmp_path, monkeypatch):
-    """A matrix started like the Run page starts it: a second is refused while it runs,
-    and cancelling it stops the engine it started (no process left behind)."""
-    import psutil
-
+def matrix_config(tmp_path, monkeypatch) -> RunConfig:
+    """A one-cell matrix (the Ollama stand-in's engine) that runs until stopped."""
     from lib.core.recipes import OLLAMA, EngineRecipe
     from lib.launch.executables import OPERATOR_VAR
     from tests.scripted.ollama_standin import write_executable
@@ -141,28 +138,44 @@ def test_one_matrix_at_a_time_and_cancel_stops_its_engine(tmp_path, monkeypatch)
     recipe = EngineRecipe(
         engine=OLLAMA, model="qwen2.5:7b-instruct-q4_K_M", executable=str(standin), num_parallel=1
     )
-    config = RunConfig(
+    return RunConfig(
         lanes=[LaneSpec.launched(recipe)],
         prompts=[Prompt.from_text("hello")],
         concurrency=[1],
-        requests=10_000,  # runs until cancelled
+        requests=10_000,  # runs until stopped
         warmup=0,
         sampling=Sampling(max_tokens=40),
     )
+
+
+def engine_pid_once_running(db, run_id) -> int:
+    def engine_running():
+        with store.opened(db) as conn:
+            lanes = store.get_lanes(conn, run_id)  # none until the process starts
+        process = (lanes[0]["engine_process"] if lanes else None) or {}
+        return process if process.get("state") == "running" else None
+
+    pid = wait_until(engine_running, what="the engine to run")["pid"]
+    wait_until(lambda: finished_requests(db, run_id) >= 2, what="requests")
+    return pid
+
+
+def gone(pid: int) -> bool:
+    import psutil
+
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_one_matrix_at_a_time_and_cancel_stops_its_engine(tmp_path, monkeypatch):
+    """A matrix started like the Run page starts it: a second is refused while it runs,
+    and cancelling it stops the engine it started (no process left behind)."""
+    config = matrix_config(tmp_path, monkeypatch)
     db = tmp_path / "s.db"
     run_id = jobs.start(config, db)
     try:
         with pytest.raises(jobs.EndpointBusy, match=f"{jobs.LAUNCHED} is busy with run {run_id}"):
             jobs.start(config, db)
-
-        def engine_running():
-            with store.opened(db) as conn:
-                lanes = store.get_lanes(conn, run_id)  # none until the process starts
-            process = (lanes[0]["engine_process"] if lanes else None) or {}
-            return process if process.get("state") == "running" else None
-
-        pid = wait_until(engine_running, what="the engine to run")["pid"]
-        wait_until(lambda: finished_requests(db, run_id) >= 2, what="requests")
+        pid = engine_pid_once_running(db, run_id)
     finally:
         jobs.cancel(run_id, db)
         wait_until(lambda: not jobs.active_runs(db), what="cancel")
@@ -171,4 +184,22 @@ def test_one_matrix_at_a_time_and_cancel_stops_its_engine(tmp_path, monkeypatch)
         (lane,) = store.get_lanes(conn, run_id)
     assert lane["engine_process"]["state"] == "stopped"
     assert lane["engine_process"]["leftover_pids"] == []
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert gone(pid)
+
+
+def test_a_killed_matrix_has_its_engine_stopped_by_reconcile(tmp_path, monkeypatch):
+    """The run's process killed outright cannot stop its engine; the dashboard's
+    reconcile does, by the token in the lane's record."""
+    db = tmp_path / "s.db"
+    run_id = jobs.start(matrix_config(tmp_path, monkeypatch), db)
+    engine = engine_pid_once_running(db, run_id)
+    pid = run_row(db, run_id)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not jobs.process_alive(pid, run_id), what="process death")
+    assert not gone(engine)  # orphaned, in a session of its own
+    assert run_id in jobs.reconcile(db)
+    assert gone(engine)
+    with store.opened(db) as conn:
+        (lane,) = store.get_lanes(conn, run_id)
+    assert lane["engine_process"]["state"] == "failed"
+    assert "servescope stopped the engine" in lane["engine_process"]["error"]
