@@ -1,5 +1,6 @@
 """One tile per lane: TTFT, tokens/s, output tok/s and failures of the picked level, the
-warm-up line, and every level's outcome with its reason.
+warm-up line, and every level's outcome with its reason; for a lane whose engine
+servescope starts (a matrix cell), the engine's state: starting, ready, failed.
 """
 
 from __future__ import annotations
@@ -49,12 +50,18 @@ def lane_tiles(
     active: bool,
     drift: Mapping[str, str] | None = None,
     warmups: Sequence[Mapping[str, Any]] = (),
+    processes: Mapping[int, Mapping[str, Any] | None] | None = None,
 ) -> None:
-    """One bordered box per lane: name in its colour and how the lane is doing, four
-    KPIs of one level (two by two: they fit three lanes side by side), the warm-up,
-    every level's progress or outcome with its reason, and the language check."""
+    """One bordered box per lane: name in its colour and how the lane is doing, its
+    engine's state when servescope starts it, four KPIs of one level (two by two: they
+    fit three lanes side by side), the warm-up, every level's progress or outcome with
+    its reason, and the language check.
+
+    `processes` maps a lane's index to its `engine_process` record (store.get_lanes);
+    plain endpoints have none."""
     per_row = min(max(len(names), 1), 3)
     warm = {w["lane_idx"]: w for w in warmups}
+    processes = processes or {}
     for start in range(0, len(names), per_row):
         cols = st.columns(per_row)
         for col, kpi in zip(cols, kpis[start : start + per_row], strict=False):
@@ -62,6 +69,7 @@ def lane_tiles(
             mine = progress[progress["lane_idx"] == li]
             with col.container(border=True):
                 _tile_title(kpi, mine, warm.get(li), active)
+                _engine_line(processes.get(li), active)
                 m = st.columns(2)
                 m[0].metric("TTFT p50", fmt_num(kpi["ttft_p50_ms"], 0, "ms"))
                 m[1].metric("Tokens/s p50", fmt_num(kpi["tok_per_s_p50"], 1, "tok/s"))
@@ -95,6 +103,58 @@ def _tile_title(
     badge = f" :{STATUS_COLORS.get(state, 'gray')}-badge[{state}]" if state else ""
     swatch = f":{charts.lane_color_name(kpi['lane_idx'])}[■]"
     st.markdown(f"{swatch} **{esc_md(kpi['lane'])}**{level}{badge}")
+
+
+def engine_state(
+    record: Mapping[str, Any] | None, active: bool, now: float | None = None
+) -> tuple[str, str] | None:
+    """(state, words) of a started engine: "starting engine… 12 s", "engine ready in
+    1.7 s · peak 699 MiB", "engine failed: <reason>"; None for a plain endpoint."""
+    if not record or not record.get("state"):
+        return None
+    state = str(record["state"])
+    if state == "failed":
+        tail = [line for line in record.get("log_tail") or [] if str(line).strip()]
+        reason = record.get("error") or record.get("exit_reason") or (tail[-1] if tail else "")
+        return state, f"engine failed: {reason}" if reason else "engine failed"
+    if state == "starting":
+        started = record.get("started_at")
+        if not active:
+            return state, "engine was still starting when the run ended"
+        took = f" {max(0.0, (now or time.time()) - started):.0f} s" if started else ""
+        return state, f"starting engine…{took}"
+    ready = record.get("ready_s")
+    words = [f"engine ready in {ready:.1f} s" if ready is not None else f"engine {state}"]
+    if record.get("peak_memory_mib") is not None:
+        words.append(f"peak {record['peak_memory_mib']:,.0f} MiB")
+    if record.get("peak_gpu_memory_mib"):
+        words.append(f"GPU peak {record['peak_gpu_memory_mib']:,.0f} MiB")
+    if state == "stopped":
+        words.append("stopped")
+    if record.get("leftover_pids"):
+        words.append(f"left running: pids {', '.join(map(str, record['leftover_pids']))}")
+    return state, " · ".join(words)
+
+
+def _engine_line(record: Mapping[str, Any] | None, active: bool) -> None:
+    """The lane's engine, when servescope starts it: its start-up clock, then how fast it
+    got ready and its peak memory, or why it failed with the last lines of its log."""
+    found = engine_state(record, active)
+    if found is None or record is None:
+        return
+    state, words = found
+    if state == "starting" and active:
+        st.info(words, icon=":material/hourglass_top:")
+    elif state == "failed":
+        st.markdown(f":red[**{esc_md(words)}**]")
+        tail = [str(line) for line in record.get("log_tail") or []]
+        if tail:
+            with st.expander("Engine log (last lines)"):
+                st.code("\n".join(tail), language=None)  # engine output: never markdown
+    elif record.get("leftover_pids"):
+        st.markdown(f":orange[**{esc_md(words)}**]")
+    else:
+        st.caption(esc_md(words))
 
 
 def _warmup_line(warm: Mapping[str, Any] | None, active: bool) -> None:

@@ -1,6 +1,8 @@
-"""The Run page's form: lanes (endpoint + model), prompts, settings, and the start button.
+"""The Run page's form: lanes, prompts, settings, and the start button.
 
-The choices become a RunConfig through lib/app/lane_choices.py (no Streamlit there) and
+Lanes come from endpoints that run already (endpoint + model pickers) or from the matrix
+(lib/app/matrix_inputs.py: engine variants servescope starts, one cell at a time). The
+choices become a RunConfig through lib/app/lane_choices.py (no Streamlit there) and
 start as a background job (lib/load/jobs.py).
 """
 
@@ -12,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from lib import charts, endpoints
+from lib.app import matrix_inputs
 from lib.app.formatting import esc_md
 from lib.app.lane_choices import (
     LaneChoice,
@@ -224,15 +227,24 @@ def _lane_secrets(lanes: Sequence[LaneSpec]) -> dict[str, str]:
 
 def run_form() -> None:
     """The whole set-up form; starting a run shows it live on this page."""
-    statuses = endpoint_statuses(db_key())
     st.markdown("##### Lanes")
-    choices = lane_editor(statuses)
+    matrix = matrix_inputs.lane_source() == matrix_inputs.MATRIX
+    if matrix:
+        plan = matrix_inputs.matrix_inputs()
+    else:
+        statuses = endpoint_statuses(db_key())
+        choices = lane_editor(statuses)
     st.markdown("##### Workload")
     prompts, prompt_error = prompt_picker()
     load, load_errors = load_inputs()
     values = {**settings_inputs(), **load}
+    if matrix and not plan.may_start:
+        return  # refused, or nothing to start: no start button (the reason is above)
     if st.button("Start run", type="primary", icon=":material/play_arrow:", key="run_start"):
-        lanes, errors = build_lanes(choices, statuses)
+        if matrix:
+            lanes, errors = plan.lanes(), [*plan.errors, *matrix_inputs.start_errors(values)]
+        else:
+            lanes, errors = build_lanes(choices, statuses)
         if prompt_error:
             errors.append(prompt_error)
         errors += load_errors
