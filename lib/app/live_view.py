@@ -270,7 +270,9 @@ def _draw_run(run_id: str, where: str) -> bool:
     drift = data["drift"]
     pick = level_pick(order, where, run_id, frames.pick_labels(plan))
     kpis = frames.kpis(level_df, names, pick, frames.level_loads(levels))
-    lane_tiles(names, kpis, progress, active, drift, warmups)
+    # A matrix's lanes: each started engine's state (starting, ready, failed, stopped).
+    processes = {lane["lane_idx"]: lane.get("engine_process") for lane in lanes}
+    lane_tiles(names, kpis, progress, active, drift, warmups, processes=processes)
     return active
 
 
