@@ -15,7 +15,8 @@ else:
         navigation.show_run(None)  # a stale ?run= (deleted run): forget it
     st.title("Run a benchmark")
     st.caption(
-        "Compare engines side by side: each lane is an endpoint and a model on it. "
+        "Compare engines side by side: each lane is an endpoint and a model on it, or an "
+        "engine variant servescope starts, measures and stops (a matrix). "
         "Lanes run one after another by default, so they do not share the GPU."
     )
     run_form.run_form()
