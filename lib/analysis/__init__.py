@@ -7,5 +7,5 @@ each lane scales, in words), regression (the CI gate's comparison), frames (pand
 of requests, levels and tables for the pages and the report; progress_frames,
 load_frames and document_frames beside it), telemetry_frames (memory, KV-cache and
 Ollama samples as frames), lane_memory (one rule for a lane's memory), history (runs side
-by side over time).
+by side over time), matrix_frames (a matrix run's cells side by side, their memory rows).
 """

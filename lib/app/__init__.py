@@ -2,7 +2,7 @@
 
 app.py and app_pages/ call these; each module draws one part of a page and is named
 after it. Logic without widgets lives in the packages below (analysis, report, ...) or,
-for the run form, in lane_choices.py.
+for the run form, in lane_choices.py. matrix_section: a matrix run's cells side by side.
 Run page lanes: endpoints (run_form) or the matrix (matrix_inputs: engines servescope starts).
 
 Rules kept here: SQLite connections are opened per call and closed at once; long-lived

@@ -11,7 +11,8 @@ The run charts callers use as `charts.<name>`; the code lives in submodules: sty
 timeline (the latency timeline), distributions (box plots, throughput vs
 concurrency), capacity (the Pareto view, latency and goodput against load, over the
 load axis of load_axis). telemetry and history hold the telemetry and History page
-figures.
+figures. matrix: a matrix run's cells side by side (bars per metric, start-up and peak
+memory, each engine's memory from its first second).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from lib.charts.levels import (
     append_layout,
     concurrency_axis,
 )
+from lib.charts.matrix import matrix_figures, memory_phases, metric_bars, startup_memory
 from lib.charts.style import (
     BOX_POINTS_ALL,
     CONCURRENCY_TITLE,
@@ -90,8 +92,12 @@ __all__ = [
     "lane_colors",
     "latency_timeline",
     "latency_vs_load",
+    "matrix_figures",
+    "memory_phases",
+    "metric_bars",
     "no_data",
     "pareto",
+    "startup_memory",
     "throughput_vs_concurrency",
     "tokens_per_s_box",
     "tpot_box",

@@ -10,7 +10,8 @@ are untrusted text, escaped in lib/report/sections.py (the page's sections); end
 URLs are shown without scheme, credentials or query.
 
 The run's facts (hardware line, memory, default level) come from lib/report/facts.py,
-shared with the PNG card (lib/report/card.py).
+shared with the PNG card (lib/report/card.py). A matrix run's cells side by side:
+lib/report/matrix_section.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from plotly.offline import get_plotlyjs
 
-from lib.report import capacity_section, verdict_section
+from lib.report import capacity_section, matrix_section, verdict_section
 from lib.report import sections as sections
 from lib.report.facts import RunView, load_view, resolve_concurrency, run_title
 from lib.report.level_tables import level_phrase, rate_run
@@ -179,16 +180,18 @@ def render_html(view: RunView, concurrency: int | None = None) -> str:
     c = resolve_concurrency(view.doc, concurrency)
     # The capacity charts are packed after the run's own; their section places the cells.
     figures, extra = sections.figures(view), capacity_section.capacity_figures(view)
+    matrix = matrix_section.matrix_figures(view)  # packed after the capacity charts
     body = "".join(
         [
             sections.header(view),
             sections.failures_section(view),
             verdict_section.verdict_section(view),
+            matrix_section.matrix_section(view, len(figures) + len(extra), len(matrix)),
             sections.headline(view, c),
             sections.summary_section(view),
             capacity_section.capacity_section(view, len(figures), len(extra)),
             sections.checks_section(view),
-            sections.charts_section(figures, extra),
+            sections.charts_section(figures, [*extra, *matrix]),
             sections.quality_section(view),
             sections.lanes_section(view),
             sections.settings_section(view),
