@@ -29,14 +29,21 @@ pytestmark = [pytest.mark.engines, pytest.mark.timeout(1800)]
 PROMPT = "한국어로 두 문장으로 자기소개를 해 주세요."
 
 
-def matrix(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def sandbox_env() -> dict[str, str]:
+    """The environment of the real model's test home (tests/integration/conftest.py)."""
+    return home_env(home_for(DEFAULT), DEFAULT)
+
+
+def matrix(
+    tmp_path: Path, env: dict[str, str], *args: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     out = tmp_path / "matrix.json"
     command = [sys.executable, "-m", "lib.cli", "matrix", *args]
     command += ["--db", str(tmp_path / "db.sqlite"), "--output-json", str(out)]
     result = subprocess.run(
         command,
         cwd=REPO,
-        env=home_env(home_for(DEFAULT), DEFAULT),
+        env=env,
         capture_output=True,
         text=True,
         timeout=1500,
@@ -71,7 +78,8 @@ def first_send(db: Path, run_id: str, lane_idx: int) -> float:
 def test_vllm_and_llama_cpp_variants_started_measured_and_stopped(
     real_engines: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in home_env(home_for(DEFAULT), DEFAULT).items():
+    env = sandbox_env()
+    for key, value in env.items():
         if key.startswith("SERVESCOPE_SANDBOX"):
             monkeypatch.setenv(key, value)
     from sandbox.recipes import variants
@@ -89,6 +97,7 @@ def test_vllm_and_llama_cpp_variants_started_measured_and_stopped(
 
     result, doc = matrix(
         tmp_path,
+        env,
         *("--recipes", str(file), "--concurrency", "1,4", "--requests", "8"),
         *("--max-tokens", "32", "--temperature", "0", "--prompt", PROMPT),
     )
@@ -125,6 +134,7 @@ def test_vllm_and_llama_cpp_variants_started_measured_and_stopped(
 def test_the_sandbox_variants_by_name(real_engines: dict[str, Any], tmp_path: Path) -> None:
     result, doc = matrix(
         tmp_path,
+        sandbox_env(),
         *("--variants", "sandbox", "--engines", "llama.cpp", "--only", "Q4_0"),
         *("--concurrency", "1", "--requests", "3", "--max-tokens", "16", "--prompt", PROMPT),
     )
