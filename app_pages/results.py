@@ -3,7 +3,7 @@
 import streamlit as st
 
 from lib import report
-from lib.app import live_view, matrix_section, navigation, results_tables, session, slo_section
+from lib.app import live_view, navigation, results_tables, session, slo_section
 from lib.report import card as report_card
 from lib.report import exports
 
@@ -50,6 +50,5 @@ if run_id and live_view.run_panel(run_id, "results"):
             mime="application/json",
             help="The field names `vllm bench serve --save-result` writes, one object per level.",
         )
-    matrix_section.matrix_section(run_id)  # a matrix run's cells side by side
     slo_section.slo_section(run_id)  # after the charts: the same levels, judged
     results_tables.results_details(run_id)

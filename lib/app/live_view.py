@@ -17,7 +17,7 @@ import streamlit as st
 
 from lib import charts, store
 from lib.analysis import frames
-from lib.app import verdict_section
+from lib.app import matrix_section, verdict_section
 from lib.app.chart_grid import GRID_SIZE, grid_figures, plot_grid
 from lib.app.formatting import esc_md
 from lib.app.lane_tiles import lane_tiles, level_pick
@@ -136,6 +136,8 @@ def run_panel(run_id: str, where: str) -> bool:
         document = finished_document(run_id)
         if document is not None:
             verdict_section.draw(document)
+            # A matrix's answer comes next: the cells side by side, before the charts.
+            matrix_section.matrix_section(run_id)
     live_charts()
     _settle_heap()
     return True

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from lib import charts, store
+from lib import charts
 from lib.analysis import matrix_frames as mf
 from lib.analysis.load_levels import judge
 from lib.app import slo_section
@@ -28,7 +28,6 @@ from lib.app.formatting import esc_md
 from lib.app.results_tables import finished_document
 from lib.charts import matrix as matrix_charts
 from lib.core.slo import DEFAULT_TARGET, Slo
-from lib.load import jobs
 
 TITLE = "Variants side by side"
 BEST_STYLE = "font-weight: 700; background-color: #e6f4ea; color: #0b5e28"
@@ -117,11 +116,11 @@ def column_config(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def matrix_section(run_id: str) -> None:
-    """The section for a finished matrix run; a line saying so while it runs; nothing
-    for a run of plain endpoints."""
+    """The section for a finished matrix run (the live view draws it under the verdict
+    once the run has ended; while it runs, the lane tiles show each engine's state);
+    nothing for a run of plain endpoints."""
     document = finished_document(run_id)
     if document is None:
-        _cells_so_far(run_id)
         return
     if not mf.is_matrix(document):
         return
@@ -181,18 +180,3 @@ def _memory_rows(doc: Mapping[str, Any]) -> None:
         st.markdown(f"{swatch} **{esc_md(item['cell'])}**: {esc_md(item['row'])}")
         if item["gpu_row"]:
             st.caption(f"On the GPU: {esc_md(item['gpu_row'])}")
-
-
-def _cells_so_far(run_id: str) -> None:
-    """While a matrix runs: where its table will be. (Drawn once per page run, outside
-    the live fragments: cell states here would go stale; the lane tiles show them.)"""
-    with store.opened() as conn:
-        run = store.get_run(conn, run_id)
-    if run is None or run["status"] not in jobs.ACTIVE:
-        return
-    config_lanes = (run.get("config") or {}).get("lanes") or []
-    if any((spec or {}).get("recipe") for spec in config_lanes):
-        st.caption(
-            f"{TITLE}: the cells' table, start-up and memory from each engine's first"
-            " second appear here when the matrix ends."
-        )
