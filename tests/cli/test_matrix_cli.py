@@ -129,3 +129,32 @@ def standin(tmp_path: Path) -> Path:
     folder = tmp_path / "bin"
     folder.mkdir()
     return write_executable(folder)
+
+
+def test_a_capacity_search_per_cell_says_which_setting_serves_more(
+    standin: Path, tmp_path: Path
+) -> None:
+    """Variants x settings x load with the load a capacity search: how many users each
+    OLLAMA_NUM_PARALLEL serves within the TTFT target (the scripted server takes 30 ms to
+    a first token, and one slot makes each extra user wait a whole answer)."""
+    recipes = [
+        {"engine": "ollama", "model": MODEL, "executable": str(standin), "num_parallel": n}
+        for n in (1, 4)
+    ]
+    file = tmp_path / "recipes.json"
+    file.write_text(json.dumps(recipes))
+    out = tmp_path / "out.json"
+    result = matrix(
+        [
+            *("--recipes", str(file), "--capacity", "--slo-ttft-ms", "200", "--max", "16"),
+            *("--requests", "8", "--max-tokens", "24", "--prompt", "hi", "--output-json", str(out)),
+        ],
+        standin,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    one, four = json.loads(out.read_text())["lanes"]
+    assert one["capacity"]["value"] < four["capacity"]["value"]
+    assert four["capacity"]["value"] >= 4
+    assert "parallel 4 serves" in result.stdout
+    assert standin_processes(standin) == []
