@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DB = PROJECT_ROOT / "data" / "servescope.db"
@@ -159,14 +161,40 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def db_path(path: str | os.PathLike[str] | None = None) -> Path:
-    """The database to use: the argument, else $SERVESCOPE_DB, else data/servescope.db."""
-    chosen = path or os.environ.get("SERVESCOPE_DB") or DEFAULT_DB
-    return Path(chosen).expanduser()
-
-
 class StoreError(RuntimeError):
     """The store cannot be opened (bad path, not a database, newer schema); one line."""
+
+
+# "postgresql://user:pw@host/db" and the like: a URL, never a file name. Taken for a path
+# it became a folder named after it, password included, and the CLI reported success.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def without_password(url: str) -> str:
+    """``url`` with any password replaced by ***, for messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    except ValueError:
+        return _URL.match(url).group(0) + "…"  # type: ignore[union-attr]
+
+
+def db_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The database to use: the argument, else $SERVESCOPE_DB, else data/servescope.db.
+
+    StoreError for a database URL: the store is a SQLite file.
+    """
+    chosen = str(path or os.environ.get("SERVESCOPE_DB") or DEFAULT_DB)
+    if _URL.match(chosen):
+        raise StoreError(
+            f"{without_password(chosen)} is a database URL; servescope keeps runs in a SQLite "
+            "file: give a file path (PostgreSQL is not supported yet)"
+        )
+    return Path(chosen).expanduser()
 
 
 def connect(path: str | os.PathLike[str] | None = None) -> sqlite3.Connection:
