@@ -3,8 +3,9 @@
 The public API callers use as `endpoints.<name>`; the code lives in submodules:
 registry (the defaults, the sandbox's engines and saved endpoints, merged), urls
 (validation, redaction, same-server keys), keys (API keys), probing (what answers,
-status lines and rows), model_labels (model rows and picker labels) and variants
-(pulling or serving another quantization).
+status lines and rows), model_labels (model rows and picker labels), variants
+(pulling or serving another quantization) and variant_recipes (those variants as recipes
+a matrix starts).
 
 Only the *name* of an API key's environment variable is ever stored. The key value
 is read from the environment or `.streamlit/secrets.toml` at the moment it is

@@ -1,20 +1,24 @@
 """The Run page's matrix (lib/app/matrix_inputs.py) and a started engine's lane tile.
 
-Lanes come either from endpoints or from the matrix: the sandbox's variants crossed with
-settings, one cell each. The variants are the sandbox's own (`sandbox.recipes.variants`)
-where a test says so; elsewhere a stand-in list, so the page does not depend on what this
-machine has installed. A matrix is started for real with the Ollama stand-in
-(tests/scripted/ollama_standin.py, allowed through the operator's list), and with the
-sandbox's llama.cpp when this machine has it (otherwise the page's reason is checked).
+Lanes come either from endpoints or from the matrix: the sandbox's variants and those the
+page's endpoints name (an Ollama's tags, a vLLM model's siblings) crossed with settings,
+one cell each. The variants are the sandbox's own (`sandbox.recipes.variants`) where a
+test says so; elsewhere a stand-in list, so the page does not depend on what this machine
+has installed. A matrix is started for real with the Ollama stand-in
+(tests/scripted/ollama_standin.py: allowed through the operator's list, or as `ollama`
+first on the PATH with a scripted Ollama as the page's endpoint), and with the sandbox's
+llama.cpp when this machine has it (otherwise the page's reason is checked).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 import streamlit as st
 from streamlit import config as st_config
@@ -25,10 +29,12 @@ from lib import store
 from lib.app import matrix_inputs
 from lib.app.lane_tiles import engine_state
 from lib.core.recipes import LLAMA_CPP, OLLAMA, SANDBOX, VLLM, EngineRecipe
+from lib.core.records import ModelInfo
+from lib.endpoints import Endpoint, EndpointStatus
 from lib.launch.executables import ALLOW_LAUNCH_VAR, OPERATOR_VAR
 from lib.load import jobs
 from tests.app.test_app_run import _app, _plain, _status, _wait
-from tests.conftest import OLLAMA_MODEL
+from tests.conftest import OLLAMA_MODEL, VLLM_MODEL
 from tests.scripted.ollama_standin import write_executable
 
 
@@ -475,3 +481,231 @@ def test_engine_state_words():
     assert (
         engine_state(refused, False)[1] == "engine failed: 'x' is not on the PATH of this machine"
     )
+
+
+# --- variants the page's endpoints name ------------------------------------------------
+
+TAG = "ollama · qwen2.5:7b-instruct-q4_K_M (Q4_K_M)"
+OTHER_TAG = "ollama · llama3.2:latest (Q8_0)"
+NO_VLLM = "5 vLLM models need the `vllm` command on the PATH"  # AWQ served + 4 siblings
+
+
+def path_without(*commands: str) -> str:
+    """This machine's PATH without the folders that hold any of `commands`."""
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(
+        f for f in folders if f and not any((Path(f) / c).exists() for c in commands)
+    )
+
+
+def standin_first_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The Ollama stand-in as `ollama`, first on the PATH (no `vllm` on it)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    standin = write_executable(folder)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(folder), path_without("ollama", "vllm")]))
+    return standin
+
+
+@pytest.fixture
+def known_endpoints(matrix_env, scripted, monkeypatch):
+    """The page's default endpoints: a scripted Ollama on 127.0.0.1 listing the stand-in's
+    two tags, and a scripted vLLM serving VLLM_MODEL (an AWQ repo) with 8192 tokens."""
+    ollama = scripted.ollama()
+    vllm = scripted.openai(models=[VLLM_MODEL], root=VLLM_MODEL, max_model_len=8192)
+    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", ollama.url)
+    monkeypatch.setenv("SERVESCOPE_VLLM_URL", vllm.base_url)
+    return matrix_env
+
+
+def standin_pids(folder: Path) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if str(folder) in " ".join(proc.info["cmdline"] or []):
+                found.append(proc.info["pid"])
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_an_ollama_on_this_machine_gives_its_tags_crossed_with_num_parallel(
+    known_endpoints, tmp_path, monkeypatch
+):
+    """The picker offers the tags of the Ollama the page knows (`ollama` on the PATH), not
+    the vLLM siblings (no `vllm`); num_parallel 1,4 makes two cells, which run to the end:
+    each its own `ollama serve` (the stand-in), started, measured and stopped."""
+    db = known_endpoints
+    sandbox_home(tmp_path, monkeypatch, False)
+    found, why = sandbox.recipes.variants(build=False)  # an empty sandbox home: none
+    assert found == [] and why
+    standin = standin_first_on_path(tmp_path, monkeypatch)
+    at = matrix_app()
+    variants = at.multiselect(key="run_matrix_variants")
+    assert variants.options == [TAG, OTHER_TAG]
+    assert variants.value == [TAG]
+    captions = _plain(at.caption)
+    assert f"Not offered: {NO_VLLM}." in captions, captions
+    assert any(t.startswith(f"The sandbox's variants: {why}") for t in captions), captions
+    assert not [m for m in at.multiselect if m.key in ("run_matrix_seqs", "run_matrix_threads")]
+    assert cell_list(at) == ["ollama · qwen2.5:7b-instruct-q4_K_M"]
+
+    at = small_workload(at)
+    at.number_input(key="run_max_tokens").set_value(16)
+    at.multiselect(key="run_matrix_num_parallel").set_value([1, 4]).run()
+    assert not at.exception
+    assert cell_list(at) == [
+        "ollama · qwen2.5:7b-instruct-q4_K_M · parallel 1",
+        "ollama · qwen2.5:7b-instruct-q4_K_M · parallel 4",
+    ]
+    assert "its own `ollama serve`" in " ".join(_plain(at.caption))
+    assert not at.error, _plain(at.error)
+
+    at.button(key="run_start").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, _plain(at.error)
+    run_id = at.session_state["active_run"]
+    config = lanes_of(db, run_id)[0]["config"]
+    recipes = [lane["recipe"] for lane in config["lanes"]]
+    assert [(r["engine"], r["model"], r["variant"], r["executable"]) for r in recipes] == [
+        ("ollama", OLLAMA_MODEL, "Q4_K_M", "")
+    ] * 2
+    assert [r["num_parallel"] for r in recipes] == [1, 4]
+    assert [lane["name"] for lane in config["lanes"]] == [
+        "ollama · qwen2.5:7b-instruct-q4_K_M · parallel 1",
+        "ollama · qwen2.5:7b-instruct-q4_K_M · parallel 4",
+    ]
+    assert (config["requests"], config["sampling"]["max_tokens"]) == (2, 16)
+
+    finish(at, db, 120)
+    run, lanes, levels = lanes_of(db, run_id)
+    assert run["status"] == "completed", (run, [lane["engine_process"] for lane in lanes])
+    for lane, parallel in zip(lanes, (1, 4), strict=True):
+        record = lane["engine_process"]
+        assert record["state"] == "stopped", record
+        assert record["leftover_pids"] == [], record
+        assert record["exit_reason"] == "stopped by servescope"
+        assert record["recipe"]["num_parallel"] == parallel
+        assert record["argv"][0] == str(standin)  # `ollama` from the PATH: the stand-in
+    assert [lv["status"] for lv in levels] == ["completed", "completed"]
+    with store.opened(db) as conn:
+        requests = store.get_requests(conn, run_id)
+    assert sorted(r["lane_idx"] for r in requests) == [0, 0, 1, 1]
+    assert all(r["error"] is None and r["output_tokens"] == 16 for r in requests), requests
+    assert standin_pids(standin.parent) == []  # no engine left running
+    at.run()
+    assert not at.exception
+
+
+def test_without_ollama_on_the_path_its_tags_are_left_out(known_endpoints, tmp_path, monkeypatch):
+    sandbox_home(tmp_path, monkeypatch, False)
+    _, why = sandbox.recipes.variants(build=False)
+    monkeypatch.setenv("PATH", path_without("ollama", "vllm"))
+    at = matrix_app()
+    left_out = f"Not offered: 2 Ollama tags need the `ollama` command on the PATH; {NO_VLLM}."
+    assert any(t.startswith(f"No engine variants to start: {why}") for t in _plain(at.info))
+    assert left_out in _plain(at.caption), _plain(at.caption)
+    assert not [m for m in at.multiselect if m.key == "run_matrix_variants"]
+    assert "run_start" not in [b.key for b in at.button]
+
+    # With the sandbox's variants: those only, and the same line on what was left out.
+    (tmp_path / "b").mkdir()
+    use_variants(monkeypatch, sandbox_like(sandbox_home(tmp_path / "b", monkeypatch, True)))
+    at = matrix_app()
+    options = at.multiselect(key="run_matrix_variants").options
+    assert options == [
+        "vllm · bf16",
+        "vllm · f32",
+        "llama.cpp · Q4_K_M",
+        "llama.cpp · Q8_0",
+        "llama.cpp · Q4_0",
+    ]
+    assert left_out in _plain(at.caption)
+    assert not any(t.startswith("The sandbox's variants") for t in _plain(at.caption))
+
+
+def test_sandbox_and_endpoint_variants_in_one_matrix(known_endpoints, tmp_path, monkeypatch):
+    """The sandbox's variants first, then the Ollama's tags; each engine's settings input
+    once one of its variants is chosen, side by side."""
+    (tmp_path / "b").mkdir()
+    use_variants(monkeypatch, sandbox_like(sandbox_home(tmp_path / "b", monkeypatch, True)))
+    standin_first_on_path(tmp_path, monkeypatch)
+    at = matrix_app()
+    variants = at.multiselect(key="run_matrix_variants")
+    assert variants.options[5:] == [TAG, OTHER_TAG]
+    assert variants.value == ["llama.cpp · Q4_K_M"]
+    variants.set_value(["llama.cpp · Q4_K_M", "vllm · bf16", TAG, OTHER_TAG]).run()
+    at.multiselect(key="run_matrix_num_parallel").set_value([2, 8]).run()
+    at.multiselect(key="run_matrix_seqs").set_value([4]).run()
+    assert not at.exception
+    assert at.multiselect(key="run_matrix_threads")  # all three settings inputs
+    assert cell_list(at) == [
+        "llama.cpp · Q4_K_M",
+        "vllm · bf16",
+        "ollama · qwen2.5:7b-instruct-q4_K_M · parallel 2",
+        "ollama · qwen2.5:7b-instruct-q4_K_M · parallel 8",
+        "ollama · llama3.2:latest · parallel 2",
+        "ollama · llama3.2:latest · parallel 8",
+    ]
+    assert not at.error, _plain(at.error)
+
+
+def _status_of(name: str, url: str, engine: str, models: list[ModelInfo], **kw) -> EndpointStatus:
+    api = "ollama" if engine == "ollama" else "openai"
+    endpoint = Endpoint(name=name, url=url, api=api, source=kw.pop("source", "saved"))
+    reachable = kw.pop("reachable", True)
+    return EndpointStatus(endpoint, reachable, engine, api, "1", models, None, url)
+
+
+def test_endpoint_variants_without_streamlit(tmp_path, monkeypatch):
+    """What the picker offers from endpoint statuses: only what this machine starts, by
+    name, once; the rest counted by reason in one line."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    vllm = folder / "vllm"  # found on the PATH is all the picker asks of it
+    vllm.write_text("#!/bin/sh\nexit 1\n")
+    vllm.chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(folder), path_without("ollama", "vllm")]))
+    tags = [ModelInfo(OLLAMA_MODEL, quantization="Q4_K_M"), ModelInfo("llama3.2:latest")]
+    awq = ModelInfo(VLLM_MODEL, quantization="AWQ", context_length=4096, digest=VLLM_MODEL)
+    other = ModelInfo("m", context_length=2048, digest="org/Model-AWQ")
+    statuses = [
+        _status_of("here", "http://127.0.0.1:11434", "ollama", tags),
+        _status_of("gpu box", "http://10.0.0.5:11434", "ollama", [ModelInfo("mistral:7b")]),
+        _status_of("down", "http://127.0.0.1:11500", "ollama", tags, reachable=False),
+        _status_of("sandbox · vLLM", "http://127.0.0.1:8100/v1", "vllm", [other], source="sandbox"),
+        _status_of("vllm", "http://127.0.0.1:8000/v1", "vllm", [awq]),
+        _status_of("again", "http://localhost:8000/v1", "vllm", [awq]),  # the same names
+        _status_of("second", "https://gpu.example.com/v1", "vllm", [other]),
+        _status_of("llama", "http://127.0.0.1:8080/v1", "llama.cpp", [ModelInfo("x.gguf")]),
+    ]
+    offered, left_out = matrix_inputs.endpoint_variants(statuses)
+    base = "Qwen/Qwen2.5-7B-Instruct"
+    assert list(offered) == [
+        f"vllm · {VLLM_MODEL}",
+        f"vllm · {base}-GPTQ-Int4",
+        f"vllm · {base}-GPTQ-Int8",
+        f"vllm · {base}-FP8",
+        f"vllm · {base} (unquantized)",
+        "vllm · org/Model-AWQ",
+        "vllm · org/Model-GPTQ-Int4",
+        "vllm · org/Model-GPTQ-Int8",
+        "vllm · org/Model-FP8",
+        "vllm · org/Model (unquantized)",
+    ]
+    assert left_out == (
+        "Not offered: 2 Ollama tags need the `ollama` command on the PATH; "
+        "1 Ollama tag is listed by an Ollama on another machine."
+    )
+    # Two served AWQ models: their cells are named by model, the other variants by theirs.
+    chosen = [offered[f"vllm · {VLLM_MODEL}"], offered["vllm · org/Model-AWQ"]]
+    chosen.append(offered[f"vllm · {base}-FP8"])
+    cells = matrix_inputs.matrix_cells(chosen, {"max_num_seqs": [8]})
+    assert [c.label() for c in cells] == [
+        f"vllm · {VLLM_MODEL} · len 4096",
+        "vllm · org/Model-AWQ · len 2048",
+        "vllm · FP8 · len 4096",
+    ]
+    assert [c.variant for c in cells] == ["AWQ", "AWQ", "FP8"]  # the record keeps its own
+    assert [c.max_num_seqs for c in cells] == [8, 8, 8]
+    assert matrix_inputs.left_out_line({}) is None
