@@ -107,18 +107,23 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def env(db: Path, monkeypatch: pytest.MonkeyPatch, engines: Any) -> Iterator[Path]:
     """The dashboard's store (`db`) with the scripted Ollama and vLLM as its default
-    endpoints. Afterwards no run process is left behind: each active run is cancelled and
-    waited for (a dead one is reconciled as failed), then Streamlit's caches are emptied."""
+    endpoints. Afterwards no run process is left behind (end_dashboard_runs)."""
+    ollama, vllm = engines
+    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", ollama.url)
+    monkeypatch.setenv("SERVESCOPE_VLLM_URL", vllm.base_url)
+    yield db
+    end_dashboard_runs(db)
+
+
+def end_dashboard_runs(db: Path) -> None:
+    """Cancel every active run of ``db`` and wait until its process has ended (a dead one
+    is reconciled as failed), then empty Streamlit's caches: a dashboard test's teardown."""
     import time
 
     import streamlit as st
 
     from lib.load import jobs
 
-    ollama, vllm = engines
-    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", ollama.url)
-    monkeypatch.setenv("SERVESCOPE_VLLM_URL", vllm.base_url)
-    yield db
     for run in jobs.active_runs(db):
         jobs.cancel(run["run_id"], db)
     deadline = time.monotonic() + 30

@@ -13,6 +13,7 @@ llama.cpp when this machine has it (otherwise the page's reason is checked).
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,6 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
-import streamlit as st
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
@@ -34,7 +34,7 @@ from lib.endpoints import Endpoint, EndpointStatus
 from lib.launch.executables import ALLOW_LAUNCH_VAR, OPERATOR_VAR
 from lib.load import jobs
 from tests.app.test_app_run import _app, _plain, _status, _wait
-from tests.conftest import OLLAMA_MODEL, VLLM_MODEL
+from tests.conftest import OLLAMA_MODEL, VLLM_MODEL, end_dashboard_runs
 from tests.scripted.ollama_standin import write_executable
 
 
@@ -50,15 +50,7 @@ def matrix_env(db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         yield db
     finally:
         st_config.set_option("server.address", address)
-        for run in jobs.active_runs(db):
-            jobs.cancel(run["run_id"], db)
-        deadline = time.monotonic() + 30
-        while jobs.active_runs(db):
-            if time.monotonic() > deadline:
-                raise AssertionError("a run process did not end within 30 s of its cancel")
-            time.sleep(0.2)
-        st.cache_data.clear()
-        st.cache_resource.clear()
+        end_dashboard_runs(db)
 
 
 def sandbox_like(folder: Path) -> list[EngineRecipe]:
@@ -447,9 +439,11 @@ def test_lane_tiles_show_each_engine_state(db):
         conn.commit()
     at = AppTest.from_function(_tiles, args=(str(db), "tiles", True), default_timeout=30).run()
     assert not at.exception
-    assert [t for t in _plain(at.info) if t.startswith("starting engine…")] == [
-        "starting engine… 12 s"
-    ]
+    # Seconds since its start, by the page's clock: 12 or more however slow the machine
+    # (the exact wording at a fixed clock is engine_state's own test below).
+    (starting,) = [t for t in _plain(at.info) if t.startswith("starting engine…")]
+    seconds = re.fullmatch(r"starting engine… (\d+) s", starting)
+    assert seconds and int(seconds.group(1)) >= 12, starting
     captions = _plain(at.caption)
     assert "engine ready in 1.7 s · peak 699 MiB" in captions
     markdown = _plain(at.markdown)
