@@ -286,9 +286,13 @@ class EngineProcess:
                 break
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, sig)
+            # The group got the signal once; a second SIGTERM makes llama-server skip its
+            # clean shutdown ("Received second interrupt"), so only processes that left the
+            # group are signalled one by one.
             for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    proc.send_signal(sig)
+                with contextlib.suppress(psutil.Error, OSError):
+                    if os.getpgid(proc.pid) != self.proc.pid:
+                        proc.send_signal(sig)
             _, procs = psutil.wait_procs(procs, timeout=grace_s if sig == signal.SIGTERM else 5)
             if sig == signal.SIGTERM and procs:
                 self.exit_reason = f"killed: still running {grace_s:.0f} s after SIGTERM"

@@ -22,16 +22,25 @@ IDLE = "idle"
 STOPPED = "stopped"
 ORDER = (STARTED, WEIGHTS, KV_CACHE, READY, FIRST_REQUEST, IDLE, STOPPED)
 
-# Checked against real logs: vLLM 0.32 (CPU) and llama.cpp through llama-cpp-python 0.3.36
-# (verbose) in the sandbox; llama-server and Ollama print llama.cpp's own loader lines.
+# Checked against real logs: vLLM 0.32 (CPU), llama.cpp through llama-cpp-python 0.3.36
+# (verbose) in the sandbox, and llama-server built from the same llama.cpp; Ollama prints
+# llama.cpp's own loader lines (not checked here: no Ollama can be installed).
 LOG_PATTERNS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
     VLLM: (
         (WEIGHTS, re.compile(r"Loading weights took|Model loading took")),
         (KV_CACHE, re.compile(r"KV cache size:|# (CPU|GPU) blocks:|Maximum concurrency for")),
     ),
+    # llama-server at its default verbosity prints no loader lines: its context is made
+    # ("llama threadpool init") once the weights are in, its slots ("n_ctx_slot") once
+    # the KV cache is.
     LLAMA_CPP: (
-        (WEIGHTS, re.compile(r"load_tensors: .*buffer size|llm_load_tensors: .*buffer size")),
-        (KV_CACHE, re.compile(r"KV buffer size|KV self size|kv_cache.*size =")),
+        (
+            WEIGHTS,
+            re.compile(
+                r"load_tensors: .*buffer size|llm_load_tensors: .*buffer size|threadpool init"
+            ),
+        ),
+        (KV_CACHE, re.compile(r"KV buffer size|KV self size|kv_cache.*size =|n_ctx_slot =")),
     ),
     OLLAMA: (
         (WEIGHTS, re.compile(r"load_tensors: .*buffer size|llama runner started")),

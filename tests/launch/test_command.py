@@ -106,3 +106,26 @@ def test_the_dashboard_launches_only_on_loopback_or_when_allowed() -> None:
     assert not dashboard_may_launch("0.0.0.0", {})
     assert not dashboard_may_launch(None, {})  # Streamlit's default listens everywhere
     assert dashboard_may_launch("0.0.0.0", {ALLOW_LAUNCH_VAR: "1"})
+
+
+def test_memory_phases_from_real_log_lines() -> None:
+    from lib.launch.phases import KV_CACHE, WEIGHTS, phases_in
+
+    vllm = [
+        "(Worker pid=25069) INFO 12-03 09:43:33 [default_loader.py:501] "
+        "Loading weights took 13.54 seconds",
+        "(EngineCore pid=25059) INFO 12-03 09:44:27 [kv_cache_utils.py:2327] CPU KV cache size: "
+        "87,296 tokens, Maximum concurrency for 1,024 tokens per request: 85.25x",
+    ]
+    llama_server = [
+        "0.00.799.775 I cmn          init: llama threadpool init, n_threads = 1",
+        "0.00.941.585 I srv    load_model: initializing, n_slots = 1, n_ctx_slot = 4096, "
+        "kv_unified = 'false'",
+    ]
+    python_flavour = [
+        "load_tensors:   CPU_Mapped model buffer size =   373.71 MiB",
+        "llama_kv_cache:        CPU KV buffer size =    12.00 MiB",
+    ]
+    assert phases_in(VLLM, vllm, set()) == [WEIGHTS, KV_CACHE]
+    assert phases_in(LLAMA_CPP, llama_server, set()) == [WEIGHTS, KV_CACHE]
+    assert phases_in(LLAMA_CPP, python_flavour, {WEIGHTS}) == [KV_CACHE]
