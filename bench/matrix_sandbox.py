@@ -2,6 +2,10 @@
 `python -m lib.cli matrix`, and the figures BENCHMARKS.md quotes.
 
     .venv/bin/python bench/matrix_sandbox.py [--set max_num_seqs=1,4] [--requests 8]
+    .venv/bin/python bench/matrix_sandbox.py --recipes FILE.json --set parallel=1,4
+
+(`--recipes`: your own recipes instead of the sandbox's variants, e.g. llama-server built
+from the same llama.cpp, allowed with $SERVESCOPE_ENGINE_EXECUTABLES.)
 
 Runs `matrix --variants sandbox --concurrency 1,4` (the sandbox's own engines need not
 be up; their ports are avoided), then prints one Markdown row per cell: start-up time,
@@ -52,6 +56,7 @@ def left_running() -> list[int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", action="append", default=[], help="as matrix --set")
+    parser.add_argument("--recipes", help="a recipes file instead of the sandbox's variants")
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--concurrency", default="1,4")
@@ -59,11 +64,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "matrix.json"
         cmd = [
-            sys.executable, "-m", "lib.cli", "matrix", "--variants", "sandbox",
+            sys.executable, "-m", "lib.cli", "matrix",
             "--concurrency", args.concurrency, "--requests", str(args.requests),
             "--max-tokens", str(args.max_tokens), "--temperature", "0", "--prompt", PROMPT,
             "--db", str(Path(tmp) / "db.sqlite"), "--output-json", str(out), "--quiet",
         ]  # fmt: skip
+        cmd += ["--recipes", args.recipes] if args.recipes else ["--variants", "sandbox"]
         for setting in args.set:
             cmd += ["--set", setting]
         started = time.monotonic()
