@@ -147,9 +147,7 @@ def _check_launched(config: RunConfig) -> None:
     if not launched:
         return
     if config.lanes_parallel:
-        raise ConfigError(
-            "engines started from recipes run one at a time: drop --lanes-parallel"
-        )
+        raise ConfigError("engines started from recipes run one at a time: drop --lanes-parallel")
     names = [lane.display_name() for lane in config.lanes]
     for name in names:
         if names.count(name) > 1:
