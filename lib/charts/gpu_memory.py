@@ -17,7 +17,13 @@ from lib.analysis import telemetry_frames as tf
 from lib.analysis.telemetry_frames import MAX_POINTS, GpuInfo, fmt_gib, thin
 from lib.charts.levels import add_level_bands
 from lib.charts.style import TIME_TITLE, base_figure
-from lib.charts.telemetry_marks import add_run_marks, chart_text, fit_x_range, lane_color
+from lib.charts.telemetry_marks import (
+    add_run_marks,
+    chart_text,
+    fit_x_range,
+    lane_color,
+    phase_arrow,
+)
 
 GIB_TITLE = "GPU memory (GiB)"
 MEMORY_HEIGHT = 500  # px; the memory figure takes a full row
@@ -147,24 +153,8 @@ def _add_phases(
     for i, phase in enumerate(phases):
         color = lane_color(colors, phase.get("lane"))
         right = phase["t_s"] < lo + 0.65 * (hi - lo)
-        fig.add_annotation(
-            x=phase["t_s"],
-            y=phase["gib"],
-            text=f"{chart_text(phase['label'])}: {fmt_gib(phase['gib'])}",
-            showarrow=True,
-            arrowhead=2,
-            arrowsize=1,
-            arrowwidth=1.2,
-            arrowcolor=color,
-            ax=28 if right else -28,
-            ay=-26 - 24 * (i % 3),
-            xanchor="left" if right else "right",
-            font={"size": 12, "color": color},
-            bgcolor="rgba(255,255,255,0.9)",
-            bordercolor=color,
-            borderwidth=1,
-            borderpad=3,
-        )
+        text = f"{chart_text(phase['label'])}: {fmt_gib(phase['gib'])}"
+        phase_arrow(fig, phase["t_s"], phase["gib"], text, color, right, i % 3)
 
 
 def _add_held_labels(

@@ -24,7 +24,7 @@ from lib.analysis import matrix_frames as mf
 from lib.analysis.telemetry_frames import thin
 from lib.charts.load_axis import LOAD_TITLES
 from lib.charts.style import MAX_POINTS, base_figure, lane_color, no_data
-from lib.charts.telemetry_marks import chart_text
+from lib.charts.telemetry_marks import chart_text, phase_arrow
 from lib.core.load_pattern import CONCURRENCY, RATE
 from lib.launch import phases
 
@@ -355,22 +355,7 @@ def _add_phase_labels(
     again), and leans away from the plot's right edge."""
     for i, (t, y, text, color) in enumerate(sorted(labels)):
         right = t < 0.7 * span
-        fig.add_annotation(
-            x=t,
-            y=y,
-            text=text,
-            showarrow=True,
-            arrowhead=2,
-            arrowsize=1,
-            arrowwidth=1.2,
-            arrowcolor=color,
-            ax=24 if right else -24,
-            ay=-22 - 20 * (i % 4),
-            xanchor="left" if right else "right",
-            font={"size": 11, "color": color},
-            bgcolor="rgba(255,255,255,0.5)",  # the lines under a label stay in sight
-            borderpad=2,
-        )
+        phase_arrow(fig, t, y, text, color, right, i % 4, size=11, rise=(22, 20), boxed=False)
 
 
 def phase_labels(

@@ -108,3 +108,39 @@ def lane_lines(
             ),
             **where,
         )
+
+
+def phase_arrow(
+    fig: go.Figure,
+    x: float,
+    y: float,
+    text: str,
+    color: str,
+    right: bool,
+    step: int,
+    *,
+    size: int = 12,
+    rise: tuple[int, int] = (26, 24),
+    boxed: bool = True,
+) -> None:
+    """A memory phase's label on an arrow in its lane's colour, leaning right (or left
+    near the plot's right edge) and ``step`` steps higher than the first, so labels of
+    phases that bunch up stack instead of overprinting each other. ``boxed``: an opaque
+    framed box; else a see-through one, so the lines under the label stay in sight."""
+    base, climb = rise
+    fig.add_annotation(
+        x=x,
+        y=y,
+        text=text,
+        showarrow=True,
+        arrowhead=2,
+        arrowsize=1,
+        arrowwidth=1.2,
+        arrowcolor=color,
+        ax=(base + 2) if right else -(base + 2),
+        ay=-base - climb * step,
+        xanchor="left" if right else "right",
+        font={"size": size, "color": color},
+        bgcolor="rgba(255,255,255,0.9)" if boxed else "rgba(255,255,255,0.5)",
+        **({"bordercolor": color, "borderwidth": 1, "borderpad": 3} if boxed else {"borderpad": 2}),
+    )
