@@ -61,6 +61,20 @@ class _StampedHandler(ResponseHandler):
             self.stamps.append((t, self.watch.total_bytes))
 
 
+def _closed_before_read(exc: aiohttp.ClientError, st: StreamState) -> bool:
+    """True when the connection was closed before the server read the request: nothing
+    came back, and aiohttp saw the close while sending or before any response line."""
+    if st.started:
+        return False
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return True
+    # A reset or a refused write on a connection that was open (not a failed connect):
+    # the server closed it with the request unread.
+    return isinstance(exc, aiohttp.ClientOSError) and not isinstance(
+        exc, aiohttp.ClientConnectorError
+    )
+
+
 class _StampingConnector(aiohttp.TCPConnector):
     """A TCPConnector whose connections use _StampedHandler."""
 
@@ -90,6 +104,7 @@ class AioStreamer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.trace_configs: list[aiohttp.TraceConfig] = []  # extra hooks (tests)
         self.stamped = 0  # events dated by their socket read (the rest: by parse time)
+        self.resent = 0  # requests sent again: their connection was closed before use
 
     def _session_now(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -114,27 +129,44 @@ class AioStreamer:
     async def stream(self, body: dict[str, Any], st: StreamState) -> None:
         """POST `body` and account for its SSE stream in `st`; raise HTTPStatus for an
         HTTP error, TransportFault for a connection fault, StreamError / ValueError
-        for what the stream carried."""
+        for what the stream carried.
+
+        A request whose connection the server had already closed is sent once more on a
+        new one: llama-server closes its connection after each streamed answer, and a
+        request that takes the connection back at once (the next user's, at the end of
+        a stream) finds it closed before the server read a byte of it ("Server
+        disconnected", "Can not write request body"). Nothing was received then, so
+        nothing is counted twice; a server that is really gone fails the second try
+        the same way, and that is what is reported.
+        """
         data = json.dumps(body).encode()
-        try:
-            async with self._session_now().post(
-                self._url, data=data, headers=self._headers, allow_redirects=False
-            ) as response:
-                if response.status >= 400:
-                    raw = await response.content.read(MAX_ERROR_BODY)
-                    raise HTTPStatus(response.status, status_text(raw, response.reason))
-                st.started = True
-                proto = response.connection.protocol if response.connection else None
-                if not isinstance(proto, _StampedHandler):
-                    await self._read(response.content, st, None)
-                    return
-                proto.watch, proto.stamps = response.content, []
-                try:
-                    await self._read(response.content, st, proto.stamps)
-                finally:
-                    proto.watch = None
-        except aiohttp.ClientError as exc:
-            raise TransportFault(self._fault_text(exc, st)) from exc
+        for attempt in (1, 2):
+            try:
+                await self._post(data, st)
+                return
+            except aiohttp.ClientError as exc:
+                if attempt == 1 and _closed_before_read(exc, st):
+                    self.resent += 1
+                    continue
+                raise TransportFault(self._fault_text(exc, st)) from exc
+
+    async def _post(self, data: bytes, st: StreamState) -> None:
+        async with self._session_now().post(
+            self._url, data=data, headers=self._headers, allow_redirects=False
+        ) as response:
+            if response.status >= 400:
+                raw = await response.content.read(MAX_ERROR_BODY)
+                raise HTTPStatus(response.status, status_text(raw, response.reason))
+            st.started = True
+            proto = response.connection.protocol if response.connection else None
+            if not isinstance(proto, _StampedHandler):
+                await self._read(response.content, st, None)
+                return
+            proto.watch, proto.stamps = response.content, []
+            try:
+                await self._read(response.content, st, proto.stamps)
+            finally:
+                proto.watch = None
 
     async def _read(
         self, content: aiohttp.StreamReader, st: StreamState, stamps: list[tuple[float, int]] | None

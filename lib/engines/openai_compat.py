@@ -107,6 +107,7 @@ class OpenAICompatEngine:
         self._count_absent: set[str] = set()
         self._count_special: dict[str, int] = {}  # model → tokens the route adds to ""
         self._aio: Any = None
+        self.resent = 0  # requests sent again on the httpx transports (see _send)
         if self.transport == "aiohttp":
             # Imported here so that the httpx transport works without aiohttp installed.
             from lib.engines.aio import AioStreamer
@@ -223,6 +224,27 @@ class OpenAICompatEngine:
         )
 
     # -- chat ---------------------------------------------------------------------
+    async def _send(
+        self, kwargs: dict[str, Any], extra_body: dict[str, Any], st: StreamState
+    ) -> None:
+        """Stream one chat through the chosen transport. A connection the server had
+        closed before reading the request (llama-server closes its connection after each
+        streamed answer; the next request may take it back before the close is seen) is
+        tried once more on a new one: nothing came back, so nothing is counted twice. The
+        aiohttp transport does the same inside AioStreamer.stream."""
+        if self._aio is not None and self.parser != "sdk":
+            body = {k: v for k, v in kwargs.items() if k != "extra_body"}
+            await self._aio.stream(body | extra_body, st)
+            return
+        stream = stream_sdk if self.parser == "sdk" else stream_raw
+        try:
+            await stream(self._client, kwargs, st)
+        except openai.APIConnectionError as exc:
+            if st.started or isinstance(exc, openai.APITimeoutError):
+                raise
+            self.resent += 1
+            await stream(self._client, kwargs, st)
+
     async def chat(
         self,
         model: str,
@@ -268,13 +290,7 @@ class OpenAICompatEngine:
         try:
             with send_clock() as sent:
                 async with asyncio.timeout(timeout_s):
-                    if self.parser == "sdk":
-                        await stream_sdk(self._client, kwargs, st)
-                    elif self._aio is not None:
-                        body = {k: v for k, v in kwargs.items() if k != "extra_body"}
-                        await self._aio.stream(body | extra_body, st)
-                    else:
-                        await stream_raw(self._client, kwargs, st)
+                    await self._send(kwargs, extra_body, st)
         except TimeoutError:
             error = f"timed out after {timeout_s:g} s"
         except HTTPStatus as exc:

@@ -202,6 +202,9 @@ class ScriptedServer:
         self.host, self.port = host, port
         self.requests: list[Recorded] = []
         self.record_paths: set[str] | None = None  # None = record every path
+        # Close each connection after its response, without saying so in a header, as
+        # llama-server does after a streamed answer.
+        self.close_after_response = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -312,6 +315,8 @@ class ScriptedServer:
                     except Exception as exc:  # the one place a handler's failure is answered
                         keep = self.failed(reply, exc)
                 if not keep or headers.get("connection", "").lower() == "close":
+                    break
+                if self.close_after_response:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
