@@ -36,7 +36,7 @@ from lib.core.recipes import OLLAMA, EngineRecipe
 from lib.core.records import Sample
 from lib.launch import command, phases
 from lib.launch.executables import LaunchRefused, Program, resolve
-from lib.telemetry.process_memory import MIB, ProcessMemorySampler, nvml_tree_reader
+from lib.telemetry.process_memory import MIB, ProcessMemorySampler, nvml_tree_reader, tree
 
 TOKEN_VAR = "SERVESCOPE_ENGINE_TOKEN"
 LOG_TAIL_LINES = 20
@@ -248,12 +248,7 @@ class EngineProcess:
         """True when a process of this engine's tree listens on its port (or when the
         system will not say: then the answer above stands)."""
         assert self.proc is not None
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return False
-        for proc in procs:
+        for proc in tree(self.proc.pid):
             try:
                 conns = proc.net_connections(kind="tcp")
             except psutil.AccessDenied:
@@ -312,29 +307,16 @@ class EngineProcess:
     def _ours(self) -> list[psutil.Process]:
         """Every live process of this engine: the tree, and anything with its token."""
         assert self.proc is not None
-        found: dict[int, psutil.Process] = {}
-        with contextlib.suppress(psutil.Error):
-            root = psutil.Process(self.proc.pid)
-            if root.status() != psutil.STATUS_ZOMBIE:
-                found[root.pid] = root
-            for child in root.children(recursive=True):
-                found[child.pid] = child
-        needle = f"{TOKEN_VAR}={self.token}".encode()
-        for pid in psutil.pids():
-            if pid in found:
-                continue
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as fh:
-                    if needle not in fh.read().split(b"\0"):
-                        continue
-                proc = psutil.Process(pid)
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found[pid] = proc
-            except (OSError, psutil.Error):
-                continue
+        found = {p.pid: p for p in tree(self.proc.pid) if _alive(p)}
+        found.update((p.pid, p) for p in carrying(self.token))
         return list(found.values())
 
     # --- the record ---------------------------------------------------------------
+
+    def not_started(self, message: str) -> dict[str, Any]:
+        """The record of an engine that was refused or could not be spawned."""
+        self.error, self.exit_reason = message, "not started"
+        return self.record()
 
     def record(self) -> dict[str, Any]:
         """What the run keeps of this engine (the lane's ``engine_process``)."""
@@ -347,9 +329,9 @@ class EngineProcess:
             "peak_memory_mib": peaks["rss"],
             "peak_gpu_memory_mib": peaks["gpu"],
             "log_tail": log_tail(self.log_path),
-            "log": str(self.log_path),
+            "log": str(self.log_path) if self.log_path.exists() else None,
             "argv": list(self.argv),
-            "port": self.port,
+            "port": self.port or self.recipe.port,
             "pid": self.proc.pid if self.proc else None,
             "started_at": self.started_at,
             "first_sample_t": self.sampler.first_t if self.sampler else None,
@@ -364,18 +346,35 @@ class EngineProcess:
         }
 
 
-def stop_orphans(token: str, grace_s: float = 10.0) -> list[int]:
-    """Stop every process carrying ``token`` (an engine whose run process died before it
-    could stop it); returns the pids that were signalled."""
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def carrying(token: str) -> list[psutil.Process]:
+    """Live processes whose environment carries ``token``: an engine and every child it
+    started, the ones that left its process group included."""
     needle = f"{TOKEN_VAR}={token}".encode()
-    procs = []
+    found = []
     for pid in psutil.pids():
         try:
             with open(f"/proc/{pid}/environ", "rb") as fh:
-                if needle in fh.read().split(b"\0"):
-                    procs.append(psutil.Process(pid))
+                if needle not in fh.read().split(b"\0"):
+                    continue
+            proc = psutil.Process(pid)
         except (OSError, psutil.Error):
             continue
+        if _alive(proc):
+            found.append(proc)
+    return found
+
+
+def stop_orphans(token: str, grace_s: float = 10.0) -> list[int]:
+    """Stop every process carrying ``token`` (an engine whose run process died before it
+    could stop it); returns the pids that were signalled."""
+    procs = carrying(token)
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
@@ -386,32 +385,10 @@ def stop_orphans(token: str, grace_s: float = 10.0) -> list[int]:
     return [p.pid for p in procs]
 
 
-def refused_record(recipe: EngineRecipe, message: str) -> dict[str, Any]:
-    """The record of a recipe that was never started (refused, or no port)."""
-    return {
-        "ready_s": None,
-        "exit": None,
-        "exit_reason": "not started",
-        "peak_memory_mib": None,
-        "peak_gpu_memory_mib": None,
-        "log_tail": [],
-        "log": None,
-        "argv": [],
-        "port": recipe.port,
-        "pid": None,
-        "started_at": None,
-        "first_sample_t": None,
-        "phases": [],
-        "error": message,
-        "leftover_pids": [],
-    }
-
-
 __all__ = [
     "EngineProcess",
     "LaunchFailed",
     "LaunchRefused",
     "log_tail",
-    "refused_record",
     "stop_orphans",
 ]

@@ -28,7 +28,7 @@ from lib.core.load_pattern import RATE, level_label
 from lib.core.records import RunConfig
 from lib.engines.base import EngineError
 from lib.launch import phases
-from lib.launch.engine_process import EngineProcess, LaunchFailed, refused_record
+from lib.launch.engine_process import EngineProcess, LaunchFailed
 from lib.launch.executables import LaunchRefused
 from lib.load.run_state import PreparedLane, RunState, connect_lane, one_line
 from lib.telemetry import TelemetryRecorder, TelemetryTarget
@@ -71,7 +71,7 @@ async def run_launched_lane(
         await asyncio.to_thread(proc.start)
     except (LaunchRefused, LaunchFailed) as exc:
         message = str(exc)
-        save(FAILED, {**refused_record(recipe, message), "log_tail": _tail(exc)})
+        save(FAILED, proc.not_started(message))
         _fail_levels(state, config, lane, f"engine not started: {message}")
         return
     save(STARTING, proc.record())
@@ -114,10 +114,6 @@ async def run_launched_lane(
                 "leftover": record["leftover_pids"],
             }
         )
-
-
-def _tail(exc: Exception) -> list[str]:
-    return list(getattr(exc, "log_tail", []) or [])
 
 
 def _fail_levels(state: RunState, config: RunConfig, lane: PreparedLane, reason: str) -> None:
