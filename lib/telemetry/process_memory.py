@@ -36,10 +36,10 @@ def tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def tree_rss_bytes(pid: int) -> tuple[int, int]:
-    """(resident bytes summed over the tree, processes counted)."""
+def rss_bytes(procs: list[psutil.Process]) -> tuple[int, int]:
+    """(resident bytes summed over ``procs``, processes counted: those still there)."""
     total = count = 0
-    for proc in tree(pid):
+    for proc in procs:
         try:
             total += proc.memory_info().rss
             count += 1
@@ -81,7 +81,7 @@ class ProcessMemorySampler:
         if not procs:
             return []
         t = self.clock()
-        rss, count = tree_rss_bytes(self.pid)
+        rss, count = rss_bytes(procs)
         labels = {"processes": str(count)}
         samples = [Sample(t=t, source=SOURCE, name=RSS, value=float(rss), labels=labels)]
         self.latest_rss_bytes = rss
