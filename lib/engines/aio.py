@@ -104,7 +104,6 @@ class AioStreamer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.trace_configs: list[aiohttp.TraceConfig] = []  # extra hooks (tests)
         self.stamped = 0  # events dated by their socket read (the rest: by parse time)
-        self.resent = 0  # requests sent again: their connection was closed before use
 
     def _session_now(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -128,27 +127,14 @@ class AioStreamer:
 
     async def stream(self, body: dict[str, Any], st: StreamState) -> None:
         """POST `body` and account for its SSE stream in `st`; raise HTTPStatus for an
-        HTTP error, TransportFault for a connection fault, StreamError / ValueError
-        for what the stream carried.
-
-        A request whose connection the server had already closed is sent once more on a
-        new one: llama-server closes its connection after each streamed answer, and a
-        request that takes the connection back at once (the next user's, at the end of
-        a stream) finds it closed before the server read a byte of it ("Server
-        disconnected", "Can not write request body"). Nothing was received then, so
-        nothing is counted twice; a server that is really gone fails the second try
-        the same way, and that is what is reported.
-        """
-        data = json.dumps(body).encode()
-        for attempt in (1, 2):
-            try:
-                await self._post(data, st)
-                return
-            except aiohttp.ClientError as exc:
-                if attempt == 1 and _closed_before_read(exc, st):
-                    self.resent += 1
-                    continue
-                raise TransportFault(self._fault_text(exc, st)) from exc
+        HTTP error, TransportFault for a connection fault (``unread`` when the server
+        closed the connection before reading the request), StreamError / ValueError for
+        what the stream carried."""
+        try:
+            await self._post(json.dumps(body).encode(), st)
+        except aiohttp.ClientError as exc:
+            unread = _closed_before_read(exc, st)
+            raise TransportFault(self._fault_text(exc, st), unread=unread) from exc
 
     async def _post(self, data: bytes, st: StreamState) -> None:
         async with self._session_now().post(

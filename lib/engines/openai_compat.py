@@ -55,6 +55,17 @@ COUNT_GRACE_S = 3.0
 _NO_ROUTE = frozenset({400, 404, 405, 422, 501})
 
 
+def _never_read(exc: Exception, st: StreamState) -> bool:
+    """True when the request failed on a connection the server closed without reading
+    it: nothing came back (aiohttp says so in the fault; openai-python's connection
+    error before any response, a timeout aside)."""
+    if st.started:
+        return False
+    if isinstance(exc, TransportFault):
+        return exc.unread
+    return not isinstance(exc, openai.APITimeoutError)
+
+
 def _status_text(exc: openai.APIStatusError) -> str:
     # The SDK passes the body's "error" member when there is one.
     return status_text(exc.body, exc.message)
@@ -107,7 +118,7 @@ class OpenAICompatEngine:
         self._count_absent: set[str] = set()
         self._count_special: dict[str, int] = {}  # model → tokens the route adds to ""
         self._aio: Any = None
-        self.resent = 0  # requests sent again on the httpx transports (see _send)
+        self.resent = 0  # requests sent again: their connection was closed unread (_send)
         if self.transport == "aiohttp":
             # Imported here so that the httpx transport works without aiohttp installed.
             from lib.engines.aio import AioStreamer
@@ -227,23 +238,32 @@ class OpenAICompatEngine:
     async def _send(
         self, kwargs: dict[str, Any], extra_body: dict[str, Any], st: StreamState
     ) -> None:
-        """Stream one chat through the chosen transport. A connection the server had
-        closed before reading the request (llama-server closes its connection after each
-        streamed answer; the next request may take it back before the close is seen) is
-        tried once more on a new one: nothing came back, so nothing is counted twice. The
-        aiohttp transport does the same inside AioStreamer.stream."""
-        if self._aio is not None and self.parser != "sdk":
-            body = {k: v for k, v in kwargs.items() if k != "extra_body"}
-            await self._aio.stream(body | extra_body, st)
-            return
-        stream = stream_sdk if self.parser == "sdk" else stream_raw
+        """Stream one chat through the chosen transport. A request whose connection the
+        server had already closed is sent once more on a new one: llama-server closes its
+        connection after each streamed answer without saying so, and a request that
+        takes the connection back at once (the next user's, at the end of a stream)
+        finds it closed before the server read a byte of it ("Server disconnected",
+        "Can not write request body", "Connection reset"). Nothing came back, so nothing
+        is counted twice; a server that is really gone fails the second try the same
+        way, and that is what is reported."""
         try:
-            await stream(self._client, kwargs, st)
-        except openai.APIConnectionError as exc:
-            if st.started or isinstance(exc, openai.APITimeoutError):
+            await self._stream_once(kwargs, extra_body, st)
+        except (TransportFault, openai.APIConnectionError) as exc:
+            if not _never_read(exc, st):
                 raise
             self.resent += 1
-            await stream(self._client, kwargs, st)
+            await self._stream_once(kwargs, extra_body, st)
+
+    async def _stream_once(
+        self, kwargs: dict[str, Any], extra_body: dict[str, Any], st: StreamState
+    ) -> None:
+        if self.parser == "sdk":
+            await stream_sdk(self._client, kwargs, st)
+        elif self._aio is not None:
+            body = {k: v for k, v in kwargs.items() if k != "extra_body"}
+            await self._aio.stream(body | extra_body, st)
+        else:
+            await stream_raw(self._client, kwargs, st)
 
     async def chat(
         self,

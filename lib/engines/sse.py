@@ -33,7 +33,12 @@ class HTTPStatus(Exception):
 
 
 class TransportFault(Exception):
-    """A connection fault, already worded as the request's one-line error."""
+    """A connection fault, already worded as the request's one-line error. ``unread``:
+    the server closed the connection before reading the request (nothing came back)."""
+
+    def __init__(self, message: str, unread: bool = False) -> None:
+        super().__init__(message)
+        self.unread = unread
 
 
 @dataclass

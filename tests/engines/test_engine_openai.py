@@ -419,4 +419,4 @@ async def test_a_connection_the_server_closed_is_not_a_failed_request(
         # aiohttp takes a released connection back before it sees the close: the race
         # this guards against is met here every time (httpx checks a pooled connection
         # first, and meets it only now and then).
-        assert engine._aio.resent >= 1
+        assert engine.resent >= 1
