@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test lint format venv browser sandbox-up sandbox-down clean
+.PHONY: run test lint format venv browser postgres sandbox-up sandbox-down clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -28,6 +28,15 @@ browser:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 			chromium fonts-noto-cjk >/dev/null; }
 
+# Debian's PostgreSQL server: the store suite runs on both backends, each test session
+# starting its own server in a temporary folder on a free port (tests/postgres_server.py).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing Debian's postgresql for the store tests"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			postgresql >/dev/null; }
+
 run: $(STAMP)
 	@$(PY) -m sandbox ensure --background || true
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true
@@ -40,7 +49,7 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-test: $(STAMP) browser lint
+test: $(STAMP) browser postgres lint
 	$(PY) -m pytest -q -ra
 
 sandbox-up: $(STAMP)

@@ -11,6 +11,11 @@ timing and faults. Three ways to get one:
 - `engines`: an Ollama and a vLLM lane for the dashboard's run tests, about half a second
   a request so that a run is still going over a few page reruns.
 
+The store on both backends: `postgres` is a real PostgreSQL server (Debian's, started in
+a temporary folder on a free port, once per test session); `any_db` is a fresh store of
+each kind in turn, a SQLite file and a new PostgreSQL database, so a test taking it runs
+twice.
+
 A test module's own fixture of the same name overrides these.
 """
 
@@ -22,6 +27,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.postgres_server import PostgresServer
 from tests.scripted.core import ScriptedServer
 from tests.scripted.ollama_server import OllamaScript, OllamaServer, model_entry
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
@@ -85,6 +91,30 @@ def engines(scripted: Scripted) -> tuple[OllamaServer, OpenAIServer]:
     ollama = scripted.ollama(models=[model_entry(OLLAMA_MODEL)], **timing)
     vllm = scripted.openai(models=[VLLM_MODEL], root=VLLM_MODEL, **timing)
     return ollama, vllm
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session, removed afterwards."""
+    with PostgresServer() as server:
+        yield server
+
+
+_databases = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def postgres_db(postgres: PostgresServer) -> str:
+    """The URL of a new empty PostgreSQL database (password included)."""
+    return postgres.create_database(f"t{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store of each kind in turn: a SQLite file's path, a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return request.getfixturevalue("postgres_db")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ use), so the live view and a finished run's results agree to the digit.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -119,7 +118,7 @@ class RequestLog:
         self._rows: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
 
-    def refresh(self, conn: sqlite3.Connection) -> int:
+    def refresh(self, conn: Any) -> int:
         """Read rows newer than the last seen; return how many arrived."""
         with self._lock:
             new = store.get_requests(conn, self.run_id, since_id=self.last_id)

@@ -8,7 +8,6 @@ numeric request columns are read, never answers, so a long history stays quick.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,12 +22,6 @@ from lib.load.jobs import ACTIVE, process_alive
 MAX_LABEL_LEN = 200
 
 # Numeric request columns the figures need (the live view's slim set).
-_SLIM_SQL = (
-    "SELECT lane_idx, concurrency, t_send, t_done, ttft_ms, e2el_ms, tpot_ms, tokens_per_s,"
-    " prompt_tokens, output_tokens, error FROM requests WHERE run_id = ? AND warmup = 0"
-    " ORDER BY id"
-)
-
 HISTORY_COLUMNS: tuple[str, ...] = (
     "run_id",
     "label",
@@ -104,9 +97,7 @@ def load_runs(db: str | os.PathLike[str] | None = None, limit: int = 500) -> lis
     """
     with store.opened(db) as conn:
         runs = store.list_runs(conn, limit=limit)
-        counts = dict(
-            conn.execute("SELECT run_id, COUNT(*) FROM requests WHERE warmup = 0 GROUP BY run_id")
-        )
+        counts = store.count_measured(conn)
         for run in runs:
             run["lanes"] = store.get_lanes(conn, run["run_id"])
             run["stamp"] = (run["status"], run["finished_at"], counts.get(run["run_id"], 0))
@@ -123,9 +114,9 @@ def run_levels_by_id(run_id: str, db: str | os.PathLike[str] | None = None) -> p
         return run_levels(conn, run)
 
 
-def run_levels(conn: sqlite3.Connection, run: Mapping[str, Any]) -> pd.DataFrame:
+def run_levels(conn: Any, run: Mapping[str, Any]) -> pd.DataFrame:
     """Per lane and level of one run: frames.LEVEL_COLUMNS plus the lane's model."""
-    rows = [dict(r) for r in conn.execute(_SLIM_SQL, (run["run_id"],))]
+    rows = store.get_slim_requests(conn, run["run_id"])
     names = frames.lane_names(run, run.get("lanes") or [])
     order = (run.get("config") or {}).get("concurrency") or []
     levels = frames.level_frame(rows, names, order)

@@ -9,7 +9,6 @@ run in progress and a finished one read the same way.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections import defaultdict
 from typing import Any
 
@@ -37,7 +36,7 @@ def _prompt_text(config: dict[str, Any], prompt_idx: int) -> str:
     return ""
 
 
-def load_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+def load_run(conn: Any, run_id: str) -> dict[str, Any]:
     """The run row, its lanes, levels and measured requests grouped by (lane, level)."""
     run = store.get_run(conn, run_id)
     if run is None:

@@ -14,14 +14,13 @@ and charts read them as telemetry_frames.<name>).
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from lib import store
 from lib.analysis.gpu_memory_frames import (
     MEMORY_COLUMNS,
     GpuInfo,
@@ -116,29 +115,15 @@ OLLAMA_COLUMNS = (
 
 
 def read_samples(
-    conn: sqlite3.Connection,
+    conn: Any,
     run_id: str,
     since_id: int = 0,
     names: Sequence[str] = CHART_NAMES,
 ) -> list[dict[str, Any]]:
-    """The run's samples with the given names and an id above `since_id`, oldest first.
-
-    A query of its own beside store.get_samples because that one reads every sample of
-    the run each time (no `since_id`, no name filter): at 1 Hz for a long run that is
-    tens of thousands of rows re-read every second by the live view.
-    """
-    marks = ", ".join("?" * len(names))
-    rows = conn.execute(
-        "SELECT id, lane_idx, t, source, name, value, labels_json FROM samples"
-        f" WHERE run_id = ? AND id > ? AND name IN ({marks}) ORDER BY id",
-        (run_id, since_id, *names),
-    )
-    out = []
-    for row in rows:
-        rec = dict(row)
-        rec["labels"] = json.loads(rec.pop("labels_json") or "{}")
-        out.append(rec)
-    return out
+    """The run's samples with the given names and an id above `since_id`, oldest first
+    (not every sample of the run each time: at 1 Hz for a long run that is tens of
+    thousands of rows, re-read every second by the live view)."""
+    return store.get_samples(conn, run_id, since_id=since_id, names=list(names))
 
 
 class SampleLog:
@@ -154,7 +139,7 @@ class SampleLog:
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    def refresh(self, conn: sqlite3.Connection) -> int:
+    def refresh(self, conn: Any) -> int:
         """Read rows newer than the last seen; return how many arrived."""
         with self._lock:
             new = read_samples(conn, self.run_id, since_id=self.last_id)

@@ -379,7 +379,7 @@ def start_errors(values: Mapping[str, Any]) -> list[str]:
     errors = []
     if values.get("lanes_parallel"):
         errors.append("A matrix runs one engine at a time: set Lanes to “One after another”.")
-    for run in jobs.active_runs():
+    for run in jobs.active_runs(local_only=True):
         if any(lane.get("recipe") for lane in run["config"].get("lanes", [])):
             errors.append(
                 f"Run {run['run_id']} is still running its engines; wait for it or cancel it "

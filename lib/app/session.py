@@ -29,5 +29,6 @@ def streamlit_secrets() -> Mapping[str, Any] | None:
 
 
 def db_key() -> str:
-    """The store in use, as a cache key (tests point SERVESCOPE_DB elsewhere)."""
-    return str(store.db_path())
+    """The store in use, as a cache key (tests point SERVESCOPE_DB elsewhere); a server
+    database's URL without its password (keys can show in Streamlit's cache debug)."""
+    return store.describe()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -126,7 +125,7 @@ def _merged(
     """The endpoints kept, one per server, and (hidden, kept instead) for the rest."""
     try:
         saved = saved_endpoints(db)
-    except (sqlite3.Error, OSError, RuntimeError):
+    except store.database_errors():
         saved = []  # an unreadable store must not hide the built-in endpoints
     groups = (default_endpoints(), sandbox_endpoints(), saved)
     winners: dict[str, Endpoint] = {}
@@ -203,25 +202,19 @@ def save_endpoint(
         raise ValueError(f"API must be one of {', '.join(APIS)} or auto-detect.")
     url = normalize_url(endpoint.url)
     sandbox = sandbox_endpoints()  # read before the write lock is taken
-    with store.opened(db) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            rows = store.list_endpoints(conn)
-            taken = {r["name"] for r in rows}
-            if endpoint.name in taken and endpoint.name != replaces:
-                raise ValueError(f"An endpoint named {endpoint.name!r} already exists.")
-            # One entry per server: a second one would silently hide the first (the
-            # registry lists a server once).
-            saved = [Endpoint(r["name"], r["url"], None) for r in rows if r["name"] != replaces]
-            if (other := _listed_at(url, [*sandbox, *saved])) is not None:
-                raise ValueError(_listed_message(url, other))
-            if replaces and replaces != endpoint.name:
-                store.delete_endpoint(conn, replaces)
-            store.save_endpoint(conn, endpoint.name, url, endpoint.api, key_env)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    with store.opened(db) as conn, conn.transaction(exclusive=True):
+        rows = store.list_endpoints(conn)
+        taken = {r["name"] for r in rows}
+        if endpoint.name in taken and endpoint.name != replaces:
+            raise ValueError(f"An endpoint named {endpoint.name!r} already exists.")
+        # One entry per server: a second one would silently hide the first (the
+        # registry lists a server once).
+        saved = [Endpoint(r["name"], r["url"], None) for r in rows if r["name"] != replaces]
+        if (other := _listed_at(url, [*sandbox, *saved])) is not None:
+            raise ValueError(_listed_message(url, other))
+        if replaces and replaces != endpoint.name:
+            store.delete_endpoint(conn, replaces)
+        store.save_endpoint(conn, endpoint.name, url, endpoint.api, key_env)
 
 
 def _listed_message(url: str, other: Endpoint) -> str:

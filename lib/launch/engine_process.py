@@ -132,10 +132,11 @@ class EngineProcess:
         else:
             self.port = free_port()
         self.argv, extra_env = command.build(self.recipe, self.program, self.port)
+        # The store's URL may hold a password: an engine has no use for it.
         env = {
             k: v
             for k, v in os.environ.items()
-            if k != "PYTHONPATH" and k.lower() not in self.program.drop_env
+            if k not in ("PYTHONPATH", "SERVESCOPE_DB") and k.lower() not in self.program.drop_env
         }
         env.update(extra_env)
         env[TOKEN_VAR] = self.token

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import store
+from lib.core.identity import current_host
 from lib.core.records import RunConfig
 from lib.launch.engine_process import stop_orphans
 from lib.load.config_check import ConfigError, validate_config
@@ -37,8 +38,9 @@ class EndpointBusy(RuntimeError):
 
 
 def jobs_dir(db: str | os.PathLike[str] | None = None) -> Path:
-    """Folder for run configs and logs, beside the database."""
-    folder = store.db_path(db).parent / "jobs"
+    """Folder for run configs and logs: beside a SQLite file, in this machine's data
+    folder for a server database (store.Target.local_dir)."""
+    folder = store.target(db).local_dir / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -89,7 +91,7 @@ def busy_endpoints(config: RunConfig, db: str | os.PathLike[str] | None = None) 
     started engines count as one endpoint (one matrix at a time)."""
     wanted = {_endpoint(lane.base_url, lane.recipe) for lane in config.lanes}
     busy: dict[str, str] = {}
-    for run in active_runs(db):
+    for run in active_runs(db, local_only=True):
         for lane in run["config"].get("lanes", []):
             url = _endpoint(lane.get("base_url", ""), lane.get("recipe"))
             if url in wanted:
@@ -101,12 +103,15 @@ def start(
     config: RunConfig,
     db: str | os.PathLike[str] | None = None,
     secrets: dict[str, str] | None = None,
+    started_by: str | None = None,
 ) -> str:
-    """Validate, create the run row and start its process; return the run id.
+    """Validate, create the run row and start its process on this host; return the run id.
 
     `secrets` maps environment variable names (a lane's api_key_env) to keys read
     from `.streamlit/secrets.toml`; they reach the child through its environment
-    only, never its command line, the config file or the store.
+    only, never its command line, the config file or the store. So does a server
+    database's URL (its password would show in every user's `ps` otherwise).
+    `started_by` is who asked (the dashboard's logged-in user), recorded with the run.
 
     Raises ConfigError for a config that cannot run and EndpointBusy when one of
     its endpoints is already being benchmarked (one active run per endpoint).
@@ -120,19 +125,24 @@ def start(
     config_file = jobs_dir(db) / f"{run_id}.json"
     config_file.write_text(json.dumps(config.to_dict(), ensure_ascii=False), encoding="utf-8")
     with store.opened(db) as conn:
-        store.create_run(conn, run_id, config.to_dict(), label=config.label, status="pending")
-    args = [
-        sys.executable,
-        "-m",
-        "lib.cli",
-        "run",
-        "--config",
-        str(config_file),
-        "--run-id",
-        run_id,
-        "--db",
-        str(store.db_path(db)),
-    ]
+        store.create_run(
+            conn,
+            run_id,
+            config.to_dict(),
+            label=config.label,
+            status="pending",
+            started_by=started_by,
+        )
+    chosen = store.target(db)
+    args = [sys.executable, "-m", "lib.cli", "run", "--config", str(config_file)]
+    args += ["--run-id", run_id]
+    child_env = {**os.environ, **(secrets or {})}
+    if chosen.path is not None:
+        args += ["--db", str(chosen.path)]
+    else:
+        child_env["SERVESCOPE_DB"] = chosen.url or ""
+    if started_by:
+        child_env["SERVESCOPE_USER"] = started_by
     log = log_path(run_id, db).open("ab")
     try:
         proc = subprocess.Popen(
@@ -142,7 +152,7 @@ def start(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # survives the dashboard and its reruns
-            env={**os.environ, **(secrets or {})},
+            env=child_env,
         )
     finally:
         log.close()
@@ -154,10 +164,11 @@ def start(
 
 
 def cancel(run_id: str, db: str | os.PathLike[str] | None = None) -> bool:
-    """Ask a run to stop (SIGTERM: it records in-flight requests as cancelled)."""
+    """Ask a run to stop (SIGTERM: it records in-flight requests as cancelled). A run on
+    another host is not this machine's to stop: False."""
     with store.opened(db) as conn:
         run = store.get_run(conn, run_id)
-        if run is None or run["status"] not in ACTIVE:
+        if run is None or run["status"] not in ACTIVE or not on_this_host(run):
             return False
         store.update_run(conn, run_id, cancel_requested=time.time())
         if not process_alive(run["pid"], run_id):
@@ -169,13 +180,24 @@ def cancel(run_id: str, db: str | os.PathLike[str] | None = None) -> bool:
     return True
 
 
+def on_this_host(run: dict[str, Any]) -> bool:
+    """Whether the run's process is this machine's (runs stored before hosts were
+    recorded are)."""
+    return run.get("host") in (None, "", current_host())
+
+
 def reconcile(db: str | os.PathLike[str] | None = None) -> list[str]:
-    """Mark runs whose process is gone as failed; return their ids."""
+    """Mark this host's runs whose process is gone as failed; return their ids. Another
+    host's run is never judged here: its pid means nothing on this machine."""
     dead = []
     now = time.time()
+    if store.reading_only():
+        return dead  # a viewer changes nothing; an operator's page or CLI will
     with store.opened(db) as conn:
         for run in store.list_runs(conn):
-            if run["status"] not in ACTIVE or process_alive(run["pid"], run["run_id"]):
+            if run["status"] not in ACTIVE or not on_this_host(run):
+                continue
+            if process_alive(run["pid"], run["run_id"]):
                 continue
             if run["pid"] is None and now - run["created_at"] < PENDING_GRACE_S:
                 continue  # being started right now
@@ -222,11 +244,23 @@ def _death_reason(run_id: str, db: str | os.PathLike[str] | None) -> str:
     return "the run's process ended unexpectedly; what finished is kept"
 
 
-def active_runs(db: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """Runs still pending or running (after reconciling dead ones)."""
+def active_runs(
+    db: str | os.PathLike[str] | None = None, local_only: bool = False
+) -> list[dict[str, Any]]:
+    """Runs still pending or running (after reconciling dead ones), on any host, or on
+    this one only with `local_only` (an endpoint or a matrix is busy per machine)."""
     reconcile(db)
     with store.opened(db) as conn:
-        return [r for r in store.list_runs(conn) if r["status"] in ACTIVE]
+        runs = [r for r in store.list_runs(conn) if r["status"] in ACTIVE]
+    return [r for r in runs if on_this_host(r)] if local_only else runs
 
 
-__all__ = ["ConfigError", "EndpointBusy", "active_runs", "cancel", "reconcile", "start"]
+__all__ = [
+    "ConfigError",
+    "EndpointBusy",
+    "active_runs",
+    "cancel",
+    "on_this_host",
+    "reconcile",
+    "start",
+]

@@ -164,7 +164,7 @@ async def execute_run(
 def _jobs_folder(db: str | None) -> Path:
     """Where the run's files live beside the database (as lib/load/jobs.jobs_dir, which
     imports this module)."""
-    return store.db_path(db).parent / "jobs"
+    return store.target(db).local_dir / "jobs"
 
 
 def _is_cancel(exc: BaseException) -> bool:

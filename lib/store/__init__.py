@@ -1,20 +1,27 @@
-"""SQLite store: runs, lanes, levels, requests, telemetry samples, endpoints, votes.
+"""The store: runs, lanes, levels, requests, telemetry samples, endpoints, votes, in a
+SQLite file (the default) or a PostgreSQL database shared by a team.
 
-The public API callers use as `store.<name>`; the code lives in submodules by what it
-stores: schema (file, migrations, connections), runs (runs, lanes, levels),
-measurements (requests, samples) and saved (endpoints, votes). `writer` is the
-background thread that commits a run's records.
+The public API callers use as `store.<name>`; the code lives in submodules by job:
+target (which database, named without its password), schema (migrations for both
+backends), sqlite_backend and postgres_backend (opening, migrating, transactions),
+connect (either one, read-only for viewers), and the SQL by what it stores: runs
+(runs, lanes, levels), measurements (requests, samples) and saved (endpoints, votes).
+`writer` is the background thread that commits a run's records.
 """
 
 from __future__ import annotations
 
+from lib.store.connect import connect, database_errors, opened, read_only, reading_only
 from lib.store.measurements import (
     REQUEST_COLUMNS,
+    SLIM_REQUEST_COLUMNS,
     add_requests,
     add_samples,
+    count_measured,
     count_requests,
     get_requests,
     get_samples,
+    get_slim_requests,
 )
 from lib.store.runs import (
     RUN_STATUSES,
@@ -26,6 +33,7 @@ from lib.store.runs import (
     get_levels,
     get_run,
     list_runs,
+    run_stamp,
     set_lane_process,
     set_level,
     update_lane,
@@ -39,15 +47,16 @@ from lib.store.saved import (
     list_endpoints,
     save_endpoint,
 )
-from lib.store.schema import (
+from lib.store.schema import MIGRATIONS, SCHEMA_VERSION
+from lib.store.target import (
     DEFAULT_DB,
-    MIGRATIONS,
     PROJECT_ROOT,
-    SCHEMA_VERSION,
     StoreError,
-    connect,
+    Target,
     db_path,
-    opened,
+    describe,
+    target,
+    without_password,
 )
 
 __all__ = [
@@ -57,31 +66,42 @@ __all__ = [
     "REQUEST_COLUMNS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
+    "SLIM_REQUEST_COLUMNS",
     "StoreError",
+    "Target",
     "add_lane",
     "add_requests",
     "add_samples",
     "add_vote",
     "close_levels",
     "connect",
+    "count_measured",
     "count_requests",
     "create_run",
+    "database_errors",
     "db_path",
     "delete_endpoint",
     "delete_run",
     "delete_votes",
+    "describe",
     "get_lanes",
     "get_levels",
     "get_requests",
     "get_run",
     "get_samples",
+    "get_slim_requests",
     "get_votes",
     "list_endpoints",
     "list_runs",
     "opened",
+    "read_only",
+    "reading_only",
+    "run_stamp",
     "save_endpoint",
     "set_lane_process",
     "set_level",
+    "target",
     "update_lane",
     "update_run",
+    "without_password",
 ]

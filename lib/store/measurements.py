@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +35,7 @@ REQUEST_COLUMNS = (
 )
 
 
-def add_requests(conn: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
+def add_requests(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
     """Insert request records (dicts keyed as get_requests returns them)."""
     sql = (
         f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)})"
@@ -57,7 +56,7 @@ def _request_values(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def get_requests(
-    conn: sqlite3.Connection,
+    conn: Any,
     run_id: str,
     lane_idx: int | None = None,
     include_warmup: bool = False,
@@ -83,21 +82,54 @@ def get_requests(
     return out
 
 
-def count_requests(conn: sqlite3.Connection, run_id: str) -> dict[tuple[int, int], dict[str, int]]:
+def count_requests(conn: Any, run_id: str) -> dict[tuple[int, int], dict[str, int]]:
     """Completed and failed measured requests per (lane_idx, concurrency)."""
     rows = conn.execute(
-        "SELECT lane_idx, concurrency, SUM(error IS NULL) AS ok, SUM(error IS NOT NULL) AS bad"
+        "SELECT lane_idx, concurrency, SUM(CASE WHEN error IS NULL THEN 1 ELSE 0 END) AS ok,"
+        " SUM(CASE WHEN error IS NULL THEN 0 ELSE 1 END) AS bad"
         " FROM requests WHERE run_id = ? AND warmup = 0 GROUP BY lane_idx, concurrency",
         (run_id,),
     )
     return {
-        (r["lane_idx"], r["concurrency"]): {"completed": r["ok"], "failed": r["bad"]} for r in rows
+        (r["lane_idx"], r["concurrency"]): {"completed": int(r["ok"]), "failed": int(r["bad"])}
+        for r in rows
     }
 
 
-def add_samples(
-    conn: sqlite3.Connection, run_id: str, lane_idx: int | None, samples: Sequence[Any]
-) -> None:
+# What the History page and the level tables read of each request: no answer text, no
+# inter-token list, so a run of many thousands of requests loads in milliseconds.
+SLIM_REQUEST_COLUMNS = (
+    "lane_idx",
+    "concurrency",
+    "t_send",
+    "t_done",
+    "ttft_ms",
+    "e2el_ms",
+    "tpot_ms",
+    "tokens_per_s",
+    "prompt_tokens",
+    "output_tokens",
+    "error",
+)
+
+
+def get_slim_requests(conn: Any, run_id: str) -> list[dict[str, Any]]:
+    """A run's measured requests, oldest first, with SLIM_REQUEST_COLUMNS only."""
+    rows = conn.execute(
+        f"SELECT {', '.join(SLIM_REQUEST_COLUMNS)} FROM requests"
+        " WHERE run_id = ? AND warmup = 0 ORDER BY id",
+        (run_id,),
+    )
+    return [dict(r) for r in rows]
+
+
+def count_measured(conn: Any) -> dict[str, int]:
+    """Measured (not warm-up) requests stored per run id."""
+    rows = conn.execute("SELECT run_id, COUNT(*) FROM requests WHERE warmup = 0 GROUP BY run_id")
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def add_samples(conn: Any, run_id: str, lane_idx: int | None, samples: Sequence[Any]) -> None:
     """Insert telemetry samples (records.Sample or mappings with the same fields)."""
 
     def field(s: Any, name: str) -> Any:
@@ -122,14 +154,28 @@ def add_samples(
 
 
 def get_samples(
-    conn: sqlite3.Connection, run_id: str, source: str | None = None
+    conn: Any,
+    run_id: str,
+    source: str | None = None,
+    since_id: int = 0,
+    names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """A run's samples ordered by time; with `since_id` or `names`, only those with a
+    newer id and one of the names, in id order (the live view reads a long run's new
+    samples each second instead of all of them)."""
     sql, args = "SELECT * FROM samples WHERE run_id = ?", [run_id]
     if source:
         sql += " AND source = ?"
         args.append(source)
+    if since_id:
+        sql += " AND id > ?"
+        args.append(since_id)
+    if names is not None:
+        sql += f" AND name IN ({', '.join('?' * len(names))})" if names else " AND 0 = 1"
+        args.extend(names)
+    order = " ORDER BY id" if since_id or names is not None else " ORDER BY t, id"
     out = []
-    for row in conn.execute(sql + " ORDER BY t, id", args):
+    for row in conn.execute(sql + order, args):
         rec = dict(row)
         rec["labels"] = loads(rec.pop("labels_json"), {})
         out.append(rec)

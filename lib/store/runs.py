@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
+from lib.core.identity import current_host, current_user
 from lib.store.schema import dumps, loads
 
 RUN_STATUSES = (
@@ -19,21 +19,34 @@ RUN_STATUSES = (
 
 
 def create_run(
-    conn: sqlite3.Connection,
+    conn: Any,
     run_id: str,
     config: dict[str, Any],
     label: str = "",
     env: dict[str, Any] | None = None,
     status: str = "pending",
+    started_by: str | None = None,
+    host: str | None = None,
 ) -> None:
+    """A new run, recorded with who started it and on which host (this process's
+    identity unless given: the dashboard passes its logged-in user)."""
     conn.execute(
-        "INSERT INTO runs (run_id, created_at, label, status, config_json, env_json)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (run_id, time.time(), label, status, dumps(config), dumps(env or {})),
+        "INSERT INTO runs (run_id, created_at, label, status, config_json, env_json,"
+        " started_by, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id,
+            time.time(),
+            label,
+            status,
+            dumps(config),
+            dumps(env or {}),
+            started_by or current_user(),
+            host or current_host(),
+        ),
     )
 
 
-def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
+def update_run(conn: Any, run_id: str, **fields: Any) -> None:
     """Set columns of a run; dict values go to their *_json column."""
     allowed = {"label", "status", "pid", "started_at", "finished_at", "error", "env", "config"}
     allowed.add("cancel_requested")
@@ -52,22 +65,33 @@ def update_run(conn: sqlite3.Connection, run_id: str, **fields: Any) -> None:
         conn.execute(f"UPDATE runs SET {', '.join(cols)} WHERE run_id = ?", (*values, run_id))
 
 
-def get_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+def get_run(conn: Any, run_id: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     return _run_row(row) if row else None
 
 
-def list_runs(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
+def list_runs(conn: Any, limit: int = 500) -> list[dict[str, Any]]:
     rows = conn.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
     return [_run_row(r) for r in rows]
 
 
-def delete_run(conn: sqlite3.Connection, run_id: str) -> bool:
+def run_stamp(conn: Any, run_id: str) -> tuple[Any, ...]:
+    """A cheap fingerprint of a run's answers: (status, finished_at, newest request id);
+    () when there is no such run."""
+    row = conn.execute(
+        "SELECT r.status, r.finished_at, (SELECT MAX(id) FROM requests q"
+        " WHERE q.run_id = r.run_id) FROM runs r WHERE r.run_id = ?",
+        (run_id,),
+    ).fetchone()
+    return tuple(row) if row else ()
+
+
+def delete_run(conn: Any, run_id: str) -> bool:
     cur = conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
     return cur.rowcount > 0
 
 
-def _run_row(row: sqlite3.Row) -> dict[str, Any]:
+def _run_row(row: Any) -> dict[str, Any]:
     out = dict(row)
     out["config"] = loads(out.pop("config_json"), {})
     out["env"] = loads(out.pop("env_json"), {})
@@ -75,7 +99,7 @@ def _run_row(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def add_lane(
-    conn: sqlite3.Connection,
+    conn: Any,
     run_id: str,
     lane_idx: int,
     name: str,
@@ -93,7 +117,7 @@ def add_lane(
 
 
 def update_lane(
-    conn: sqlite3.Connection,
+    conn: Any,
     run_id: str,
     lane_idx: int,
     base_url: str,
@@ -108,9 +132,7 @@ def update_lane(
     )
 
 
-def set_lane_process(
-    conn: sqlite3.Connection, run_id: str, lane_idx: int, process: dict[str, Any]
-) -> None:
+def set_lane_process(conn: Any, run_id: str, lane_idx: int, process: dict[str, Any]) -> None:
     """The lane's engine process record (state, readiness, memory phases, log tail)."""
     conn.execute(
         "UPDATE lanes SET process_json = ? WHERE run_id = ? AND lane_idx = ?",
@@ -118,7 +140,7 @@ def set_lane_process(
     )
 
 
-def get_lanes(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+def get_lanes(conn: Any, run_id: str) -> list[dict[str, Any]]:
     rows = conn.execute("SELECT * FROM lanes WHERE run_id = ? ORDER BY lane_idx", (run_id,))
     out = []
     for row in rows:
@@ -131,7 +153,7 @@ def get_lanes(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
 
 
 def set_level(
-    conn: sqlite3.Connection,
+    conn: Any,
     run_id: str,
     lane_idx: int,
     concurrency: int,
@@ -147,11 +169,13 @@ def set_level(
     conn.execute(
         "INSERT INTO levels (run_id, lane_idx, concurrency, status, started_at, finished_at,"
         " error, load_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        # The existing row's columns named with the table: bare names are ambiguous
+        # beside `excluded` in PostgreSQL.
         " ON CONFLICT (run_id, lane_idx, concurrency) DO UPDATE SET status = excluded.status,"
-        " started_at = COALESCE(excluded.started_at, started_at),"
-        " finished_at = COALESCE(excluded.finished_at, finished_at),"
-        " error = COALESCE(excluded.error, error),"
-        " load_json = COALESCE(excluded.load_json, load_json)",
+        " started_at = COALESCE(excluded.started_at, levels.started_at),"
+        " finished_at = COALESCE(excluded.finished_at, levels.finished_at),"
+        " error = COALESCE(excluded.error, levels.error),"
+        " load_json = COALESCE(excluded.load_json, levels.load_json)",
         (
             run_id,
             lane_idx,
@@ -165,7 +189,7 @@ def set_level(
     )
 
 
-def close_levels(conn: sqlite3.Connection, run_id: str, status: str, at: float) -> None:
+def close_levels(conn: Any, run_id: str, status: str, at: float) -> None:
     """Give a run's still-running levels their final status (a run that died or was
     stopped never ended them itself)."""
     conn.execute(
@@ -175,7 +199,7 @@ def close_levels(conn: sqlite3.Connection, run_id: str, status: str, at: float) 
     )
 
 
-def get_levels(conn: sqlite3.Connection, run_id: str, warmup: bool = False) -> list[dict[str, Any]]:
+def get_levels(conn: Any, run_id: str, warmup: bool = False) -> list[dict[str, Any]]:
     """A run's measured levels; with `warmup`, its lanes' warm-ups (concurrency 0) only."""
     where = "concurrency = 0" if warmup else "concurrency > 0"
     rows = conn.execute(

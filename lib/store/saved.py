@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
 
 def save_endpoint(
-    conn: sqlite3.Connection, name: str, url: str, kind: str | None, api_key_env: str | None
+    conn: Any, name: str, url: str, kind: str | None, api_key_env: str | None
 ) -> None:
     """Upsert an endpoint. Only the *name* of the key's environment variable is kept."""
     conn.execute(
@@ -18,16 +17,16 @@ def save_endpoint(
     )
 
 
-def list_endpoints(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def list_endpoints(conn: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute("SELECT * FROM endpoints ORDER BY created_at, name")]
 
 
-def delete_endpoint(conn: sqlite3.Connection, name: str) -> bool:
+def delete_endpoint(conn: Any, name: str) -> bool:
     return conn.execute("DELETE FROM endpoints WHERE name = ?", (name,)).rowcount > 0
 
 
 def add_vote(
-    conn: sqlite3.Connection,
+    conn: Any,
     run_id: str,
     *,
     concurrency: int,
@@ -73,9 +72,7 @@ def add_vote(
     return int(row[0])
 
 
-def get_votes(
-    conn: sqlite3.Connection, run_id: str, voter: str | None = None
-) -> list[dict[str, Any]]:
+def get_votes(conn: Any, run_id: str, voter: str | None = None) -> list[dict[str, Any]]:
     """A run's votes, oldest first; only one voter's when `voter` is given."""
     sql, args = "SELECT * FROM votes WHERE run_id = ?", [run_id]
     if voter is not None:
@@ -85,7 +82,7 @@ def get_votes(
 
 
 def delete_votes(
-    conn: sqlite3.Connection, run_id: str, voter: str | None = None, vote_id: int | None = None
+    conn: Any, run_id: str, voter: str | None = None, vote_id: int | None = None
 ) -> int:
     """Delete a run's votes (one voter's, or one vote by id); returns how many went."""
     sql, args = "DELETE FROM votes WHERE run_id = ?", [run_id]

@@ -1,8 +1,13 @@
-"""A background thread that writes a run's records to SQLite as they arrive.
+"""A background thread that writes a run's records to the store as they arrive.
 
 The runner's event loop times hundreds of streams; a commit on it would delay the
 timestamps of every other stream. Records go into a queue instead and this thread
 commits each batch at once (within milliseconds), on its own connection.
+
+A server database can go away for a moment (a restart, a dropped link): a batch
+whose connection was lost is written again, whole, on a new connection (it is one
+transaction, so nothing of it was kept), for up to RECONNECT_FOR_S seconds, so a
+short outage costs no measurement.
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from lib import store
+from lib.store.postgres_backend import is_lost_connection
 
 _STOP = object()
+RECONNECT_FOR_S = 60.0
 
 
 class StoreWriter:
@@ -64,18 +72,46 @@ class StoreWriter:
                 ops = [item for item in batch if item is not _STOP]
                 stop = len(ops) != len(batch)
                 if ops and self._error is None:
-                    self._write(conn, ops)
+                    conn = self._write(conn, ops)
         finally:
             conn.close()
 
-    def _write(self, conn: Any, ops: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, args in ops:
-                op(conn, *args)
-            conn.execute("COMMIT")
-        except BaseException as exc:  # keep the thread alive to report, never hang close()
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._error = exc
-            print(f"servescope: writing to the store failed: {exc}", file=sys.stderr)
+    def _write(self, conn: Any, ops: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> Any:
+        """Commit the batch; returns the connection to go on with (a new one after the
+        server was lost and came back)."""
+        deadline = time.monotonic() + RECONNECT_FOR_S
+        while True:
+            try:
+                with conn.transaction():
+                    for op, args in ops:
+                        op(conn, *args)
+                return conn
+            except BaseException as exc:  # keep the thread alive to report, never hang close()
+                if is_lost_connection(exc) and time.monotonic() < deadline:
+                    conn = self._reconnect(conn, deadline)
+                    if conn is not None:
+                        continue
+                self._error = exc
+                print(f"servescope: writing to the store failed: {one_line(exc)}", file=sys.stderr)
+                return conn if conn is not None else _Closed()
+
+    def _reconnect(self, old: Any, deadline: float) -> Any:
+        old.close()
+        while time.monotonic() < deadline:
+            try:
+                return store.connect(self._db)
+            except store.StoreError:
+                time.sleep(1.0)
+        return None
+
+
+class _Closed:
+    """Stands for a connection that could not be opened again (close() is all it does)."""
+
+    def close(self) -> None:
+        pass
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line (a driver's message may span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -249,7 +249,9 @@ def test_a_second_matrix_waits_for_the_one_running_its_engines(matrix_env, tmp_p
     plain = {"lanes": [{"name": "vLLM · m", "base_url": "http://10.0.0.2:8000/v1"}]}
     active = [{"run_id": "plain-run", "config": plain}, {"run_id": "cells-run", "config": other}]
     # What the matrix inputs see of the active runs (the page's own re-attaching aside).
-    monkeypatch.setattr(matrix_inputs, "jobs", SimpleNamespace(active_runs=lambda: active))
+    monkeypatch.setattr(
+        matrix_inputs, "jobs", SimpleNamespace(active_runs=lambda local_only=False: active)
+    )
     at = small_workload(matrix_app())
     at.button(key="run_start").click().run()
     assert not at.exception

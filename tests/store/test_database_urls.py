@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lib import store
-from lib.store.schema import without_password
+from lib.store.target import without_password
 
 REPO = Path(__file__).resolve().parents[2]
 URL = "postgresql://alice:s3cret-pw@db.example:5432/servescope"

@@ -82,12 +82,7 @@ def stamp(db: Db, run_id: str) -> tuple[Any, ...]:
     """A cheap fingerprint of a run's answers: changes whenever a request is added or the
     run's status changes, so a cached ReviewData is reloaded exactly then."""
     with store.opened(db) as conn:
-        row = conn.execute(
-            "SELECT r.status, r.finished_at, (SELECT MAX(id) FROM requests q"
-            " WHERE q.run_id = r.run_id) FROM runs r WHERE r.run_id = ?",
-            (run_id,),
-        ).fetchone()
-    return tuple(row) if row else ()
+        return store.run_stamp(conn, run_id)
 
 
 def load_review(db: Db, run_id: str) -> ReviewData | None:

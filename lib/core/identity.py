@@ -1,0 +1,29 @@
+"""Who starts a run and where: recorded with every run so a team's shared history says
+whose run it was and on which machine it ran.
+
+The name is $SERVESCOPE_USER when set (a team's chosen name, or the dashboard's login
+passed to the run it starts), else the OS user; the host is $SERVESCOPE_HOST, else
+the machine's host name.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+
+
+def current_user() -> str:
+    """The name runs started here are recorded under."""
+    name = os.environ.get("SERVESCOPE_USER", "").strip()
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry (some containers)
+        return f"uid {os.getuid()}"
+
+
+def current_host() -> str:
+    """The machine runs started here are recorded on."""
+    return os.environ.get("SERVESCOPE_HOST", "").strip() or socket.gethostname()

@@ -1,0 +1,118 @@
+"""Which database the store is: a SQLite file (the zero-setup default) or a PostgreSQL
+URL, and how to name it in a message without its password.
+
+`SERVESCOPE_DB` (or `--db`) holds either a file path or `postgresql://user:pw@host/db`.
+A password may reach servescope only there; every message, log line and export names
+the database through `describe`, and an error from the driver goes through `scrub`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DB = PROJECT_ROOT / "data" / "servescope.db"
+
+# "postgresql://user:pw@host/db" and the like: a URL, never a file name. Taken for a path
+# it became a folder named after it, password included, and the CLI reported success.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened (bad path, not a database, unreachable server, wrong
+    credentials, older or newer schema); one line, never with a password."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """The database in use: `dialect` "sqlite" with `path`, or "postgresql" with `url`."""
+
+    dialect: str
+    path: Path | None = None
+    url: str | None = None
+
+    @property
+    def name(self) -> str:
+        """How messages name it: the file, or the URL without its password."""
+        return str(self.path) if self.url is None else without_password(self.url)
+
+    @property
+    def local_dir(self) -> Path:
+        """Where this machine keeps a run's files (jobs/, engine logs): beside a SQLite
+        file; for a server database, $SERVESCOPE_DATA_DIR or data/ of this checkout."""
+        if self.path is not None:
+            return self.path.parent
+        return Path(os.environ.get("SERVESCOPE_DATA_DIR") or DEFAULT_DB.parent).expanduser()
+
+
+def target(db: str | os.PathLike[str] | None = None) -> Target:
+    """The database to use: the argument, else $SERVESCOPE_DB, else data/servescope.db.
+
+    StoreError for a URL of another kind than PostgreSQL's."""
+    chosen = str(db or os.environ.get("SERVESCOPE_DB") or DEFAULT_DB)
+    if not _URL.match(chosen):
+        return Target("sqlite", path=Path(chosen).expanduser())
+    scheme = chosen.split("://", 1)[0].lower()
+    if scheme not in POSTGRES_SCHEMES:
+        raise StoreError(
+            f"{without_password(chosen)} is a database URL servescope cannot use: give a "
+            "SQLite file path or a postgresql:// URL"
+        )
+    return Target("postgresql", url=chosen)
+
+
+def db_path(db: str | os.PathLike[str] | None = None) -> Path:
+    """The SQLite file in use; StoreError when the store is a server database."""
+    chosen = target(db)
+    if chosen.path is None:
+        raise StoreError(f"{chosen.name} is a server database, not a file")
+    return chosen.path
+
+
+def describe(db: str | os.PathLike[str] | None = None) -> str:
+    """The store in use as messages and cache keys name it (never with its password)."""
+    try:
+        return target(db).name
+    except StoreError:
+        return without_password(str(db or os.environ.get("SERVESCOPE_DB") or ""))
+
+
+def without_password(url: str) -> str:
+    """``url`` with any password replaced by ***, for messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    except ValueError:
+        match = _URL.match(url)
+        return (match.group(0) if match else "") + "…"
+
+
+def password_of(url: str | None) -> str | None:
+    """The password in a database URL (to scrub it from a driver's message), if any."""
+    if not url:
+        return None
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return password or None
+
+
+def scrub(text: str, url: str | None) -> str:
+    """`text` on one line, with the URL's password (as written and decoded) and any
+    `password=...` setting masked: drivers may echo the connection string."""
+    for secret in {password_of(url), unquote(password_of(url) or "")} - {None, ""}:
+        text = text.replace(str(secret), "***")
+    text = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
+    if url:
+        text = text.replace(url, without_password(url))
+    return " ".join(text.split())
