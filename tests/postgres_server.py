@@ -8,6 +8,7 @@ user the Debian package creates, and its commands run through `runuser`.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -112,10 +113,8 @@ class PostgresServer:
         return self
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # never started, or already gone
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except RuntimeError:
-            pass  # never started, or already gone
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def url(self, database: str = "postgres", user: str = SUPERUSER, password: str = "") -> str:
