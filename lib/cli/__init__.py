@@ -24,6 +24,7 @@ from lib.cli import check as cli_check
 from lib.cli import load_args
 from lib.cli import matrix as cli_matrix
 from lib.cli import reports as cli_reports
+from lib.cli.db_option import DB_HELP
 from lib.cli.verdict_lines import print_verdict
 from lib.core.load_pattern import CONCURRENCY, LOAD_MODES, level_label
 from lib.core.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
@@ -79,7 +80,7 @@ def add_prompt_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--lanes-parallel", action="store_true", help="run lanes at the same time")
     run.add_argument("--api-key", help="API key (default: $SERVESCOPE_API_KEY); never stored")
     run.add_argument("--label", default="")
-    run.add_argument("--db", help="SQLite file (default: $SERVESCOPE_DB or data/servescope.db)")
+    run.add_argument("--db", help=DB_HELP)
     run.add_argument("--output-json", help="write the run's results as JSON here")
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -115,12 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.set_defaults(concurrency=None, rate=None, config=None, run_id=None)
 
     lst = sub.add_parser("list", help="runs in the store")
-    lst.add_argument("--db")
+    lst.add_argument("--db", help=DB_HELP)
     lst.add_argument("--json", action="store_true")
 
     show = sub.add_parser("show", help="one run's summary")
     show.add_argument("run_id")
-    show.add_argument("--db")
+    show.add_argument("--db", help=DB_HELP)
     show.add_argument("--json", action="store_true", help="the full results document")
 
     quality = sub.add_parser("quality", help="check one answer read on stdin")

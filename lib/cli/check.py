@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lib.analysis import regression, results
+from lib.cli.db_option import DB_HELP
 from lib.core.usage import UsageError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -59,7 +60,7 @@ def add_subcommands(sub: Any) -> dict[str, Handler]:
             metavar="PCT",
             help=f"largest allowed {what}, e.g. 10%% or 10 ({shown})",
         )
-    check.add_argument("--db", help="SQLite file (default: $SERVESCOPE_DB or data/servescope.db)")
+    check.add_argument("--db", help=DB_HELP)
     return {"check": cmd_check}
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lib.cli.db_option import DB_HELP
 from lib.core.usage import UsageError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -34,7 +35,7 @@ def add_subcommands(sub: Any) -> dict[str, Handler]:
         help="the one level the card shows (default: every level of each lane) and the "
         "report's headline table (default: the highest every lane measured)",
     )
-    report.add_argument("--db", help="SQLite file (default: $SERVESCOPE_DB or data/servescope.db)")
+    report.add_argument("--db", help=DB_HELP)
 
     export = sub.add_parser("export", help="write a run's per-request rows")
     export.add_argument("run_id")
@@ -47,7 +48,7 @@ def add_subcommands(sub: Any) -> dict[str, Handler]:
         help="vllm bench serve --save-result fields, one object per lane and level "
         "(a list; one per line if FILE ends in .jsonl)",
     )
-    export.add_argument("--db", help="SQLite file (default: $SERVESCOPE_DB or data/servescope.db)")
+    export.add_argument("--db", help=DB_HELP)
     return {"report": cmd_report, "export": cmd_export}
 
 
