@@ -29,6 +29,8 @@ def streamlit_secrets() -> Mapping[str, Any] | None:
 
 
 def db_key() -> str:
-    """The store in use, as a cache key (tests point SERVESCOPE_DB elsewhere); a server
-    database's URL without its password (keys can show in Streamlit's cache debug)."""
-    return store.describe()
+    """The store in use (a file path or the URL as configured), passed to the functions
+    that open it and part of their cache keys (tests point SERVESCOPE_DB elsewhere).
+    Never shown: pages name the store with store.describe()."""
+    chosen = store.target()
+    return str(chosen.path) if chosen.path is not None else str(chosen.url)
