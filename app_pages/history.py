@@ -1,4 +1,5 @@
-"""History: past runs; open, relabel or delete one; overlay two or more."""
+"""History: past runs, filtered by who started them, engine, model and label; open,
+relabel or delete one; overlay two or more."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from lib.charts import history as charts_history
 
 DB = session.db_key()
 PICK = "history_pick"
+# The filters' widget keys (all start with history_filter_).
+PEOPLE, ENGINES, MODELS = "history_filter_people", "history_filter_engines", "history_filter_models"
+LABEL = "history_filter_label"
 
 
 @st.cache_data(max_entries=1000, show_spinner=False)
@@ -35,37 +39,64 @@ if not runs:
     st.stop()
 
 by_id = {run["run_id"]: run for run in runs}
+options = history.filter_options(runs)
+# A chosen value whose runs were deleted meanwhile would make its widget fail.
+for key, offered in (
+    (PEOPLE, options.people),
+    (ENGINES, options.engines),
+    (MODELS, options.models),
+):
+    st.session_state[key] = [v for v in st.session_state.get(key, []) if v in offered]
+person, engine, model, text = st.columns(4)
+people = person.multiselect("Started by", options.people, key=PEOPLE, placeholder="Anyone")
+engines = engine.multiselect("Engine", options.engines, key=ENGINES, placeholder="Any engine")
+models = model.multiselect("Model", options.models, key=MODELS, placeholder="Any model")
+label = text.text_input("Label contains", key=LABEL, max_chars=200)
+shown_runs = history.filter_runs(runs, people, engines, models, label)
+shown = {run["run_id"] for run in shown_runs}
+
 figures = {run["run_id"]: levels(run["run_id"], DB, run["stamp"]) for run in runs}
 table = history.history_frame(runs, figures)
 status_of = dict(zip(table["run_id"], table["status"], strict=True))
-st.dataframe(
-    formatting.dashed(table).style.map(history.status_style, subset=["status"]),
-    hide_index=True,
-    column_order=history.SHOWN_COLUMNS,
-    column_config={
-        "run_id": st.column_config.TextColumn("Run", width="small"),
-        "label": "Label",
-        "created": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
-        "status": "Status",
-        "lanes": st.column_config.TextColumn("Lanes", width="medium"),
-        "models": st.column_config.TextColumn("Models", width="medium"),
-        "levels": st.column_config.TextColumn("Levels (c)", help="Concurrency levels"),
-        "completed": st.column_config.NumberColumn("Done", help="Completed measured requests"),
-        "failed": st.column_config.NumberColumn("Failed"),
-        "best_out_tok_s": st.column_config.NumberColumn(
-            "Best output tok/s", format="%.1f", help="Highest output throughput of any lane"
+if history.is_filtered(people, engines, models, label):
+    st.caption(f"{len(shown_runs)} of {len(runs)} runs")
+if not shown_runs:
+    st.info("No run matches these filters.")
+else:
+    st.dataframe(
+        formatting.dashed(table[table["run_id"].isin(shown)]).style.map(
+            history.status_style, subset=["status"]
         ),
-        "best_at": "Best at",
-        "ttft_p50_low_ms": st.column_config.NumberColumn(
-            "p50 TTFT (ms), lowest c", format="%.0f", help="Best lane at the lowest level"
-        ),
-        "ttft_low_at": "TTFT at",
-    },
-)
+        hide_index=True,
+        column_order=history.SHOWN_COLUMNS,
+        column_config={
+            "run_id": st.column_config.TextColumn("Run", width="small"),
+            "label": "Label",
+            "created": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
+            "status": "Status",
+            "started_by": st.column_config.TextColumn("By", help="Who started the run"),
+            "host": st.column_config.TextColumn("Host", help="The machine it ran from"),
+            "lanes": st.column_config.TextColumn("Lanes", width="medium"),
+            "models": st.column_config.TextColumn("Models", width="medium"),
+            "levels": st.column_config.TextColumn("Levels (c)", help="Concurrency levels"),
+            "completed": st.column_config.NumberColumn("Done", help="Completed measured requests"),
+            "failed": st.column_config.NumberColumn("Failed"),
+            "best_out_tok_s": st.column_config.NumberColumn(
+                "Best output tok/s", format="%.1f", help="Highest output throughput of any lane"
+            ),
+            "best_at": "Best at",
+            "ttft_p50_low_ms": st.column_config.NumberColumn(
+                "p50 TTFT (ms), lowest c", format="%.0f", help="Best lane at the lowest level"
+            ),
+            "ttft_low_at": "TTFT at",
+        },
+    )
 
-ids = list(table["run_id"])
-# Ids deleted meanwhile would make the widget fail: keep only those still listed.
+# Ids deleted meanwhile would make the widget fail: keep only those still listed. A run
+# picked before a filter hid it stays picked, so runs found under different filters
+# (two people's runs, one engine against another) can be overlaid.
 st.session_state[PICK] = [r for r in st.session_state.get(PICK, []) if r in by_id]
+ids = [r for r in table["run_id"] if r in shown or r in st.session_state[PICK]]
 picked = st.multiselect(
     "Runs",
     ids,

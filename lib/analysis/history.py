@@ -1,4 +1,5 @@
-"""The History page's logic: the runs table, relabel and delete, and run-over-run overlays.
+"""The History page's logic: the runs table and its filters (person, engine, model,
+label), relabel and delete, and run-over-run overlays.
 
 No Streamlit here. Per-level figures come from lib/core/metrics.py through
 frames.level_frame (the same numbers the Results page and the CLI show); only the
@@ -8,7 +9,8 @@ numeric request columns are read, never answers, so a long history stays quick.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +18,7 @@ import pandas as pd
 
 from lib import store
 from lib.analysis import frames
+from lib.analysis.lane_memory import engine_kind
 from lib.core import outcome
 from lib.load.jobs import ACTIVE, process_alive
 
@@ -27,6 +30,8 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "label",
     "created",
     "status",
+    "started_by",
+    "host",
     "lanes",
     "models",
     "levels",
@@ -45,6 +50,8 @@ SHOWN_COLUMNS: tuple[str, ...] = (
     "label",
     "created",
     "status",
+    "started_by",
+    "host",
     "levels",
     "best_out_tok_s",
     "best_at",
@@ -145,6 +152,14 @@ def run_title(run: Mapping[str, Any]) -> str:
     return str(run.get("label") or run["run_id"])
 
 
+def who_where(run: Mapping[str, Any]) -> str:
+    """ "by alice on gpu-box": who started a run and on which host, as far as it was
+    recorded ("" for a run stored before runs recorded either). Untrusted text: a page
+    or a report escapes it."""
+    who, host = (str(run.get(key) or "").strip() for key in ("started_by", "host"))
+    return " ".join(part for part in (who and f"by {who}", host and f"on {host}") if part)
+
+
 def _created(run: Mapping[str, Any]) -> datetime | None:
     ts = run.get("created_at")
     # Naive local time: the table shows the user's clock, as the CLI's list does.
@@ -211,6 +226,9 @@ def history_frame(
             "label": run.get("label") or "",
             "created": _created(run),
             "status": _judged_status(run.get("status"), lv),
+            # Blank for runs stored before runs recorded who and where (migration 8).
+            "started_by": run.get("started_by") or "",
+            "host": run.get("host") or "",
             "lanes": ", ".join(names),
             "models": ", ".join(models),
             "levels": _levels_text(config, lv),
@@ -239,6 +257,77 @@ def history_frame(
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
     frame["created"] = pd.to_datetime(frame["created"])
     return frame
+
+
+# --- filters -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    """What the History filters offer: every person, engine and model of the listed
+    runs, each once, sorted without regard to case."""
+
+    people: list[str]
+    engines: list[str]
+    models: list[str]
+
+
+def run_engines(run: Mapping[str, Any]) -> list[str]:
+    """The engines of a run's lanes, each once: what each endpoint said it is (vllm,
+    ollama, llama.cpp), else its API dialect (openai); a run not yet started has only its
+    config's lanes, whose dialect is all that is known."""
+    lanes = run.get("lanes") or (run.get("config") or {}).get("lanes") or []
+    return list(dict.fromkeys(kind for lane in lanes if (kind := engine_kind(lane))))
+
+
+def run_models(run: Mapping[str, Any]) -> list[str]:
+    """The models of a run's lanes, each once."""
+    return [m for m in dict.fromkeys(_lane_models(run).values()) if m]
+
+
+def _sorted(values: Collection[str]) -> list[str]:
+    return sorted(set(values), key=lambda v: (v.casefold(), v))
+
+
+def filter_options(runs: Sequence[Mapping[str, Any]]) -> FilterOptions:
+    """The choices of the History filters over these runs. A run stored before runs
+    recorded who started them adds no person."""
+    return FilterOptions(
+        people=_sorted([str(r["started_by"]) for r in runs if r.get("started_by")]),
+        engines=_sorted([e for r in runs for e in run_engines(r)]),
+        models=_sorted([m for r in runs for m in run_models(r)]),
+    )
+
+
+def filter_runs(
+    runs: Sequence[Mapping[str, Any]],
+    people: Collection[str] = (),
+    engines: Collection[str] = (),
+    models: Collection[str] = (),
+    label: str = "",
+) -> list[Mapping[str, Any]]:
+    """The runs every given filter keeps, in their order: started by one of `people`,
+    with a lane of one of `engines` and one of `models`, and a label containing `label`
+    (case-insensitive, spaces around it ignored). An empty filter keeps every run."""
+    wanted = label.strip().casefold()
+    return [
+        run
+        for run in runs
+        if (not people or run.get("started_by") in people)
+        and (not engines or not set(engines).isdisjoint(run_engines(run)))
+        and (not models or not set(models).isdisjoint(run_models(run)))
+        and (not wanted or wanted in str(run.get("label") or "").casefold())
+    ]
+
+
+def is_filtered(
+    people: Collection[str] = (),
+    engines: Collection[str] = (),
+    models: Collection[str] = (),
+    label: str = "",
+) -> bool:
+    """Whether any filter is set (the page then says how many runs it shows)."""
+    return bool(people or engines or models or label.strip())
 
 
 # --- changing runs ---------------------------------------------------------------------

@@ -236,6 +236,11 @@ def run_page() -> AppTest:
     return AppTest.from_file(PAGE, default_timeout=30).run()
 
 
+def relabel_input(at: AppTest):
+    """The relabel form's text box (the label filter above the table is another)."""
+    return next(t for t in at.text_input if t.label == "Label")
+
+
 def test_page_empty_store(db):
     at = run_page()
     assert not at.exception
@@ -258,7 +263,7 @@ def test_page_relabel(two_runs):
     at = run_page()
     at.multiselect(key="history_pick").set_value(["run-a"]).run()
     assert not at.exception
-    at.text_input[0].input("Q4_K_M vs AWQ, 4090")
+    relabel_input(at).input("Q4_K_M vs AWQ, 4090")
     at.button[0].click().run()  # the form's submit button
     assert not at.exception
     with store.opened(two_runs) as conn:
@@ -266,7 +271,7 @@ def test_page_relabel(two_runs):
     assert unescape(at.success[0].value) == "Label saved."
     assert "Q4_K_M vs AWQ, 4090" in list(at.dataframe[0].value["label"])
     # A bad label: one line on the page, nothing stored.
-    at.text_input[0].input("bad\x07label")
+    relabel_input(at).input("bad\x07label")
     at.button[0].click().run()
     assert not at.exception
     assert "control characters" in at.error[0].value
