@@ -66,7 +66,7 @@ def test_a_viewer_reads_and_the_database_refuses_its_writes(any_db, monkeypatch)
                 # In a transaction too: the database, not the transaction, refuses.
                 for wrap in (nullcontext, conn.transaction):
                     context: AbstractContextManager[Any] = wrap()
-                    with pytest.raises(store.database_errors(), match="read-?only"), context:
+                    with pytest.raises(store.database_errors(), match=r"read-?only"), context:
                         write(conn)
         finally:
             conn.close()
