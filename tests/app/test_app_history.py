@@ -28,11 +28,15 @@ def make_run(
     status: str = "completed",
     out_tokens: int = 100,
     created_at: float | None = None,
+    started_by: str | None = None,
+    host: str | None = None,
+    kinds: list[str] | None = None,
 ) -> None:
     """A finished run written through lib.store, with requests whose figures are known.
 
     Each level's n requests are sent together at t=0 and all take e2el ms, so the
     level lasts e2el ms and its output throughput is n * out_tokens / (e2el / 1000).
+    `kinds` are what each lane's endpoint said it is (default: ollama or vllm by engine).
     """
     config = RunConfig(
         lanes=[LaneSpec(engine=e, base_url=u, model=m) for e, u, m in lanes],  # type: ignore[arg-type]
@@ -41,11 +45,19 @@ def make_run(
         label=label,
     )
     with store.opened(db) as conn:
-        store.create_run(conn, run_id, config.to_dict(), label=label, status=status)
+        store.create_run(
+            conn,
+            run_id,
+            config.to_dict(),
+            label=label,
+            status=status,
+            started_by=started_by,
+            host=host,
+        )
         if created_at is not None:
             conn.execute("UPDATE runs SET created_at = ? WHERE run_id = ?", (created_at, run_id))
         for i, (engine, url, model) in enumerate(lanes):
-            kind = "ollama" if engine == "ollama" else "vllm"
+            kind = kinds[i] if kinds else "ollama" if engine == "ollama" else "vllm"
             store.add_lane(
                 conn, run_id, i, f"{kind}:{model}", engine, url, model, {"kind": kind}, {}
             )
