@@ -1,6 +1,8 @@
-"""A database URL is not a file name: `SERVESCOPE_DB=postgresql://user:pw@host/db` is
-refused in one line without its password, and nothing is created (it once became a
-folder named after the URL, password included, and the CLI reported success)."""
+"""Which database `SERVESCOPE_DB` names, and what a bad one does: a `postgresql://` URL is a
+server database; another kind of URL, a server that does not answer and wrong
+credentials are each one line that names the database without its password, from the
+store, the CLI (exit 2) and the dashboard, and nothing is created (a URL once became a
+folder named after it, password included, and the CLI reported success)."""
 
 from __future__ import annotations
 
@@ -8,47 +10,134 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lib import store
-from lib.store.target import without_password
+from lib.store.target import password_of, without_password
+from tests.postgres_server import PostgresServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-URL = "postgresql://alice:s3cret-pw@db.example:5432/servescope"
+SECRET = "s3cret-pw"
+URL = f"postgresql://alice:{SECRET}@db.example:5432/servescope"
 
 
-def test_a_url_is_refused_without_its_password() -> None:
-    with pytest.raises(store.StoreError) as refused:
-        store.db_path(URL)
-    message = str(refused.value)
-    assert "s3cret-pw" not in message and "\n" not in message
-    assert "postgresql://alice:***@db.example:5432/servescope is a database URL" in message
-    assert without_password("sqlite:///x.db") == "sqlite:///x.db"
+def test_a_postgresql_url_is_a_server_database(tmp_path, monkeypatch) -> None:
+    for url in (URL, URL.replace("postgresql://", "postgres://")):
+        chosen = store.target(url)
+        assert (chosen.dialect, chosen.url, chosen.path) == ("postgresql", url, None)
+        assert chosen.name == url.replace(SECRET, "***") == store.describe(url)
+    monkeypatch.setenv("SERVESCOPE_DB", URL)
+    assert store.target().dialect == "postgresql"
+    monkeypatch.setenv("SERVESCOPE_DATA_DIR", str(tmp_path))
+    assert store.target().local_dir == tmp_path  # a run's files: this machine's folder
+    with pytest.raises(store.StoreError) as not_a_file:
+        store.db_path()
+    assert str(not_a_file.value) == (
+        "postgresql://alice:***@db.example:5432/servescope is a server database, not a file"
+    )
+    # A password with URL-special characters, written percent-encoded, is masked too.
+    encoded = "postgresql://bob:p%40ss%2Fw@h/db"
+    assert without_password(encoded) == "postgresql://bob:***@h/db"
+    assert store.describe("data/servescope.db") == "data/servescope.db"
 
 
-def test_the_cli_says_so_and_creates_nothing(tmp_path: Path) -> None:
-    env = {**os.environ, "SERVESCOPE_DB": URL}
+@pytest.mark.parametrize(
+    "url", [f"mysql://alice:{SECRET}@db.example/servescope", f"sqlite://u:{SECRET}@/x.db"]
+)
+def test_another_kind_of_url_is_refused_in_one_line(url: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for attempt in (lambda: store.target(url), lambda: store.connect(url)):
+        with pytest.raises(store.StoreError) as refused:
+            attempt()
+        message = str(refused.value)
+        assert "is a database URL servescope cannot use" in message
+        assert SECRET not in message and "\n" not in message
+        assert without_password(url) in message
+    assert store.describe(url) == without_password(url)
+    assert list(tmp_path.iterdir()) == []
+
+
+# The bad databases the CLI and the dashboard are given, each with its password and what
+# the one line says about it.
+def _bad_databases(postgres: PostgresServer) -> dict[str, tuple[str, str]]:
+    closed = free_port()  # bound and let go: nothing listens there (refused at once)
+    return {
+        "another kind": (f"mysql://alice:{SECRET}@db.example/servescope", "cannot use"),
+        "unreachable": (f"postgresql://alice:{SECRET}@127.0.0.1:{closed}/db", "refused"),
+        "wrong password": (
+            postgres.url("postgres", password=SECRET),
+            "password authentication failed",
+        ),
+        "no such database": (postgres.url("no_such_db"), "does not exist"),
+    }
+
+
+def _page_text(node: Any) -> str:
+    """Everything an AppTest page holds, as the text of its elements' messages."""
+    parts = [str(getattr(node, "proto", ""))]
+    parts += [_page_text(child) for child in getattr(node, "children", {}).values()]
+    return "\n".join(parts)
+
+
+BAD = ["another kind", "unreachable", "wrong password", "no such database"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_the_cli_says_so_in_one_line_and_creates_nothing(
+    case: str, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    url, reason = _bad_databases(postgres)[case]
+    data_dir, cwd = tmp_path / "data", tmp_path / "cwd"
+    data_dir.mkdir()
+    cwd.mkdir()
+    env = {
+        **os.environ,
+        "SERVESCOPE_DB": url,
+        "SERVESCOPE_DATA_DIR": str(data_dir),
+        "PYTHONPATH": str(REPO),
+    }
     result = subprocess.run(
-        [sys.executable, str(REPO / "lib" / "cli" / "__main__.py"), "list"],
-        cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(REPO)},
+        [sys.executable, "-m", "lib.cli", "list"],
+        cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "s3cret-pw" not in result.stderr
-    assert "is a database URL" in result.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("servescope: error: ") and reason in line
+    assert without_password(url) in line
+    assert password_of(url) not in result.stderr
+    assert list(cwd.iterdir()) == list(data_dir.iterdir()) == []
 
 
-def test_the_dashboard_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("case", BAD)
+def test_the_dashboard_says_so_in_one_line(
+    case: str, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv("SERVESCOPE_DB", URL)
+    url, reason = _bad_databases(postgres)[case]
+    monkeypatch.setenv("SERVESCOPE_DB", url)
+    monkeypatch.setenv("SERVESCOPE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
+    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", "")
+    monkeypatch.setenv("SERVESCOPE_VLLM_URL", "")
+    st.cache_data.clear()
+    st.cache_resource.clear()
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=30).run()
     assert not at.exception
     (error,) = at.error
-    assert "is a database URL" in error.value and "s3cret-pw" not in error.value
+    assert reason in error.value and without_password(url) in error.value
+    assert "\n" not in error.value
+    secret = password_of(url)
+    assert secret is not None
+    page = _page_text(at._tree)
+    assert without_password(url) in page and secret not in page
+    assert list(tmp_path.iterdir()) == []
