@@ -115,6 +115,9 @@ def run_document(db: str | os.PathLike[str] | None, run_id: str) -> dict[str, An
     document = {
         "run_id": run["run_id"],
         "created_at": run["created_at"],
+        # Who started the run and on which host (None for a run stored before either was).
+        "started_by": run.get("started_by"),
+        "host": run.get("host"),
         "label": run["label"],
         "status": status,
         "error": error,

@@ -27,6 +27,7 @@ from lib.report.facts import (
     lane_kpis,
     level_trouble,
     resolve_concurrency,
+    run_by,
     run_date,
     run_title,
     scrub_urls,
@@ -76,7 +77,7 @@ def card_html(view: RunView, concurrency: int | None = None) -> str:
     else:
         levels_text = "no level ran"
     when = [
-        f"<b>{esc(run_date(view.doc))}</b>",
+        f"<b>{esc(run_date(view.doc))}</b>" + (f" · {esc(by)}" if (by := run_by(view.doc)) else ""),
         esc(hardware_summary(view.doc.get("environment") or {})),
         esc(
             levels_text + f" · {settings.get('requests')} requests per level · "

@@ -136,6 +136,13 @@ def request_records(db: str | os.PathLike[str] | None, run_id: str) -> list[dict
     """Every request of a run (warm-ups too) as dicts keyed by ROW_COLUMNS, in the
     order they were written. `itl_ms` and `quality_flags` are lists; `server` and
     `quality` are dicts (or None). Raises results.RunNotFound."""
+    return _run_and_records(db, run_id)[1]
+
+
+def _run_and_records(
+    db: str | os.PathLike[str] | None, run_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run's row and its request_records, from one read."""
     run, lanes, rows = _load(db, run_id)
     by_idx = {lane["lane_idx"]: lane for lane in lanes}
     out = []
@@ -156,7 +163,7 @@ def request_records(db: str | os.PathLike[str] | None, run_id: str) -> list[dict
             "quality": quality,
         }
         out.append({key: rec.get(key) for key in ROW_COLUMNS})
-    return out
+    return run, out
 
 
 def _json_text(value: Any) -> str | None:
@@ -202,12 +209,13 @@ def csv_bytes(db: str | os.PathLike[str] | None, run_id: str) -> bytes:
 def parquet_bytes(db: str | os.PathLike[str] | None, run_id: str) -> bytes:
     """The rows as Parquet (PARQUET_SCHEMA): `itl_ms` a list of doubles, `quality_flags` a
     list of strings, `server` and `quality` JSON text."""
-    records = request_records(db, run_id)
+    run, records = _run_and_records(db, run_id)
     for rec in records:
         rec["server"], rec["quality"] = _json_text(rec["server"]), _json_text(rec["quality"])
-    schema = PARQUET_SCHEMA.with_metadata(
-        {"servescope.run_id": run_id, "servescope.rows": "requests/1"}
-    )
+    meta = {"servescope.run_id": run_id, "servescope.rows": "requests/1"}
+    # Who started the run and where ride in the file's metadata, not in every row.
+    meta |= {f"servescope.{k}": str(run[k]) for k in ("started_by", "host") if run.get(k)}
+    schema = PARQUET_SCHEMA.with_metadata(meta)
     table = pa.Table.from_pylist(records, schema=schema)
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
@@ -265,6 +273,9 @@ def vllm_result(
         "tokenizer_id": None,  # token counts come from the server, not a tokenizer
         "num_prompts": len(rows),
         "servescope_run_id": run["run_id"],
+        # Who started the run and on which host (null for a run stored before either was).
+        "servescope_started_by": run.get("started_by"),
+        "servescope_host": run.get("host"),
         "servescope_lane": lane["name"],
         "servescope_engine": info.get("kind") or lane["engine"],
         "servescope_engine_version": info.get("version"),

@@ -1,10 +1,10 @@
 """The facts of a run that the HTML report and the PNG card both state.
 
 Pure reads over `results.run_document` plus the store rows the charts need: the title
-and date, a one-line hardware summary, endpoints without scheme or credentials, known
-engine settings, memory each lane held (from its telemetry), and the default level a
-card shows. Strings here are untrusted where they come from engines or users; the
-report and the card escape them.
+and date, who started the run and on which host, a one-line hardware summary, endpoints
+without scheme or credentials, known engine settings, memory each lane held (from its
+telemetry), and the default level a card shows. Strings here are untrusted where they
+come from engines or users; the report and the card escape them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from lib import charts, store
 from lib.analysis import results
+from lib.analysis.history import who_where
 from lib.analysis.lane_memory import engine_kind, memory_series
 
 # vLLM engine settings worth a line in a retro (from its cache_config_info labels).
@@ -102,6 +103,13 @@ def run_date(doc: Mapping[str, Any]) -> str:
     """When the run was created, local time with its zone."""
     when = datetime.fromtimestamp(doc["created_at"]).astimezone()
     return when.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def run_by(doc: Mapping[str, Any], limit: int = 80) -> str:
+    """ "by alice on gpu-box" beside the date ("" for a run stored before runs recorded
+    who and where); cut to `limit` characters, as both are free text from the
+    environment. Untrusted: the report and the card escape it."""
+    return truncate(who_where(doc), limit)
 
 
 def hardware_summary(env: Mapping[str, Any]) -> str:

@@ -28,6 +28,7 @@ from lib.report.facts import (
     fmt,
     hardware_summary,
     lane_kpis,
+    run_by,
     run_date,
     run_title,
     scrub_urls,
@@ -80,6 +81,7 @@ def header(view: RunView) -> str:
         status_badge(doc["status"]),
         f"run {esc(doc['run_id'])}",
         esc(run_date(doc)),
+        *([esc(by)] if (by := run_by(doc)) else []),
         f"{len(doc['lanes'])} lanes",
     ]
     out = f"<h1>{esc(run_title(doc))}</h1><p class='meta'>{' · '.join(bits)}</p>"
