@@ -178,10 +178,14 @@ def _scroll_to_top() -> None:
 
 def _reconcile_if_dead(run_id: str) -> None:
     """Mark the run failed when its process is gone (jobs.reconcile, only when needed:
-    it reads every run of the store)."""
+    it reads every run of the store). Another host's run is followed, never judged: its
+    pid means nothing here, and jobs.reconcile would pass it over anyway (this check
+    spares reading every run each second while a colleague's run is followed)."""
     with store.opened() as conn:
         run = store.get_run(conn, run_id)
-    if run and run["status"] in jobs.ACTIVE and not jobs.process_alive(run["pid"], run_id):
+    if not run or run["status"] not in jobs.ACTIVE or not jobs.on_this_host(run):
+        return
+    if not jobs.process_alive(run["pid"], run_id):
         jobs.reconcile()
 
 

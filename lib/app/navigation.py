@@ -54,13 +54,16 @@ def show_run(run_id: str | None, follow: bool = True) -> None:
 
 
 def attached_run() -> str | None:
-    """The run the Run page follows: ?run=, else this session's, else any active run
-    (re-attaches after a reload or a dashboard restart)."""
+    """The run the Run page follows: ?run=, else this session's, else an active run
+    (re-attaches after a reload or a dashboard restart): this host's newest first, else
+    the newest of any host (a colleague's CLI run into the shared store)."""
     run_id = st.query_params.get("run") or st.session_state.get("active_run")
     if run_id:
         return str(run_id)
-    active = jobs.active_runs()
-    return active[0]["run_id"] if active else None
+    active = jobs.active_runs()  # newest first
+    local = [run for run in active if jobs.on_this_host(run)]
+    chosen = (local or active)[:1]
+    return chosen[0]["run_id"] if chosen else None
 
 
 def run_picker() -> str | None:

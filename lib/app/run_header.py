@@ -44,8 +44,14 @@ def run_header(
         f"{max(end - started, 0):.0f} s",
         mode,
     ]
+    if whose := _whose(run):
+        bits.append(esc_md(whose))
     head.markdown(" · ".join(bits))
-    if active:
+    if active and not jobs.on_this_host(run):
+        # Its process is another machine's: this one can neither signal nor judge it.
+        who = f", started by {run['started_by']}" if run.get("started_by") else ""
+        action.caption(esc_md(f"Running on {run['host']}{who}: cancel it there"))
+    elif active:
         if action.button("Cancel run", icon=":material/stop:", key=f"{where}-cancel-{run_id}"):
             jobs.cancel(run_id)
             st.toast("Cancelling: requests in flight are recorded as cancelled.")
@@ -56,6 +62,17 @@ def run_header(
                 show_run(None)  # back to an open form
                 st.rerun()
     _failure_box(run, status, levels, names)
+
+
+def _whose(run: Mapping[str, Any]) -> str:
+    """Who started the run and where, as far as it was recorded ("by alice on gpu-box");
+    empty for runs stored before migration 8, which have neither."""
+    parts = []
+    if run.get("started_by"):
+        parts.append(f"by {run['started_by']}")
+    if run.get("host"):
+        parts.append(f"on {run['host']}")
+    return " ".join(parts)
 
 
 def _failure_box(
