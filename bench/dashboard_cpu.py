@@ -249,18 +249,17 @@ APPTEST_CODE = textwrap.dedent(
         return dt
 
     def grow(k):
+        # One more finished request of the running level, through the store's own insert
+        # (so it is written the same way on SQLite and PostgreSQL).
+        now = time.time()
+        row = {"run_id": run_id, "lane_idx": spec["grow"]["lane_idx"],
+               "concurrency": spec["grow"]["concurrency"], "idx": 100000 + k, "warmup": False,
+               "prompt_idx": 0, "t_send": now - 0.6, "t_done": now, "ttft_ms": 60.0,
+               "e2el_ms": 600.0, "tpot_ms": 8.6, "tokens_per_s": 106.7, "itl_ms": [],
+               "prompt_tokens": 17, "output_tokens": 64, "token_source": "server",
+               "output_text": "답", "finish_reason": "length", "error": None}
         with store.opened() as conn:
-            last = conn.execute(
-                "SELECT * FROM requests WHERE run_id = ? ORDER BY id DESC LIMIT 1", (run_id,)
-            ).fetchone()
-            row = dict(last)
-            row.pop("id")
-            row["idx"] = row["idx"] + 100000 + k
-            cols = ", ".join(row)
-            conn.execute(
-                f"INSERT INTO requests ({cols}) VALUES ({', '.join('?' * len(row))})",
-                tuple(row.values()),
-            )
+            store.add_requests(conn, [row])
 
     # A redraw after new rows must rebuild every figure here, not wait for the live
     # view's rebuild throttle (a checkout that has one).
@@ -299,7 +298,9 @@ APPTEST_CODE = textwrap.dedent(
 )
 
 
-def apptest(app_root: Path, db: Path, spec: dict[str, Any]) -> dict[str, float]:
+def apptest(app_root: Path, db: str | Path, spec: dict[str, Any]) -> dict[str, float]:
+    """Timings of a page through AppTest in a child process (`spec["page"]`, else the
+    Results page); `db` is a SQLite path or a PostgreSQL URL."""
     env = {
         **os.environ,
         "SERVESCOPE_DB": str(db),
@@ -317,9 +318,13 @@ def apptest(app_root: Path, db: Path, spec: dict[str, Any]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
-def synthetic_live_run(db: Path, total: int, seed: int = 0) -> str:
-    """A running 3-lane run (lanes in turn) holding `total` measured requests."""
+def synthetic_live_run(
+    db: str | Path, total: int, seed: int = 0, itl_points: int = 0, text: str = "답"
+) -> str:
+    """A running 3-lane run (lanes in turn) holding `total` measured requests; each with
+    `itl_points` inter-token gaps and `text` as its answer (the defaults keep rows small)."""
     rng = random.Random(seed)
+    itl = [round(rng.uniform(6, 12), 3) for _ in range(itl_points)]
     run_id = f"live-{total}"
     config = run_config(["http://127.0.0.1:1", "http://127.0.0.1:2/v1", "http://127.0.0.1:3/v1"],
                         total // 6, 64)  # fmt: skip
@@ -342,8 +347,8 @@ def synthetic_live_run(db: Path, total: int, seed: int = 0) -> str:
                          "warmup": False, "prompt_idx": 0, "t_send": send,
                          "t_done": send + e2el / 1000, "ttft_ms": ttft, "e2el_ms": e2el,
                          "tpot_ms": (e2el - ttft) / 63, "tokens_per_s": 64 / e2el * 1000,
-                         "itl_ms": [], "prompt_tokens": 17, "output_tokens": 64,
-                         "token_source": "server", "output_text": "답", "finish_reason": "length",
+                         "itl_ms": itl, "prompt_tokens": 17, "output_tokens": 64,
+                         "token_source": "server", "output_text": text, "finish_reason": "length",
                          "error": None if i % 97 else "timeout"}
                     )  # fmt: skip
                 store.add_requests(conn, rows)
@@ -353,6 +358,10 @@ def synthetic_live_run(db: Path, total: int, seed: int = 0) -> str:
                                 None if last else end)  # fmt: skip
                 t = end + 1
     return run_id
+
+
+# Where a live redraw's new row goes: the synthetic run's level still running.
+GROW = {"lane_idx": 2, "concurrency": LEVELS[-1]}
 
 
 def live_10k(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
@@ -365,7 +374,8 @@ def live_10k(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     try:
         with store.opened(db) as conn:
             store.update_run(conn, run_id, pid=placeholder.pid)
-        out = apptest(args.app_root, db, {"mode": "live", "run_id": run_id, "repeat": args.repeat})
+        spec = {"mode": "live", "run_id": run_id, "repeat": args.repeat, "grow": GROW}
+        out = apptest(args.app_root, db, spec)
     finally:
         stop(placeholder)
     # The same run finished: its Results page at 10,000 requests.
