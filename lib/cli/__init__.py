@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -383,11 +384,31 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     if not runs:
         print("no runs in the store")
-    for r in runs:
-        line = _run_line(r, lanes[r["run_id"]])
-        lanes_text = ", ".join(line["lanes"])
-        print(f"{line['run_id']}  {line['status']:<9}  {line['label'] or '-'}  {lanes_text}")
+        return 0
+    lines = [_run_line(r, lanes[r["run_id"]]) for r in runs]
+    head = {"run_id": "run", "status": "status", "started_by": "by", "host": "host"}
+    # Columns as wide as their longest value; who and where capped, so a long name is cut
+    # rather than pushing the label and lanes out of sight.
+    widths = {key: max(len(x[key] or "-") for x in [head, *lines]) for key in head}
+    widths |= {key: min(widths[key], 24) for key in ("started_by", "host")}
+    print("  ".join(_cell(head[k], widths[k]) for k in head) + "  label  lanes")
+    for line in lines:
+        cells = [_cell(line[k], widths[k]) for k in head]
+        print("  ".join([*cells, line["label"] or "-", ", ".join(line["lanes"])]))
     return 0
+
+
+def _cell(value: str | None, width: int) -> str:
+    """A column's value padded to `width`, cut with an ellipsis when longer; "-" if none."""
+    text = value or "-"
+    return (text if len(text) <= width else text[: width - 1] + "…").ljust(width)
+
+
+def _who_where(run: dict[str, Any]) -> str:
+    """ "by alice on gpu-box", as far as the run recorded either ("" before migration 8).
+    The same words as lib.analysis.history.who_where, without its pandas import."""
+    who, host = (str(run.get(k) or "").strip() for k in ("started_by", "host"))
+    return " ".join(part for part in (who and f"by {who}", host and f"on {host}") if part)
 
 
 def _run_line(run: dict[str, Any], lanes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -396,6 +417,9 @@ def _run_line(run: dict[str, Any], lanes: list[dict[str, Any]]) -> dict[str, Any
         "created_at": run["created_at"],
         "status": run["status"],
         "label": run["label"],
+        # Who started it and where; null for a run stored before runs recorded either.
+        "started_by": run.get("started_by"),
+        "host": run.get("host"),
         "lanes": [lane["name"] for lane in lanes],
         "concurrency": run["config"].get("concurrency"),
     }
@@ -411,6 +435,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(document, ensure_ascii=False, indent=1))
     else:
         print(f"run {document['run_id']} ({document['status']}) {document['label']}")
+        started = datetime.fromtimestamp(document["created_at"]).strftime("%Y-%m-%d %H:%M")
+        print(" ".join(x for x in (f"started {started}", _who_where(document)) if x))
         print(results.format_table(results.summary_rows(document)))
         _print_capacity(document)
         _print_checks(document)
