@@ -231,7 +231,8 @@ def test_two_people_run_into_one_postgres_while_a_dashboard_follows(two_runs, da
     for cli in (alice, bob):
         assert rows[cli.run_id]["status"] == "running"
 
-    _follow(url, two_runs, bob)
+    for cli in two_runs:  # the dashboard follows each of them live
+        _follow(url, two_runs, cli)
     _restarted_run_page(url, two_runs)
     _still_running(url, two_runs)
 
