@@ -1,4 +1,5 @@
-"""The sidebar: each endpoint's status line and, while it comes up, the sandbox's progress."""
+"""The sidebar: who is signed in, each endpoint's status line and, while it comes up, the
+sandbox's progress."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from lib import endpoints
+from lib.app import access
 from lib.app.formatting import esc_md
 from lib.app.lane_choices import (
     ENGINE_LABELS,
@@ -15,8 +17,10 @@ from lib.app.session import db_key, endpoint_statuses
 
 
 def sidebar() -> None:
-    """Engine status (reachable, kind, version, models) and the sandbox's progress."""
+    """Who is signed in, engine status (reachable, kind, version, models) and the
+    sandbox's progress."""
     with st.sidebar:
+        _who()
         head, button = st.columns([3, 1], vertical_alignment="center")
         head.markdown("**Engines**")
         if button.button("", icon=":material/refresh:", key="sidebar-refresh", help="Probe again"):
@@ -27,6 +31,22 @@ def sidebar() -> None:
         for status in statuses:
             _endpoint_line(status)
         _sandbox_box()
+
+
+def _who() -> None:
+    """The signed-in user and their role, with a way out; nothing for local use (one
+    operator, no sign-in), except a viewer-only process says so."""
+    who = access.current()
+    if who.mode == access.LOCAL and who.can_write:
+        return
+    role = "operator" if who.can_write else "viewer: reads only"
+    if who.mode == access.LOCAL:
+        st.caption(f":material/visibility: {role}")
+        return
+    line, out = st.columns([3, 1], vertical_alignment="center")
+    line.caption(f":material/person: {esc_md(who.name)} · {role}")
+    if out.button("", icon=":material/logout:", key="sidebar-sign-out", help="Sign out"):
+        access.sign_out()
 
 
 def _endpoint_line(status: endpoints.EndpointStatus) -> None:
