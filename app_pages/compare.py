@@ -10,11 +10,12 @@ from __future__ import annotations
 import streamlit as st
 
 from lib import charts, quality, store
-from lib.app import navigation, session
+from lib.app import access, navigation, session
 from lib.app.formatting import esc_md, fmt_num
 from lib.quality import review
 
 DB = session.db_key()
+MAY_VOTE = access.can_write()  # a viewer reads answers and win rates, and casts no vote
 REVEALED = "compare_revealed"  # the id of the vote just cast, to reveal its lanes
 SHORTCUTS = {"left": "1", "right": "2", "tie": "3", "both_bad": "4"}
 LONG_ANSWER = 1500  # characters: longer answers scroll inside a fixed-height block
@@ -245,10 +246,15 @@ mode = f1.segmented_control(
     key="compare_filter",
 )
 show_diff = f2.toggle("Diff view", key="compare_diff")
-blind = f3.toggle(
-    "Blind review",
-    key="compare_blind",
-    help="Lane names hidden, sides shuffled per item; vote, then see who was who.",
+blind = (
+    f3.toggle(
+        "Blind review",
+        key="compare_blind",
+        help="Lane names hidden, sides shuffled per item; vote, then see who was who."
+        + ("" if MAY_VOTE else " Operators vote; viewers read the win rates."),
+        disabled=not MAY_VOTE,
+    )
+    and MAY_VOTE
 )
 voter = f4.text_input(
     "Reviewer (optional)", key="compare_voter", max_chars=60, placeholder="your name"

@@ -1,5 +1,6 @@
 """Engines: every endpoint with its status and models; add, edit and remove saved ones;
-pull another Ollama quantization or get the `vllm serve` command for another variant."""
+pull another Ollama quantization or get the `vllm serve` command for another variant.
+A viewer sees and probes the endpoints; the controls that change them are an operator's."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import pandas as pd
 import streamlit as st
 
 from lib import endpoints as ep
-from lib.app import formatting, session
+from lib.app import access, formatting, session
 from lib.app.formatting import esc_md
 from lib.endpoints import variants
 from lib.engines.base import EngineError
 
 DB = session.db_key()
+MAY_EDIT = access.can_write()  # a viewer changes no endpoint and pulls no model
 API_CHOICES = ["auto", "ollama", "openai"]
 API_LABELS = {"auto": "auto-detect", "ollama": "Ollama (native API)", "openai": "OpenAI-compatible"}
 
@@ -108,7 +110,7 @@ for status in statuses:
                 },
             )
 
-        if status.reachable and status.api == "ollama":
+        if MAY_EDIT and status.reachable and status.api == "ollama":
             with st.form(f"pull:{e.name}"):
                 tag = st.text_input(
                     "Pull another model or quantization",
@@ -159,7 +161,7 @@ for status in statuses:
                     "exists before downloading."
                 )
 
-        if e.source == "saved":
+        if MAY_EDIT and e.source == "saved":
             with st.form(f"edit:{e.name}"):
                 st.markdown("**Edit**")
                 cols = st.columns(2)
@@ -193,6 +195,9 @@ for status in statuses:
                 st.session_state.pop(f"remove_ok:{e.name}", None)
                 refresh(f"Removed {e.name}.")
 
+if not MAY_EDIT:
+    st.caption("Viewers see the endpoints; operators add, edit and remove them.")
+    st.stop()
 st.subheader("Add an endpoint")
 with st.form("add_endpoint"):
     cols = st.columns(2)

@@ -1,15 +1,22 @@
-"""Run page: set up lanes and a workload, start a run, watch it live."""
+"""Run page: set up lanes and a workload, start a run, watch it live (a viewer watches only)."""
 
 import streamlit as st
 
-from lib.app import live_view, navigation, run_form
+from lib.app import access, live_view, navigation, run_form
 
+VIEWER_NOTE = (
+    "You are signed in as a viewer: operators start runs. A run in progress shows here "
+    "live; finished runs are on the Results and History pages."
+)
+
+may_start = access.can_write()
 run_id = navigation.attached_run()
 if run_id and live_view.run_panel(run_id, "run"):
     navigation.show_run(run_id)
     # The run stays on top; the form folds away so the live view is what one sees.
-    with st.expander("Start another run", icon=":material/add:"):
-        run_form.run_form()
+    if may_start:
+        with st.expander("Start another run", icon=":material/add:"):
+            run_form.run_form()
 else:
     if run_id:
         navigation.show_run(None)  # a stale ?run= (deleted run): forget it
@@ -19,4 +26,7 @@ else:
         "engine variant servescope starts, measures and stops (a matrix). "
         "Lanes run one after another by default, so they do not share the GPU."
     )
-    run_form.run_form()
+    if may_start:
+        run_form.run_form()
+    else:
+        st.info(VIEWER_NOTE, icon=":material/visibility:")
