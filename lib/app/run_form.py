@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from lib import charts, endpoints
-from lib.app import matrix_inputs
+from lib.app import access, matrix_inputs
 from lib.app.formatting import esc_md
 from lib.app.lane_choices import (
     LaneChoice,
@@ -203,7 +203,8 @@ def start_run(
     config = RunConfig(lanes=list(lanes), prompts=list(prompts), **values)
     try:
         validate_config(config)
-        return jobs.start(config, None, _lane_secrets(lanes)), None
+        # Recorded with the run: the signed-in user on a shared dashboard.
+        return jobs.start(config, None, _lane_secrets(lanes), access.user_name()), None
     except jobs.EndpointBusy as exc:
         return None, f"Endpoint busy: {exc}"
     except ConfigError as exc:
