@@ -82,36 +82,48 @@ def describe(db: str | os.PathLike[str] | None = None) -> str:
         return without_password(str(db or os.environ.get("SERVESCOPE_DB") or ""))
 
 
+# libpq also takes the password as a query parameter: "postgresql://u@h/db?password=pw".
+_QUERY_PASSWORD = re.compile(r"(?<![^?&])(password=)[^&#]*", re.IGNORECASE)
+
+
 def without_password(url: str) -> str:
-    """``url`` with any password replaced by ***, for messages."""
+    """``url`` with any password (after the user name, or `?password=`) replaced by ***,
+    for messages."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, host = netloc.rsplit("@", 1)
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+        query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+        if (netloc, query) == (parts.netloc, parts.query):
             return url
-        netloc = parts.netloc.rsplit("@", 1)
-        user = netloc[0].split(":", 1)[0]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
         match = _URL.match(url)
         return (match.group(0) if match else "") + "…"
 
 
-def password_of(url: str | None) -> str | None:
-    """The password in a database URL (to scrub it from a driver's message), if any."""
+def passwords_of(url: str | None) -> set[str]:
+    """Every password a database URL holds, as written and decoded (to scrub them from a
+    driver's message)."""
     if not url:
-        return None
+        return set()
     try:
-        password = urlsplit(url).password
+        parts = urlsplit(url)
+        written = [parts.password or ""]
     except ValueError:
-        return None
-    return password or None
+        return set()
+    written += [m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(parts.query)]
+    return {form for w in written for form in (w, unquote(w))} - {""}
 
 
 def scrub(text: str, url: str | None) -> str:
     """`text` on one line, with the URL's password (as written and decoded) and any
     `password=...` setting masked: drivers may echo the connection string."""
-    for secret in {password_of(url), unquote(password_of(url) or "")} - {None, ""}:
-        text = text.replace(str(secret), "***")
+    # Longest first: one password may hold another's decoded form.
+    for secret in sorted(passwords_of(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
     text = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
     if url:
         text = text.replace(url, without_password(url))
