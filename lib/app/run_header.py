@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from lib.analysis import history
 from lib.app.formatting import STATUS_COLORS, esc_md
 from lib.app.navigation import page_link, show_run
 from lib.core import outcome
@@ -41,11 +42,11 @@ def run_header(
         f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]",
         f"run {esc_md(run_id)}",
         datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+        # "by alice on gpu-box" beside the date: in a shared store, whose run this is.
+        *([esc_md(whose)] if (whose := history.who_where(run)) else []),
         f"{max(end - started, 0):.0f} s",
         mode,
     ]
-    if whose := _whose(run):
-        bits.append(esc_md(whose))
     head.markdown(" · ".join(bits))
     if active and not jobs.on_this_host(run):
         # Its process is another machine's: this one can neither signal nor judge it.
@@ -62,17 +63,6 @@ def run_header(
                 show_run(None)  # back to an open form
                 st.rerun()
     _failure_box(run, status, levels, names)
-
-
-def _whose(run: Mapping[str, Any]) -> str:
-    """Who started the run and where, as far as it was recorded ("by alice on gpu-box");
-    empty for runs stored before migration 8, which have neither."""
-    parts = []
-    if run.get("started_by"):
-        parts.append(f"by {run['started_by']}")
-    if run.get("host"):
-        parts.append(f"on {run['host']}")
-    return " ".join(parts)
 
 
 def _failure_box(
