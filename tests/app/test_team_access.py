@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import socket
 import sqlite3
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,6 +286,25 @@ def test_settings_modes_and_password_rules(passwords):
     only_viewers = access.settings({"servescope": {"viewer_password": VIEWER_PW}})
     assert access.password_role(VIEWER_PW, only_viewers) == access.VIEWER
     assert access.password_role("", only_viewers) is None
+
+
+def test_the_secrets_example_means_what_it_says(monkeypatch):
+    """.streamlit/secrets.toml.example parses, signs in through [auth] with its lists, and
+    its [api_keys] table gives an endpoint's key by the variable's name."""
+    example = tomllib.loads((ROOT / ".streamlit" / "secrets.toml.example").read_text())
+    chosen = access.settings(example)
+    assert chosen.mode == access.LOGIN
+    assert access.login_role({"is_logged_in": True, "email": "alice@example.com"}, chosen) == (
+        access.OPERATOR,
+        None,
+    )
+    assert access.login_role({"is_logged_in": True, "email": "c@example.com"}, chosen)[0] == (
+        access.VIEWER
+    )
+    assert access.login_role({"is_logged_in": True, "email": "c@gmail.com"}, chosen)[0] is None
+    monkeypatch.delenv("GPU_BOX_API_KEY", raising=False)  # the environment would win
+    box = endpoints.Endpoint("box", "http://127.0.0.1:1", "openai", "GPU_BOX_API_KEY")
+    assert endpoints.resolve_api_key(box, example) == example["api_keys"]["GPU_BOX_API_KEY"]
 
 
 # -- who started a run -----------------------------------------------------------------
