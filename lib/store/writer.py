@@ -31,6 +31,12 @@ class StoreWriter:
     """Serialises writes to one database from one thread."""
 
     def __init__(self, db: str | os.PathLike[str] | None = None) -> None:
+        """StoreError at once for a viewer (a read-only process or block): its writes
+        would all be refused, after the run had already sent its requests."""
+        if store.reading_only():
+            raise store.StoreError(
+                f"cannot write to the store {store.describe(db)}: a viewer's is read-only"
+            )
         self._db = db
         self._queue: queue.Queue[Any] = queue.Queue()
         self._error: BaseException | None = None

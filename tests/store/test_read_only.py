@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from lib import store
+from lib import cli, store
 from lib.store.target import passwords_of
+from lib.store.writer import StoreWriter
 from tests.store.schemas import build_schema, columns, is_postgres, raw_sql, schema_version
 from tests.store.test_store import _request
 
@@ -118,3 +119,31 @@ def test_a_viewer_opening_a_missing_sqlite_file_creates_nothing(tmp_path, monkey
     with pytest.raises(store.StoreError, match="does not exist"), store.opened():
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_viewer_cannot_start_a_writer(any_db):
+    with store.opened(any_db):
+        pass
+    with store.read_only(), pytest.raises(store.StoreError) as refused:
+        StoreWriter(any_db)
+    assert "a viewer's is read-only" in str(refused.value)
+    _one_line_without_password(str(refused.value), any_db)
+
+
+def test_a_viewers_cli_run_sends_nothing_and_writes_nothing(any_db, scripted, monkeypatch, capsys):
+    vllm = scripted.openai(ttft_ms=5, gap_ms=2, models=["m"])
+    with store.opened(any_db):
+        pass  # a store ready to use: the refusal is not about its schema
+    monkeypatch.setenv("SERVESCOPE_ROLE", "viewer")
+    monkeypatch.setenv("SERVESCOPE_DB", any_db)
+    argv = ["run", "--engine", "openai", "--base-url", vllm.base_url, "--model", "m"]
+    code = cli.main([*argv, "--prompt", "hi", "--requests", "2", "--max-tokens", "4"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "started" not in out + err
+    (line,) = err.splitlines()
+    assert "a viewer's is read-only" in line
+    _one_line_without_password(line, any_db)
+    assert vllm.recorded("/v1/chat/completions") == []  # not one request sent
+    monkeypatch.delenv("SERVESCOPE_ROLE")
+    with store.opened(any_db) as conn:
+        assert store.list_runs(conn) == []
