@@ -51,7 +51,7 @@ person, engine, model, text = st.columns(4)
 people = person.multiselect("Started by", options.people, key=PEOPLE, placeholder="Anyone")
 engines = engine.multiselect("Engine", options.engines, key=ENGINES, placeholder="Any engine")
 models = model.multiselect("Model", options.models, key=MODELS, placeholder="Any model")
-label = text.text_input("Label contains", key=LABEL, max_chars=200)
+label = text.text_input("Label contains", key=LABEL, max_chars=200, placeholder="Any label")
 shown_runs = history.filter_runs(runs, people, engines, models, label)
 shown = {run["run_id"] for run in shown_runs}
 
@@ -147,7 +147,8 @@ elif len(picked) >= 2:
         st.info("No lanes to compare: the runs share no finished concurrency level.")
     else:
         st.dataframe(
-            diffs.assign(better=diffs["better"].map({True: "better", False: "worse"})),
+            # No word for a change that rounds to 0% (better is None there), not "None".
+            diffs.assign(better=diffs["better"].map({True: "better", False: "worse"}).fillna("")),
             hide_index=True,
             column_order=["run", "lane", "text", "baseline", "value", "better"],
             column_config={

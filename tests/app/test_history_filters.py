@@ -125,6 +125,10 @@ def test_two_peoples_runs_overlay(team):
     assert set(pick.options) == {"AWQ sweep · completed · t1", "Q4 on the laptop · completed · t2"}
     pick.set_value(["t1", "t2"]).run()
     assert not at.exception
+    # Same figures on both: every difference is +0%, neither better nor worse (a blank
+    # cell, not "None").
+    diffs = at.dataframe[1].value
+    assert set(diffs["text"].str[:3]) == {"+0%"} and set(diffs["better"]) == {""}
     charts = at.get("plotly_chart")
     assert len(charts) == 2
     names = {trace["name"] for trace in json.loads(charts[0].proto.spec)["data"]}
