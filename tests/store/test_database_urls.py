@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lib import store
+from lib import cli, store
 from lib.store.target import passwords_of, without_password
 from tests.postgres_server import PostgresServer, free_port
 
@@ -152,4 +152,24 @@ def test_the_dashboard_says_so_in_one_line(
     assert without_password(url) in page
     secrets = passwords_of(url)
     assert secrets and not [secret for secret in secrets if secret in page]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_a_cli_run_into_a_bad_database_sends_nothing(
+    case: str, postgres: PostgresServer, scripted, monkeypatch, capsys, tmp_path: Path
+) -> None:
+    url, reason = _bad_databases(postgres)[case]
+    vllm = scripted.openai(ttft_ms=5, gap_ms=2, models=["m"])
+    monkeypatch.setenv("SERVESCOPE_DB", url)
+    monkeypatch.setenv("SERVESCOPE_DATA_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--engine", "openai", "--base-url", vllm.base_url, "--model", "m"]
+    code = cli.main([*argv, "--prompt", "hi", "--requests", "2", "--output-json", "r.json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    (line,) = err.splitlines()
+    assert reason in line and without_password(url) in line
+    assert not [secret for secret in passwords_of(url) if secret in err]
+    assert vllm.recorded("/v1/chat/completions") == []  # refused before any request
     assert list(tmp_path.iterdir()) == []
