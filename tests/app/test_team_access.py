@@ -216,6 +216,12 @@ def test_login_gate_until_signed_in(db):
     assert _plain(at.title) == ["servescope"]
     assert "access-login-default" in _keys(at)
     assert "run_start" not in _keys(at)
+    # Here st.login cannot go on (no Authlib, or no [auth] in a secrets.toml Streamlit
+    # itself reads): one line on the page, not a traceback.
+    at.button(key="access-login-default").click()
+    at = _ok(at)
+    assert len(at.error) == 1 and "\n" not in at.error[0].value
+    assert "run_start" not in _keys(at)
 
 
 def test_login_operators_list_decides_the_role(db):
