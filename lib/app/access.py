@@ -14,6 +14,9 @@ read-only, so it never migrates the schema either). The role is decided, in orde
    password form; the role lives in this browser session only.
 4. None of these: local use, an operator, no gate (the dashboard's default on 127.0.0.1).
 
+A secrets file that exists but cannot be read (a TOML error) closes the dashboard: taken
+for "no sign-in configured" it would open a shared dashboard to everyone as an operator.
+
 Pages ask ``can_write()`` before drawing a write control; app.py draws every page inside
 ``store_scope()`` so that a viewer's connections are read-only even where a page forgot.
 """
@@ -25,6 +28,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import streamlit as st
@@ -37,7 +41,7 @@ from lib.core.identity import current_user
 
 OPERATOR = "operator"
 VIEWER = "viewer"
-LOCAL, LOGIN, PASSWORD = "local", "login", "password"
+LOCAL, LOGIN, PASSWORD, CLOSED = "local", "login", "password", "closed"
 SECTION = "servescope"  # our table in secrets.toml
 SIGNED_IN = "servescope_signed_in"  # session_state after a password sign-in: role and name
 ROLE_VAR = "SERVESCOPE_ROLE"
@@ -152,9 +156,29 @@ def password_role(given: str, chosen: Settings) -> str | None:
     return None
 
 
+def configured() -> Settings:
+    """This dashboard's sign-in settings; CLOSED when a secrets file exists unread."""
+    secrets = streamlit_secrets()
+    if secrets is None and _unreadable_secrets():
+        return Settings(CLOSED)
+    return settings(secrets)
+
+
+def _unreadable_secrets() -> bool:
+    """Whether a secrets file Streamlit looks for is there but did not load (st.secrets
+    takes a file it cannot parse for a missing one)."""
+    try:
+        if st.secrets.load_if_toml_exists():
+            return False
+        paths = st.get_option("secrets.files") or []
+    except Exception:
+        return True
+    return any(Path(path).expanduser().exists() for path in paths)
+
+
 def current() -> Access:
     """This session's access, without drawing anything."""
-    chosen = settings(streamlit_secrets())
+    chosen = configured()
     access = _access(chosen)
     if access.role is not None and process_viewer():
         return Access(access.mode, VIEWER, access.name)
@@ -167,6 +191,8 @@ def _access(chosen: Settings) -> Access:
         role, refused = login_role(user, chosen)
         name = str(user.get("email") or user.get("name") or "") or "signed-in user"
         return Access(LOGIN, role, name if role or refused else "", refused)
+    if chosen.mode == CLOSED:
+        return Access(CLOSED, None, "")
     if chosen.mode == PASSWORD:
         signed = st.session_state.get(SIGNED_IN)
         if isinstance(signed, Mapping) and signed.get("role") in (OPERATOR, VIEWER):
@@ -211,9 +237,14 @@ def gate() -> Access:
 
 
 def _sign_in_page(access: Access) -> NoReturn:
-    chosen = settings(streamlit_secrets())
+    chosen = configured()
     st.title("servescope")
-    if access.refused:
+    if chosen.mode == CLOSED:
+        st.error(
+            "Closed: .streamlit/secrets.toml cannot be read (a TOML error?), so who may "
+            "sign in is unknown. Fix it and reload."
+        )
+    elif access.refused:
         st.error(esc_md(access.refused))
         if st.button("Sign out", key="access-sign-out-refused"):
             st.logout()
@@ -262,7 +293,7 @@ def _check_password() -> None:
     and wiped from the session before anything is drawn (the browser clears its field)."""
     given = str(st.session_state.get(PASSWORD_KEY) or "")
     st.session_state[PASSWORD_KEY] = ""
-    role = password_role(given, settings(streamlit_secrets()))
+    role = password_role(given, configured())
     if role is None:
         st.session_state[WRONG] = True
         return

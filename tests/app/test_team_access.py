@@ -186,6 +186,32 @@ def test_a_session_viewer_never_migrates_an_older_store(db, passwords):
     raw.close()
 
 
+@pytest.fixture
+def secrets_file(tmp_path: Path) -> Iterator[Path]:
+    """The one secrets file Streamlit's own st.secrets reads, for this test."""
+    path = tmp_path / "secrets.toml"
+    before = st.get_option("secrets.files")
+    st.config.set_option("secrets.files", [str(path)])
+    st.secrets._reset()
+    yield path
+    st.config.set_option("secrets.files", before)
+    st.secrets._reset()
+
+
+def test_an_unreadable_secrets_file_closes_the_dashboard(db, secrets_file):
+    """Taken for "no sign-in configured" (st.secrets' reading of it), a broken file would
+    open a shared dashboard to everyone as an operator."""
+    secrets_file.write_text('[servescope]\npassword = "unterminated\n')
+    at = _ok(_app())
+    assert _plain(at.title) == ["servescope"]
+    assert len(at.error) == 1 and "secrets.toml cannot be read" in at.error[0].value
+    assert "run_start" not in _keys(at) and "access-password" not in {t.key for t in at.text_input}
+    secrets_file.write_text(f'[servescope]\npassword = "{OPERATOR_PW}"\n')
+    st.secrets._reset()
+    at = _sign_in(_ok(_app()), OPERATOR_PW)
+    assert "run_start" in _keys(at)
+
+
 # -- SERVESCOPE_ROLE=viewer ------------------------------------------------------------
 
 
