@@ -21,6 +21,9 @@ DEFAULT_DB = PROJECT_ROOT / "data" / "servescope.db"
 # it became a folder named after it, password included, and the CLI reported success.
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+# A database URL mistyped ("postgresql:/user:pw@host/db", a leading space): still a URL,
+# refused, rather than a path of folders holding the password.
+_DB_SCHEME = re.compile(r"^(postgres(ql)?|mysql|mariadb|sqlite3?|mssql|oracle)[+:]", re.IGNORECASE)
 
 
 class StoreError(RuntimeError):
@@ -53,17 +56,24 @@ class Target:
 def target(db: str | os.PathLike[str] | None = None) -> Target:
     """The database to use: the argument, else $SERVESCOPE_DB, else data/servescope.db.
 
-    StoreError for a URL of another kind than PostgreSQL's."""
-    chosen = str(db or os.environ.get("SERVESCOPE_DB") or DEFAULT_DB)
-    if not _URL.match(chosen):
-        return Target("sqlite", path=Path(chosen).expanduser())
-    scheme = chosen.split("://", 1)[0].lower()
+    StoreError for a URL of another kind than PostgreSQL's, or a mistyped one."""
+    given = str(db or os.environ.get("SERVESCOPE_DB") or DEFAULT_DB)
+    chosen = given.strip()
+    if not (_URL.match(chosen) or _DB_SCHEME.match(chosen)):
+        return Target("sqlite", path=Path(given).expanduser())
+    scheme = re.split(r"[:+]", chosen, maxsplit=1)[0].lower()
     if scheme not in POSTGRES_SCHEMES:
         raise StoreError(
             f"{without_password(chosen)} is a database URL servescope cannot use: give a "
             "SQLite file path or a postgresql:// URL"
         )
-    return Target("postgresql", url=chosen)
+    if not chosen.lower().startswith(f"{scheme}://"):
+        raise StoreError(
+            f"{without_password(chosen)} is not a database URL servescope can read: write "
+            "postgresql://user:password@host:port/database"
+        )
+    # libpq reads the scheme in lower case only.
+    return Target("postgresql", url=scheme + chosen[len(scheme) :])
 
 
 def db_path(db: str | os.PathLike[str] | None = None) -> Path:
@@ -88,7 +98,10 @@ _QUERY_PASSWORD = re.compile(r"(?<![^?&])(password=)[^&#]*", re.IGNORECASE)
 
 def without_password(url: str) -> str:
     """``url`` with any password (after the user name, or `?password=`) replaced by ***,
-    for messages."""
+    for messages; a mistyped database URL as its scheme only."""
+    if not _URL.match(url):
+        mistyped = _DB_SCHEME.match(url.strip())
+        return f"{mistyped.group(0)}…" if mistyped else url
     try:
         parts = urlsplit(url)
         netloc = parts.netloc

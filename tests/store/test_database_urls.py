@@ -51,19 +51,35 @@ def test_a_postgresql_url_is_a_server_database(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", [f"mysql://alice:{SECRET}@db.example/servescope", f"sqlite://u:{SECRET}@/x.db"]
+    ("url", "reason"),
+    [
+        (f"mysql://alice:{SECRET}@db.example/servescope", "is a database URL servescope cannot"),
+        (f"sqlite://u:{SECRET}@/x.db", "is a database URL servescope cannot use"),
+        (f"mysql:alice:{SECRET}@db.example/servescope", "is a database URL servescope cannot"),
+        # Mistyped: once a path of folders named after it, password included.
+        (f"postgresql:/alice:{SECRET}@db.example/servescope", "is not a database URL"),
+        (f"postgres:alice:{SECRET}@db.example/servescope", "is not a database URL"),
+        (f"postgresql+psycopg://alice:{SECRET}@db.example/db", "is not a database URL"),
+    ],
 )
-def test_another_kind_of_url_is_refused_in_one_line(url: str, tmp_path, monkeypatch) -> None:
+def test_another_kind_of_url_is_refused_in_one_line(
+    url: str, reason: str, tmp_path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     for attempt in (lambda: store.target(url), lambda: store.connect(url)):
         with pytest.raises(store.StoreError) as refused:
             attempt()
         message = str(refused.value)
-        assert "is a database URL servescope cannot use" in message
+        assert reason in message
         assert SECRET not in message and "\n" not in message
         assert without_password(url) in message
-    assert store.describe(url) == without_password(url)
+    assert SECRET not in store.describe(url)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_url_with_a_stray_space_or_capitals_is_still_the_url() -> None:
+    chosen = store.target(f"  POSTGRESQL://alice:{SECRET}@db.example:5432/servescope\n")
+    assert (chosen.dialect, chosen.url) == ("postgresql", URL)
 
 
 # The bad databases the CLI and the dashboard are given, each with its password and what
@@ -72,6 +88,7 @@ def _bad_databases(postgres: PostgresServer) -> dict[str, tuple[str, str]]:
     closed = free_port()  # bound and let go: nothing listens there (refused at once)
     return {
         "another kind": (f"mysql://alice:{SECRET}@db.example/servescope", "cannot use"),
+        "mistyped": (f"postgresql:/alice:{SECRET}@127.0.0.1/db", "is not a database URL"),
         "unreachable": (f"postgresql://alice:{SECRET}@127.0.0.1:{closed}/db", "refused"),
         "password in the query": (
             f"postgresql://alice@127.0.0.1:{closed}/db?connect_timeout=5&password={SECRET}",
@@ -85,6 +102,13 @@ def _bad_databases(postgres: PostgresServer) -> dict[str, tuple[str, str]]:
     }
 
 
+def _secrets(url: str) -> set[str]:
+    """The passwords a bad URL holds (a mistyped one is no URL to parse: SECRET)."""
+    found = passwords_of(url) | ({SECRET} if SECRET in url else set())
+    assert found
+    return found
+
+
 def _page_text(node: Any) -> str:
     """Everything an AppTest page holds, as the text of its elements' messages."""
     parts = [str(getattr(node, "proto", ""))]
@@ -92,7 +116,14 @@ def _page_text(node: Any) -> str:
     return "\n".join(parts)
 
 
-BAD = ["another kind", "unreachable", "password in the query", "wrong password", "no such database"]
+BAD = [
+    "another kind",
+    "mistyped",
+    "unreachable",
+    "password in the query",
+    "wrong password",
+    "no such database",
+]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -123,8 +154,7 @@ def test_the_cli_says_so_in_one_line_and_creates_nothing(
     (line,) = result.stderr.splitlines()
     assert line.startswith("servescope: error: ") and reason in line
     assert without_password(url) in line
-    secrets = passwords_of(url)
-    assert secrets and not [secret for secret in secrets if secret in result.stderr]
+    assert not [secret for secret in _secrets(url) if secret in result.stderr]
     assert list(cwd.iterdir()) == list(data_dir.iterdir()) == []
 
 
@@ -150,8 +180,7 @@ def test_the_dashboard_says_so_in_one_line(
     assert "\n" not in error.value
     page = _page_text(at._tree)
     assert without_password(url) in page
-    secrets = passwords_of(url)
-    assert secrets and not [secret for secret in secrets if secret in page]
+    assert not [secret for secret in _secrets(url) if secret in page]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -170,6 +199,6 @@ def test_a_cli_run_into_a_bad_database_sends_nothing(
     assert code == 2 and out == ""
     (line,) = err.splitlines()
     assert reason in line and without_password(url) in line
-    assert not [secret for secret in passwords_of(url) if secret in err]
+    assert not [secret for secret in _secrets(url) if secret in err]
     assert vllm.recorded("/v1/chat/completions") == []  # refused before any request
     assert list(tmp_path.iterdir()) == []
