@@ -20,6 +20,7 @@ from lib import store
 from lib.analysis import frames
 from lib.analysis.lane_memory import engine_kind
 from lib.core import outcome
+from lib.core.identity import who_where as who_where
 from lib.load.jobs import ACTIVE, process_alive
 
 MAX_LABEL_LEN = 200
@@ -150,14 +151,6 @@ def _lane_models(run: Mapping[str, Any]) -> dict[int, str]:
 def run_title(run: Mapping[str, Any]) -> str:
     """What a run is called in lists and legends: its label, else its id."""
     return str(run.get("label") or run["run_id"])
-
-
-def who_where(run: Mapping[str, Any]) -> str:
-    """ "by alice on gpu-box": who started a run and on which host, as far as it was
-    recorded ("" for a run stored before runs recorded either). Untrusted text: a page
-    or a report escapes it."""
-    who, host = (str(run.get(key) or "").strip() for key in ("started_by", "host"))
-    return " ".join(part for part in (who and f"by {who}", host and f"on {host}") if part)
 
 
 def _created(run: Mapping[str, Any]) -> datetime | None:

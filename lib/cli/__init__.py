@@ -27,6 +27,7 @@ from lib.cli import matrix as cli_matrix
 from lib.cli import reports as cli_reports
 from lib.cli.db_option import DB_HELP
 from lib.cli.verdict_lines import print_verdict
+from lib.core.identity import who_where
 from lib.core.load_pattern import CONCURRENCY, LOAD_MODES, level_label
 from lib.core.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
 from lib.core.usage import OneLineParser, UsageError, error_line
@@ -404,13 +405,6 @@ def _cell(value: str | None, width: int) -> str:
     return (text if len(text) <= width else text[: width - 1] + "…").ljust(width)
 
 
-def _who_where(run: dict[str, Any]) -> str:
-    """ "by alice on gpu-box", as far as the run recorded either ("" before migration 8).
-    The same words as lib.analysis.history.who_where, without its pandas import."""
-    who, host = (str(run.get(k) or "").strip() for k in ("started_by", "host"))
-    return " ".join(part for part in (who and f"by {who}", host and f"on {host}") if part)
-
-
 def _run_line(run: dict[str, Any], lanes: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "run_id": run["run_id"],
@@ -436,7 +430,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         print(f"run {document['run_id']} ({document['status']}) {document['label']}")
         started = datetime.fromtimestamp(document["created_at"]).strftime("%Y-%m-%d %H:%M")
-        print(" ".join(x for x in (f"started {started}", _who_where(document)) if x))
+        print(" ".join(x for x in (f"started {started}", who_where(document)) if x))
         print(results.format_table(results.summary_rows(document)))
         _print_capacity(document)
         _print_checks(document)
@@ -519,6 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         return 1
+    except BrokenPipeError:
+        # `servescope show RUN | head`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # never a traceback for the user; what finished is stored
         if os.environ.get("SERVESCOPE_DEBUG") == "1":
             raise

@@ -11,6 +11,8 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from collections.abc import Mapping
+from typing import Any
 
 
 def current_user() -> str:
@@ -27,3 +29,11 @@ def current_user() -> str:
 def current_host() -> str:
     """The machine runs started here are recorded on."""
     return os.environ.get("SERVESCOPE_HOST", "").strip() or socket.gethostname()
+
+
+def who_where(run: Mapping[str, Any]) -> str:
+    """ "by alice on gpu-box": who started a run and on which host, as far as it was
+    recorded ("" for a run stored before runs recorded either). Untrusted text: a page
+    or a report escapes it."""
+    who, host = (str(run.get(key) or "").strip() for key in ("started_by", "host"))
+    return " ".join(part for part in (who and f"by {who}", host and f"on {host}") if part)
