@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.analysis import history
-from lib.app import formatting, session
+from lib.app import access, formatting, session
 from lib.app.formatting import esc_md
 from lib.app.navigation import page_link
 from lib.charts import history as charts_history
@@ -109,30 +109,31 @@ if len(picked) == 1:
     run = by_id[picked[0]]
     title = esc_md(run["run_id"])
     page_link("app_pages/results.py", f"Open {title} on the Results page", run=run["run_id"])
-    with st.form("history_relabel"):
-        label = st.text_input("Label", value=run.get("label") or "", max_chars=200)
-        if st.form_submit_button("Save label"):
+    if access.can_write():  # a viewer reads only
+        with st.form("history_relabel"):
+            label = st.text_input("Label", value=run.get("label") or "", max_chars=200)
+            if st.form_submit_button("Save label"):
+                try:
+                    history.relabel_run(run["run_id"], label, DB)
+                except ValueError as exc:
+                    st.error(str(exc))
+                else:
+                    st.session_state["history_flash"] = "Label saved."
+                    st.rerun()
+        done = int(table.loc[table["run_id"] == run["run_id"], "completed"].iloc[0])
+        sure = st.checkbox(
+            f"Yes, delete run {run['run_id']} and its {done} measured requests",
+            key="history_confirm_delete",
+        )
+        if st.button("Delete run", type="primary", disabled=not sure):
             try:
-                history.relabel_run(run["run_id"], label, DB)
+                history.delete_run(run["run_id"], DB)
             except ValueError as exc:
                 st.error(str(exc))
             else:
-                st.session_state["history_flash"] = "Label saved."
+                st.session_state.pop("history_confirm_delete", None)
+                st.session_state["history_flash"] = f"Deleted run {run['run_id']}."
                 st.rerun()
-    done = int(table.loc[table["run_id"] == run["run_id"], "completed"].iloc[0])
-    sure = st.checkbox(
-        f"Yes, delete run {run['run_id']} and its {done} measured requests",
-        key="history_confirm_delete",
-    )
-    if st.button("Delete run", type="primary", disabled=not sure):
-        try:
-            history.delete_run(run["run_id"], DB)
-        except ValueError as exc:
-            st.error(str(exc))
-        else:
-            st.session_state.pop("history_confirm_delete", None)
-            st.session_state["history_flash"] = f"Deleted run {run['run_id']}."
-            st.rerun()
 
 elif len(picked) >= 2:
     overlay = history.overlay_frame(runs, figures, picked)

@@ -17,7 +17,7 @@ import streamlit as st
 
 from lib import charts, store
 from lib.analysis import frames
-from lib.app import matrix_section, verdict_section
+from lib.app import access, matrix_section, verdict_section
 from lib.app.chart_grid import GRID_SIZE, grid_figures, plot_grid
 from lib.app.formatting import esc_md
 from lib.app.lane_tiles import lane_tiles, level_pick
@@ -119,7 +119,10 @@ def run_panel(run_id: str, where: str) -> bool:
     # (Streamlit removes a fragment's elements that a rerun does not emit again).
     @st.fragment(run_every=LIVE_EVERY_S if was_active else None)
     def live() -> None:
-        now_active = _draw_run(run_id, where)
+        # A fragment's tick does not run app.py: a viewer's connections are read-only
+        # here too (the reconcile a tick may do writes).
+        with access.store_scope():
+            now_active = _draw_run(run_id, where)
         if was_active and not now_active:
             st.rerun()  # once: the page redraws without the timers and with the results
 
@@ -127,7 +130,8 @@ def run_panel(run_id: str, where: str) -> bool:
 
     @st.fragment(run_every=CHARTS_EVERY_S if was_active else None)
     def live_charts() -> None:
-        _draw_charts(run_id, where, tick=not page_run[0])
+        with access.store_scope():
+            _draw_charts(run_id, where, tick=not page_run[0])
         page_run[0] = False
 
     live()

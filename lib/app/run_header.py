@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.analysis import history
+from lib.app import access
 from lib.app.formatting import STATUS_COLORS, esc_md
 from lib.app.navigation import page_link, show_run
 from lib.core import outcome
@@ -52,7 +53,7 @@ def run_header(
         # Its process is another machine's: this one can neither signal nor judge it.
         who = f", started by {run['started_by']}" if run.get("started_by") else ""
         action.caption(esc_md(f"Running on {run['host']}{who}: cancel it there"))
-    elif active:
+    elif active and access.can_write():  # a viewer changes nothing
         if action.button("Cancel run", icon=":material/stop:", key=f"{where}-cancel-{run_id}"):
             jobs.cancel(run_id)
             st.toast("Cancelling: requests in flight are recorded as cancelled.")

@@ -425,3 +425,27 @@ def test_a_password_viewer_on_postgres_neither_migrates_nor_writes(postgres_db, 
     with psycopg.connect(postgres_db) as raw:
         assert raw.execute("SELECT to_regclass('servescope_schema')").fetchone()[0] is not None
     st.cache_data.clear()
+
+
+def test_a_viewer_neither_relabels_deletes_nor_cancels(db, passwords):
+    """History's relabel and delete, and the live view's cancel (drawn in a fragment,
+    whose ticks do not run app.py), are an operator's only; a viewer's page does not
+    even reconcile a run it cannot judge."""
+    make_run(db, run_id="done")
+    make_run(db, run_id="going", status="running")  # no process: an operator would fail it
+    operator = _page(_sign_in(_ok(_app(passwords)), OPERATOR_PW), "app_pages/history.py")
+    viewer = _page(_sign_in(_ok(_app(passwords)), VIEWER_PW), "app_pages/history.py")
+    for at in (operator, viewer):
+        at.multiselect(key="history_pick").set_value(["done"])
+        _ok(at)
+    assert "Delete run" in [b.label for b in operator.button]
+    assert "Save label" in [b.label for b in operator.button]
+    assert "Delete run" not in [b.label for b in viewer.button]
+    assert "Save label" not in [b.label for b in viewer.button]
+
+    viewer = _sign_in(_ok(_app(passwords)), VIEWER_PW)
+    viewer.query_params["run"] = "going"
+    viewer = _ok(viewer)
+    assert not any(k.startswith("run-cancel-") for k in _keys(viewer))
+    with store.opened(db) as conn:
+        assert store.get_run(conn, "going")["status"] == "running"
