@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lib.store.schema import dumps, loads
+from lib.store.schema import clean_text, dumps, loads
 
 REQUEST_COLUMNS = (
     "run_id",
@@ -52,7 +52,8 @@ def _request_values(row: dict[str, Any]) -> tuple[Any, ...]:
     encoded["quality_json"] = dumps(row["quality"]) if row.get("quality") is not None else None
     encoded.setdefault("token_source", "none")
     encoded.setdefault("output_text", "")
-    return tuple(encoded.get(col) for col in REQUEST_COLUMNS)
+    values = (encoded.get(col) for col in REQUEST_COLUMNS)
+    return tuple(clean_text(v) if isinstance(v, str) else v for v in values)
 
 
 def get_requests(

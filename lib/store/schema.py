@@ -187,7 +187,19 @@ def statements(number: int, dialect: str) -> list[str]:
 
 def dumps(value: Any) -> str:
     """A value as stored in a *_json column."""
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return clean_text(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def clean_text(text: str) -> str:
+    """``text`` as either database can store it: a lone UTF-16 surrogate (a server's JSON
+    may hold half of an escaped pair, "\\ud83d") becomes U+FFFD; neither driver can
+    encode it, and one such answer would fail every later write of its run."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Through UTF-16: a pair split by escaping joins up again, a lone half is replaced.
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def loads(text: str | None, default: Any = None) -> Any:

@@ -139,3 +139,22 @@ def test_a_nul_in_an_answer_does_not_lose_the_request(any_db):
     assert direct["output_text"] == written["output_text"] == expected
     assert direct["error"] in ("bad\ufffdbyte", "bad\x00byte")
     assert written["server"] == {"raw": text}  # JSON writes a NUL as \u0000
+
+
+def test_a_lone_surrogate_in_an_answer_does_not_lose_the_request(any_db):
+    # Half of an escaped pair from a server's JSON ("\\ud83d"); two halves from two
+    # chunks join up again.
+    lone, halves = "a\ud83db", "\ud83d" + "\ude00"
+    with store.opened(any_db) as conn:
+        store.create_run(conn, "r", {})
+        store.add_requests(conn, [_request("r", 0, output_text=lone, error=lone)])
+    writer = StoreWriter(any_db)
+    writer.add_request(_request("r", 1, output_text=halves, quality={"flags": [lone]}))
+    writer.add_request(_request("r", 2))  # the writer goes on
+    writer.close()
+    with store.opened(any_db) as conn:
+        direct, written, after = store.get_requests(conn, "r")
+    assert direct["output_text"] == direct["error"] == "a\ufffdb"
+    assert written["output_text"] == "\U0001f600"
+    assert written["quality"] == {"flags": ["a\ufffdb"]}
+    assert after["idx"] == 2
