@@ -3,21 +3,22 @@ and the dashboard's redraw time with 10,000 requests stored (issue 17, point 5).
 
 1. Writes. lib/store/writer.StoreWriter as the runner drives it: 256 asyncio tasks on one
    event loop each hand finished requests' rows to `add_request` (realistic rows: ~300
-   characters of answer, ~100 inter-token gaps), and telemetry batches arrive every second
+   characters of answer, 100 inter-token gaps), and telemetry batches arrive every second
    (4 keys x 20 samples), while the writer thread commits whatever is queued in one
    transaction. Two loads, each on a fresh database:
    - closed: every stream hands its next row as soon as its last one is committed, so up
      to 256 rows wait at once: the most rows/s the store takes at 256 streams;
-   - paced: 256 streams hand --paced-rate rows/s between them, on a schedule, not waiting:
-     how long a row waits from `add_request` to its commit at a high but steady rate.
-   Backends: a SQLite file (the store's own settings: WAL, synchronous=NORMAL), and a
+   - paced: 256 streams hand --paced-rate rows/s between them on a schedule, not waiting
+     (500/s: every stream finishing a request each half second, more than a real engine
+     serves at 256 streams): how long a row waits from `add_request` to its commit.
+   Backends: a SQLite file (the store's own settings: WAL, synchronous=NORMAL); a
    PostgreSQL 15 server started here (tests/postgres_server.py, durable: fsync and
    synchronous_commit at their defaults) reached over TCP on the loopback, as a team's
-   postgresql:// URL reaches it; and the same server behind a proxy adding --delay-ms each
-   way (a stand-in for a database on another machine; its round trip is measured and
-   printed). Backends take turns within each round, the order flipped every round.
-   `--coalesce` also measures a writer that merges a batch's rows into one executemany
-   (a subclass here: what the runner's writer would gain).
+   postgresql:// URL reaches it; and the same server through a proxy process per
+   --delays entry (one more hop, plus that many ms each way: a stand-in for a database
+   on another machine; each link's round trip is measured and printed). Backends take
+   turns within each round, the order flipped every round. `--coalesce` also measures a
+   writer that merges a batch's rows into one executemany (a subclass here).
 2. Dashboard. A synthetic 3-lane run of --rows realistic requests (bench/dashboard_cpu.py's,
    stored with store.add_requests in bulk) on each backend: the Results page's live panel
    while the run is shown running (one new row before each redraw, every figure rebuilt;
@@ -27,7 +28,7 @@ and the dashboard's redraw time with 10,000 requests stored (issue 17, point 5).
 
     .venv/bin/python bench/store_backends.py                 # ~4 min on 2 cores
     .venv/bin/python bench/store_backends.py --rounds 5 --coalesce --json out.json
-    .venv/bin/python bench/store_backends.py --skip dashboard --seconds 10
+    .venv/bin/python bench/store_backends.py --skip dashboard --delays 0,1 --coalesce
 
 Every process started here (the PostgreSQL server, the proxy, the dashboard's children)
 is stopped here, by its own handle.
@@ -37,8 +38,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -325,32 +328,24 @@ def writes(args: argparse.Namespace, pg: PostgresServer, folder: Path) -> dict[s
         "sqlite": lambda name: str(folder / f"{name}.db"),
         "postgresql": pg.create_database,
     }
-    proxy = None
-    out: dict[str, Any] = {}
-    if args.delay_ms > 0:
-        proxy, port = start_proxy(pg.port, args.delay_ms)
-        direct = pg.url()
-        backends["postgresql+delay"] = lambda name: pg.create_database(name).replace(
-            f":{pg.port}/", f":{port}/"
-        )
-    loads = [("closed", False), ("paced", False)]
-    if args.coalesce:
-        loads.append(("closed", True))
+    proxies: list[subprocess.Popen[str]] = []
+    loads = [("closed", False), ("paced", False)] + ([("closed", True)] if args.coalesce else [])
     trials: dict[str, list[dict[str, Any]]] = {}
     try:
-        if proxy is not None:
-            out["round_trip_ms"] = {
-                "postgresql": round(round_trip_ms(direct), 3),
-                "postgresql+delay": round(round_trip_ms(backends["postgresql+delay"]("rtt")), 3),
-                "sqlite": round(round_trip_ms(backends["sqlite"]("rtt")), 3),
-            }
+        for delay in args.delays:
+            proc, port = start_proxy(pg.port, delay)
+            proxies.append(proc)
+            backends[f"postgresql proxy+{delay:g}ms"] = functools.partial(
+                proxied, pg.create_database, f":{pg.port}/", f":{port}/"
+            )
+        rtt = {name: round(round_trip_ms(make(f"rtt{i}")), 3) for i, (name, make) in
+               enumerate(backends.items())}  # fmt: skip
+        print(f"round trip, ms: {rtt}", flush=True)
         for r in range(args.rounds):
-            order = list(backends) if r % 2 == 0 else list(reversed(backends))
-            for name in order:
+            for b, name in enumerate(backends if r % 2 == 0 else reversed(backends)):
                 for mode, coalesce in loads:
                     key = f"{name} {mode}{' coalesced' if coalesce else ''}"
-                    tag = name.replace("postgresql", "pg").replace("+", "_")
-                    db = backends[name](f"{tag}_r{r}_{mode}{int(coalesce)}")
+                    db = backends[name](f"b{b}_r{r}_{mode}{int(coalesce)}")
                     found = asyncio.run(drive(db, mode, args.seconds, args.paced_rate, coalesce))
                     trials.setdefault(key, []).append(found)
                     print(f"round {r + 1} {key}: " + ", ".join(
@@ -358,9 +353,14 @@ def writes(args: argparse.Namespace, pg: PostgresServer, folder: Path) -> dict[s
                         for k, v in found.items()
                     ), flush=True)  # fmt: skip
     finally:
-        stop(proxy)
-    out["writes"] = {key: summarise(found) for key, found in trials.items()}
-    return out
+        for proc in proxies:
+            stop(proc)
+    return {"round_trip_ms": rtt, "writes": {k: summarise(v) for k, v in trials.items()}}
+
+
+def proxied(create: Callable[[str], str], direct: str, via: str, name: str) -> str:
+    """A new database's URL through the proxy's port."""
+    return create(name).replace(direct, via)
 
 
 def summarise(trials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -442,12 +442,43 @@ def holder(run_id: str) -> subprocess.Popen[bytes]:
     )
 
 
+def table(result: dict[str, Any]) -> str:
+    """The medians (and ranges) as Markdown rows, ready for BENCHMARKS.md."""
+    lines = []
+    if "writes" in result:
+        lines += ["| backend, load | rows/s | wait p50 ms | wait p99 ms | ops/commit |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for key, f in result["writes"].items():
+            cells = [f"{num(f[k])} ({num(f[k + '_range'][0])}–{num(f[k + '_range'][1])})"
+                     for k in ("rows_per_s", "wait_p50_ms", "wait_p99_ms")]  # fmt: skip
+            stored = "" if all(f["all_rows_stored"]) else " **rows lost**"
+            lines.append(f"| {key}{stored} | {' | '.join(cells)} | {f['ops_per_commit']:.0f} |")
+    if "dashboard" in result:
+        names = list(result["dashboard"])
+        lines += ["", f"| redraw, s | {' | '.join(names)} |", "|---|" + "---:|" * len(names)]
+        for key in result["dashboard"][names[0]]:
+            cells = []
+            for name in names:
+                f = result["dashboard"][name][key]
+                cells.append(f"{f['median']:.2f} ({f['range'][0]:.2f}–{f['range'][1]:.2f})")
+            lines.append(f"| {key} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def num(value: float) -> str:
+    """A figure with the digits that mean something: 12,345 / 123 / 1.2."""
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0, help="per load and backend")
-    parser.add_argument("--paced-rate", type=float, default=1000.0, help="rows/s, paced load")
-    parser.add_argument("--delay-ms", type=float, default=0.5, help="proxy delay each way; 0: none")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per load and backend")
+    parser.add_argument("--paced-rate", type=float, default=500.0, help="rows/s, paced load")
+    parser.add_argument(
+        "--delays", type=lambda v: [float(d) for d in v.split(",") if d], default=[0.0],
+        help="a proxied PostgreSQL per delay, ms each way (comma-separated; '' for none)",
+    )  # fmt: skip
     parser.add_argument("--coalesce", action="store_true", help="also a coalescing writer")
     parser.add_argument("--rows", type=int, default=10_000, help="requests of the dashboard run")
     parser.add_argument("--redraws", type=int, default=3, help="per round, dashboard")
@@ -455,13 +486,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="servescope-storebench-"))
-    result: dict[str, Any] = {"folder": str(folder)}
-    with PostgresServer(durable=True) as pg:
-        if "writes" not in args.skip:
-            result |= writes(args, pg, folder)
-        if "dashboard" not in args.skip:
-            result |= dashboard(args, pg, folder)
-    print(json.dumps(result, indent=1))
+    result: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M")}
+    try:
+        with PostgresServer(durable=True) as pg:
+            if "writes" not in args.skip:
+                result |= writes(args, pg, folder)
+            if "dashboard" not in args.skip:
+                result |= dashboard(args, pg, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
