@@ -148,6 +148,14 @@ def _migrate(conn: PostgresConnection) -> None:
     check_version(version, conn.read_only)
     if version == SCHEMA_VERSION:
         return
+    # Answers come in any language (the seed log's Korean, a drifting model's Chinese):
+    # a LATIN1 or SQL_ASCII database would refuse them in the middle of a run.
+    encoding = conn.execute("SHOW server_encoding").fetchone()[0]
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        raise StoreError(
+            f"the database is encoded {encoding}; servescope stores answers in any language:"
+            " create it with ENCODING 'UTF8'"
+        )
     with conn.transaction(exclusive=True):
         conn.execute("CREATE TABLE IF NOT EXISTS servescope_schema (version INTEGER NOT NULL)")
         # Re-read under the lock: another servescope may have migrated meanwhile.

@@ -202,3 +202,21 @@ def test_a_cli_run_into_a_bad_database_sends_nothing(
     assert not [secret for secret in _secrets(url) if secret in err]
     assert vllm.recorded("/v1/chat/completions") == []  # refused before any request
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_database_not_in_utf8_is_refused_before_any_table(postgres) -> None:
+    """Korean answers would fail mid-run in a LATIN1 database: refused at the first open,
+    in one line, with nothing created."""
+    postgres.sql(
+        "CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+    )
+    url = postgres.url("latin")
+    with pytest.raises(store.StoreError) as refused:
+        store.connect(url)
+    message = str(refused.value)
+    assert "encoded LATIN1" in message and "\n" not in message
+    assert postgres.password not in message
+    import psycopg
+
+    with psycopg.connect(url) as raw:
+        assert raw.execute("SELECT to_regclass('runs')").fetchone()[0] is None
