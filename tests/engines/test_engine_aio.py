@@ -73,7 +73,9 @@ async def test_chunk_time_is_when_its_bytes_were_read(
     server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ):
     # Two streams' first content chunks reach the client while its loop is busy (a
-    # 100 ms block spanning their due time), so one loop turn reads both sockets.
+    # 300 ms block spanning their due time, ~30 ms in: wide enough that a loaded
+    # machine's scripted server still writes both inside it), so one loop turn reads
+    # both sockets.
     # Parsing the first of them then takes 60 ms of client CPU. The other chunk keeps
     # the time its bytes were read, not the time the client got round to parsing it.
     slow: dict[str, float] = {}
@@ -90,7 +92,7 @@ async def test_chunk_time_is_when_its_bytes_were_read(
 
     async def busy_loop() -> float:
         await asyncio.sleep(0.01)
-        time.sleep(0.1)  # CPU-bound work elsewhere in the client
+        time.sleep(0.3)  # CPU-bound work elsewhere in the client
         return time.perf_counter()
 
     eng = OpenAICompatEngine(server.url)
