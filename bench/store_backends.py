@@ -19,12 +19,13 @@ and the dashboard's redraw time with 10,000 requests stored (issue 17, point 5).
    on another machine; each link's round trip is measured and printed). Backends take
    turns within each round, the order flipped every round. `--coalesce` also measures a
    writer that merges a batch's rows into one executemany (a subclass here).
-2. Dashboard. A synthetic 3-lane run of --rows realistic requests (bench/dashboard_cpu.py's,
-   stored with store.add_requests in bulk) on each backend: the Results page's live panel
-   while the run is shown running (one new row before each redraw, every figure rebuilt;
-   and nothing new), then the run finished, its Results page and the History page, cold
-   (caches cleared) and warm, through Streamlit's AppTest (server-side script time).
-   Medians of --redraws per round; backends in turn each round.
+2. Dashboard. A synthetic 3-lane run of --rows requests (bench/dashboard_cpu.py's, stored
+   with store.add_requests in bulk; rows as above, or its lean rows with --lean-rows) on
+   each backend: the Results page's live panel while the run is shown running (one new
+   row before each redraw, every figure rebuilt; and nothing new), then the run
+   finished, its Results page and the History page, cold (caches cleared) and warm,
+   through Streamlit's AppTest (server-side script time). Medians of --redraws per
+   round; backends in turn each round.
 
     .venv/bin/python bench/store_backends.py                 # ~4 min on 2 cores
     .venv/bin/python bench/store_backends.py --rounds 5 --coalesce --json out.json
@@ -401,7 +402,10 @@ def dashboard(args: argparse.Namespace, pg: PostgresServer, folder: Path) -> dic
     runs, seed_s = {}, {}
     for name, db in dbs.items():
         t = time.perf_counter()
-        runs[name] = dc.synthetic_live_run(db, args.rows, itl_points=100, text=TEXT)
+        if args.lean_rows:  # as bench/dashboard_cpu.py stores them: no gaps, one character
+            runs[name] = dc.synthetic_live_run(db, args.rows)
+        else:
+            runs[name] = dc.synthetic_live_run(db, args.rows, itl_points=100, text=TEXT)
         seed_s[name] = round(time.perf_counter() - t, 2)
     found: dict[str, dict[str, list[float]]] = {name: {} for name in dbs}
 
@@ -445,7 +449,8 @@ def dashboard(args: argparse.Namespace, pg: PostgresServer, folder: Path) -> dic
                for k, v in figures.items()}
         for name, figures in found.items()
     }  # fmt: skip
-    return {"dashboard_rows": args.rows, "seed_s": seed_s, "dashboard": summary}
+    rows = f"{args.rows} {'lean' if args.lean_rows else 'realistic'}"
+    return {"dashboard_rows": rows, "seed_s": seed_s, "dashboard": summary}
 
 
 def holder(run_id: str) -> subprocess.Popen[bytes]:
@@ -494,6 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--coalesce", action="store_true", help="also a coalescing writer")
     parser.add_argument("--rows", type=int, default=10_000, help="requests of the dashboard run")
+    parser.add_argument(
+        "--lean-rows", action="store_true",
+        help="the dashboard run's rows without inter-token gaps or answer text",
+    )  # fmt: skip
     parser.add_argument("--redraws", type=int, default=3, help="per round, dashboard")
     parser.add_argument("--skip", action="append", default=[], choices=["writes", "dashboard"])
     parser.add_argument("--json", help="write the figures here")
