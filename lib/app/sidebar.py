@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from lib import endpoints
+from lib import endpoints, store
 from lib.app import access
 from lib.app.formatting import esc_md
 from lib.app.lane_choices import (
@@ -31,6 +31,15 @@ def sidebar() -> None:
         for status in statuses:
             _endpoint_line(status)
         _sandbox_box()
+        _store_line()
+
+
+def _store_line() -> None:
+    """Where the runs are kept, when it is a database the team shares: whoever looks at
+    the dashboard knows whose history it is."""
+    chosen = store.target()
+    if chosen.dialect == "postgresql":
+        st.caption(f":material/database: Runs in {esc_md(chosen.label)}")
 
 
 def _who() -> None:

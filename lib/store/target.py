@@ -45,6 +45,19 @@ class Target:
         return str(self.path) if self.url is None else without_password(self.url)
 
     @property
+    def label(self) -> str:
+        """A short name for a page: "PostgreSQL team@db:5432/servescope", or the file."""
+        if self.url is None:
+            return str(self.path)
+        try:
+            parts = urlsplit(self.url)
+            where = f"{parts.hostname or 'localhost'}{f':{parts.port}' if parts.port else ''}"
+            user = f"{unquote(parts.username)}@" if parts.username else ""
+        except ValueError:
+            return self.name
+        return f"PostgreSQL {user}{where}{parts.path or ''}"
+
+    @property
     def local_dir(self) -> Path:
         """Where this machine keeps a run's files (jobs/, engine logs): beside a SQLite
         file; for a server database, $SERVESCOPE_DATA_DIR or data/ of this checkout."""

@@ -7,6 +7,7 @@ folder named after it, password included, and the CLI reported success)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -220,3 +221,27 @@ def test_a_database_not_in_utf8_is_refused_before_any_table(postgres) -> None:
 
     with psycopg.connect(url) as raw:
         assert raw.execute("SELECT to_regclass('runs')").fetchone()[0] is None
+
+
+def test_a_page_names_a_server_store_without_its_password() -> None:
+    assert store.target(URL).label == "PostgreSQL alice@db.example:5432/servescope"
+    assert store.target("postgresql:///servescope").label == "PostgreSQL localhost/servescope"
+    assert store.target("/tmp/x.db").label == "/tmp/x.db"
+
+
+def test_the_sidebar_says_the_runs_are_in_the_shared_database(
+    postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SERVESCOPE_DB", postgres_db)
+    monkeypatch.setenv("SERVESCOPE_SANDBOX", "off")
+    monkeypatch.setenv("SERVESCOPE_OLLAMA_URL", "")
+    monkeypatch.setenv("SERVESCOPE_VLLM_URL", "")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=30).run()
+    assert not at.exception
+    captions = [re.sub(r"\\(.)", r"\1", c.value) for c in at.sidebar.caption]  # unescaped
+    assert any("Runs in PostgreSQL servescope_admin@127.0.0.1:" in c for c in captions), captions
+    assert not any(
+        store.target(postgres_db).url.split("@")[0].split(":")[-1] in c for c in captions
+    )
