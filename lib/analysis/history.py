@@ -106,8 +106,9 @@ def load_runs(db: str | os.PathLike[str] | None = None, limit: int = 500) -> lis
     with store.opened(db) as conn:
         runs = store.list_runs(conn, limit=limit)
         counts = store.count_measured(conn)
+        lanes = store.get_lanes_of(conn, [run["run_id"] for run in runs])
         for run in runs:
-            run["lanes"] = store.get_lanes(conn, run["run_id"])
+            run["lanes"] = lanes[run["run_id"]]
             run["stamp"] = (run["status"], run["finished_at"], counts.get(run["run_id"], 0))
     return runs
 

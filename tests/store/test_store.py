@@ -375,3 +375,17 @@ def test_db_path_rule(monkeypatch, tmp_path):
     monkeypatch.setenv("SERVESCOPE_DB", str(tmp_path / "x.db"))
     assert store.db_path() == tmp_path / "x.db"
     assert store.db_path(tmp_path / "y.db") == tmp_path / "y.db"
+
+
+def test_lanes_of_many_runs_in_one_query(any_db):
+    with store.opened(any_db) as conn:
+        for run_id, lanes in (("a", 2), ("b", 0), ("c", 1)):
+            store.create_run(conn, run_id, {})
+            for idx in reversed(range(lanes)):
+                store.add_lane(conn, run_id, idx, f"{run_id}{idx}", "vllm", "u", "m", {"v": 1}, {})
+        by_run = store.get_lanes_of(conn, ["a", "b", "c", "gone"])
+    assert [lane["name"] for lane in by_run["a"]] == ["a0", "a1"]
+    assert by_run["b"] == [] and by_run["gone"] == []
+    assert by_run["c"][0]["engine_info"] == {"v": 1} and by_run["c"][0]["engine_process"] is None
+    with store.opened(any_db) as conn:
+        assert by_run["a"] == store.get_lanes(conn, "a")
