@@ -2,8 +2,8 @@
 and the dashboard's redraw time with 10,000 requests stored (issue 17, point 5).
 
 1. Writes. lib/store/writer.StoreWriter as the runner drives it: 256 asyncio tasks on one
-   event loop each hand finished requests' rows to `add_request` (realistic rows: ~300
-   characters of answer, 100 inter-token gaps), and telemetry batches arrive every second
+   event loop each hand finished requests' rows to `add_request` (rows of ~2.6 KB: a
+   232-character answer, 100 inter-token gaps), and telemetry batches arrive every second
    (4 keys x 20 samples), while the writer thread commits whatever is queued in one
    transaction. Two loads, each on a fresh database:
    - closed: every stream hands its next row as soon as its last one is committed, so up
