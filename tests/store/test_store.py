@@ -389,3 +389,26 @@ def test_lanes_of_many_runs_in_one_query(any_db):
     assert by_run["c"][0]["engine_info"] == {"v": 1} and by_run["c"][0]["engine_process"] is None
     with store.opened(any_db) as conn:
         assert by_run["a"] == store.get_lanes(conn, "a")
+
+
+def test_the_writer_merges_consecutive_request_inserts_keeping_order():
+    from lib.store.writer import merged
+
+    def other(conn, *args):
+        pass
+
+    rows = [[{"idx": i}] for i in range(5)]
+    ops = [
+        (store.add_requests, (rows[0],)),
+        (store.add_requests, (rows[1],)),
+        (other, ("level",)),
+        (store.add_requests, (rows[2],)),
+        (store.add_requests, (rows[3],)),
+        (store.add_requests, (rows[4],)),
+    ]
+    assert merged(ops) == [
+        (store.add_requests, ([{"idx": 0}, {"idx": 1}],)),
+        (other, ("level",)),
+        (store.add_requests, ([{"idx": 2}, {"idx": 3}, {"idx": 4}],)),
+    ]
+    assert rows[0] == [{"idx": 0}]  # the submitted lists are not changed
