@@ -12,6 +12,7 @@ from lib import store
 from lib.app import access, navigation, sidebar
 
 st.set_page_config(page_title="servescope", page_icon=":material/speed:", layout="wide")
+store.keep_connections()  # a long-lived process: reuse PostgreSQL connections between calls
 access.gate()  # the sign-in page until signed in (nothing at all for local use)
 with access.store_scope():
     try:  # a store that cannot be opened is one line on the page, not a traceback per widget

@@ -109,6 +109,17 @@ def postgres_db(postgres: PostgresServer) -> str:
     return postgres.create_database(f"t{next(_databases)}")
 
 
+@pytest.fixture(autouse=True)
+def _no_kept_connections() -> Iterator[None]:
+    """A dashboard run in-process (AppTest on app.py) keeps PostgreSQL connections in
+    pools; each test ends with none, so the next starts as a command line would and no
+    test database is held open."""
+    yield
+    from lib import store
+
+    store.keep_connections(False)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh store of each kind in turn: a SQLite file's path, a PostgreSQL URL."""

@@ -11,7 +11,14 @@ connect (either one, read-only for viewers), and the SQL by what it stores: runs
 
 from __future__ import annotations
 
-from lib.store.connect import connect, database_errors, opened, read_only, reading_only
+from lib.store.connect import (
+    connect,
+    database_errors,
+    keep_connections,
+    opened,
+    read_only,
+    reading_only,
+)
 from lib.store.measurements import (
     REQUEST_COLUMNS,
     SLIM_REQUEST_COLUMNS,
@@ -93,6 +100,7 @@ __all__ = [
     "get_samples",
     "get_slim_requests",
     "get_votes",
+    "keep_connections",
     "list_endpoints",
     "list_runs",
     "opened",

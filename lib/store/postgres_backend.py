@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -75,9 +75,12 @@ class PostgresConnection:
 
     dialect = "postgresql"
 
-    def __init__(self, raw: Any, read_only: bool) -> None:
+    def __init__(
+        self, raw: Any, read_only: bool, release: Callable[[Any], None] | None = None
+    ) -> None:
         self._raw = raw
         self.read_only = read_only
+        self._release = release  # a pooled connection goes back to its pool on close
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if not params:
@@ -106,7 +109,22 @@ class PostgresConnection:
         return self._raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     def close(self) -> None:
-        self._raw.close()
+        if self._release is not None:
+            release, self._release = self._release, None
+            release(self._raw)  # the pool rolls back anything left open, drops it if broken
+        else:
+            self._raw.close()
+
+
+def connect_kwargs(read_only: bool) -> dict[str, Any]:
+    """psycopg.connect's settings for a store connection (a pool's too)."""
+    return {
+        "autocommit": True,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "application_name": "servescope",
+        "options": "-c default_transaction_read_only=on" if read_only else "",
+        "row_factory": _row_factory,
+    }
 
 
 def open_postgres(url: str, read_only: bool) -> PostgresConnection:
@@ -114,17 +132,9 @@ def open_postgres(url: str, read_only: bool) -> PostgresConnection:
     server refuses their writes (default_transaction_read_only)."""
     import psycopg
 
-    options = "-c default_transaction_read_only=on" if read_only else ""
     raw = None
     try:
-        raw = psycopg.connect(
-            url,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="servescope",
-            options=options,
-            row_factory=_row_factory,
-        )
+        raw = psycopg.connect(url, **connect_kwargs(read_only))
         conn = PostgresConnection(raw, read_only)
         _migrate(conn)
     except (psycopg.Error, StoreError) as exc:
