@@ -234,6 +234,8 @@ APPTEST_CODE = textwrap.dedent(
     from streamlit.testing.v1 import AppTest
     from lib import store
 
+    if hasattr(store, "keep_connections"):  # as app.py does: a dashboard pools them
+        store.keep_connections()
     spec = json.loads(sys.argv[1])
     page, run_id, repeat = spec["page"], spec["run_id"], spec["repeat"]
     def session():
