@@ -52,11 +52,11 @@ def connect(db: str | os.PathLike[str] | None = None, read_only: bool | None = N
     chosen = target(db)
     viewer = reading_only() if read_only is None else read_only
     if chosen.dialect == "postgresql":
-        from lib.store import postgres_pool
         from lib.store.postgres_backend import open_postgres
+        from lib.store.postgres_pool import keeping, open_pooled
 
-        if postgres_pool.keeping():
-            return postgres_pool.open_pooled(chosen.url or "", viewer)
+        if keeping():
+            return open_pooled(chosen.url or "", viewer)
         return open_postgres(chosen.url or "", viewer)
     from lib.store.sqlite_backend import open_sqlite
 
@@ -89,6 +89,6 @@ def database_errors() -> tuple[type[BaseException], ...]:
 def keep_connections(on: bool = True) -> None:
     """A long-lived process (the dashboard) keeps its PostgreSQL connections open between
     store calls (lib/store/postgres_pool); a SQLite file needs none."""
-    from lib.store import postgres_pool
+    from lib.store.postgres_pool import keep_connections as keep
 
-    postgres_pool.keep_connections(on)
+    keep(on)
