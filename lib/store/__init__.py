@@ -6,7 +6,8 @@ target (which database, named without its password), schema (migrations for both
 backends), sqlite_backend and postgres_backend (opening, migrating, transactions),
 connect (either one, read-only for viewers), and the SQL by what it stores: runs
 (runs, lanes, levels), measurements (requests, samples) and saved (endpoints, votes).
-`writer` is the background thread that commits a run's records.
+`writer` is the background thread that commits a run's records; `copying` copies whole
+runs from one store to another (`open_copy`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lib.store.connect import (
     read_only,
     reading_only,
 )
+from lib.store.copying import CopiedRun, Copier, open_copy, same_store
 from lib.store.measurements import (
     REQUEST_COLUMNS,
     SLIM_REQUEST_COLUMNS,
@@ -75,6 +77,8 @@ __all__ = [
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "SLIM_REQUEST_COLUMNS",
+    "CopiedRun",
+    "Copier",
     "StoreError",
     "Target",
     "add_lane",
@@ -103,10 +107,12 @@ __all__ = [
     "keep_connections",
     "list_endpoints",
     "list_runs",
+    "open_copy",
     "opened",
     "read_only",
     "reading_only",
     "run_stamp",
+    "same_store",
     "save_endpoint",
     "set_lane_process",
     "set_level",
