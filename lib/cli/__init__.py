@@ -1,4 +1,4 @@
-"""Headless command line: `python -m lib.cli COMMAND ...` (run, capacity, matrix, check, …).
+"""Headless command line: `python -m lib.cli COMMAND ...` (run, capacity, matrix, check, copy, …).
 
 A thin wrapper over the same functions the dashboard calls. Exit codes: 0 every
 request completed, 1 some requests failed (results still written) or an unexpected
@@ -22,6 +22,7 @@ from typing import Any
 from lib import store
 from lib.analysis import results, validation
 from lib.cli import check as cli_check
+from lib.cli import copy as cli_copy
 from lib.cli import load_args
 from lib.cli import matrix as cli_matrix
 from lib.cli import reports as cli_reports
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--json", action="store_true")
     COMMANDS.update(cli_reports.add_subcommands(sub))  # report, export
     COMMANDS.update(cli_check.add_subcommands(sub))  # check
+    COMMANDS.update(cli_copy.add_subcommands(sub))  # copy
     cli_matrix.add_subcommands(sub, add_prompt_arguments, _int_list)
     return parser
 
