@@ -59,10 +59,10 @@ VLLM_SHIM = (
 class Server:
     """The scripted OpenAI server in its own process (1 token per chunk, no request log)."""
 
-    def __init__(self, ttft_ms: float, gap_ms: float, tokens: int) -> None:
+    def __init__(self, ttft_ms: float, gap_ms: float, tokens: int, comments: bool) -> None:
         cmd = [sys.executable, "-m", "tests.scripted.openai_server", "--port", "0"]
         cmd += ["--ttft-ms", str(ttft_ms), "--gap-ms", str(gap_ms), "--pattern", "1"]
-        cmd += ["--tokens", str(tokens), "--no-record"]
+        cmd += ["--tokens", str(tokens), "--no-record"] + ([] if comments else ["--no-comments"])
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline().split()[1])
@@ -217,7 +217,7 @@ def measure(tool: str, a: argparse.Namespace, c: int, gap: float) -> dict[str, A
     k, ttft = a.tokens, a.ttft_ms
     n = c * a.waves
     expected = c * k / ((ttft + (k - 1) * gap) / 1000)
-    srv = Server(ttft, gap, k)
+    srv = Server(ttft, gap, k, a.comments)
     load = os.getloadavg()[0]
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -265,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=64, help="chunks (= tokens) per request")
     p.add_argument("--waves", type=int, default=8, help="requests = concurrency * waves")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument(
+        "--comments",
+        action="store_true",
+        help="SSE comment lines in the stream (vllm bench serve then loses tokens)",
+    )
     p.add_argument("--only", help="comma-separated tools (default: all given)")
     p.add_argument("--json", help="append each row as a JSON line here")
     a = p.parse_args(argv)
