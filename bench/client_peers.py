@@ -19,8 +19,10 @@ Peers are installed in scratch venvs, never in requirements.txt:
 
     python3.11 -m venv /tmp/cp_sb && /tmp/cp_sb/bin/pip install servebench
     python3.11 -m venv /tmp/cp_gl && /tmp/cp_gl/bin/pip install guidellm
+    python3.11 -m venv /tmp/cp_ap && /tmp/cp_ap/bin/pip install aiperf
     .venv/bin/python bench/client_peers.py --servebench /tmp/cp_sb/bin/servebench \\
         --guidellm /tmp/cp_gl/bin/guidellm --vllm .sandbox/venvs/vllm/bin/vllm \\
+        --aiperf /tmp/cp_ap/bin/aiperf \\
         --points 64:5,128:5,256:5 --rounds 2 --json /tmp/client_peers.json
 
 `vllm bench serve` needs a Hugging Face tokenizer for its random dataset: `--tokenizer`
@@ -188,11 +190,36 @@ def run_guidellm(a: argparse.Namespace, srv: Server, c: int, n: int, k: int, d: 
     }
 
 
+def run_aiperf(a: argparse.Namespace, srv: Server, c: int, n: int, k: int, d: Path) -> dict:
+    art = d / "ap"
+    cmd = [
+        a.aiperf, "profile", "--model", MODEL, "--url", srv.url, "--endpoint-type", "chat",
+        "--streaming", "--tokenizer", a.tokenizer, "--concurrency", str(c),
+        "--request-count", str(n), "--isl", "8", "--osl", str(k),
+        "--extra-inputs", "ignore_eos:true", "--use-server-token-count",
+        "--num-warmup-requests", "1", "--artifact-dir", str(art), "--ui-type", "none",
+        "--no-gpu-telemetry", "--no-server-metrics",
+    ]  # fmt: skip
+    # Not HF_HUB_OFFLINE: AIPerf 0.13 then fails on a local tokenizer directory.
+    with d.joinpath("ap.log").open("w") as log:
+        subprocess.run(cmd, check=True, cwd=d, stdout=log, stderr=subprocess.STDOUT)
+    res = json.loads((art / "profile_export_aiperf.json").read_text())
+    done = res["request_count"]["avg"]
+    return {
+        "out_tok_s": res["output_token_throughput"]["avg"],
+        "ttft_p50_ms": res["time_to_first_token"]["p50"],
+        "completed": int(done),
+        "failed": n - int(done),
+        "osl_p50": res["output_sequence_length"]["p50"],
+    }
+
+
 TOOLS: dict[str, Callable[..., dict]] = {
     "servescope": run_servescope,
     "servebench": run_servebench,
     "vllm": run_vllm,
     "guidellm": run_guidellm,
+    "aiperf": run_aiperf,
 }
 
 
@@ -259,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servebench", help="path to the servebench command")
     p.add_argument("--guidellm", help="path to the guidellm command")
     p.add_argument("--vllm", help="path to the vllm command (vllm bench serve)")
+    p.add_argument("--aiperf", help="path to the aiperf command")
     p.add_argument("--tokenizer", default=str(ROOT / ".sandbox/models/tiny-qwen2/hf"))
     p.add_argument("--points", default="64:5,128:5,256:5", help="concurrency:gap_ms,...")
     p.add_argument("--ttft-ms", type=float, default=50.0)
@@ -273,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated tools (default: all given)")
     p.add_argument("--json", help="append each row as a JSON line here")
     a = p.parse_args(argv)
-    tools = ["servescope"] + [t for t in ("servebench", "guidellm", "vllm") if getattr(a, t)]
+    peers = ("servebench", "guidellm", "vllm", "aiperf")
+    tools = ["servescope"] + [t for t in peers if getattr(a, t)]
     if a.only:
         tools = [t for t in tools if t in a.only.split(",")]
     for t in tools[1:]:
