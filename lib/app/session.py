@@ -31,6 +31,6 @@ def streamlit_secrets() -> Mapping[str, Any] | None:
 def db_key() -> str:
     """The store in use (a file path or the URL as configured), passed to the functions
     that open it and part of their cache keys (tests point SERVESCOPE_DB elsewhere).
-    Never shown: pages name the store with store.describe()."""
+    Never shown: the sidebar names it with store.target().label, without the password."""
     chosen = store.target()
     return str(chosen.path) if chosen.path is not None else str(chosen.url)

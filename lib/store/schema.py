@@ -159,8 +159,6 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-DIALECTS = ("sqlite", "postgresql")
-
 # SQLite's words -> PostgreSQL's, for the migrations only (queries are written to mean
 # the same on both).
 _POSTGRES_DDL = (
