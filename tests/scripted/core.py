@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -205,6 +210,9 @@ class ScriptedServer:
         # Close each connection after its response, without saying so in a header, as
         # llama-server does after a streamed answer.
         self.close_after_response = False
+        # Listen with SO_REUSEPORT: one of several processes serving the same port, the
+        # kernel spreading new connections over them (see serve_processes).
+        self.reuse_port = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -219,7 +227,7 @@ class ScriptedServer:
     async def _open(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(
-            self._connection, self.host, self.port, backlog=2048
+            self._connection, self.host, self.port, backlog=2048, reuse_port=self.reuse_port
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -453,3 +461,97 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int, default=None, help="output length (default max)")
     parser.add_argument("--fault", choices=FAULTS, default=None)
     parser.add_argument("--no-record", action="store_true", help="keep no request log")
+
+
+def add_process_args(parser: argparse.ArgumentParser) -> None:
+    """`--processes N`: serve from N processes on one port (a benchmark's server must not
+    be the bottleneck, and one asyncio process tops out near one core)."""
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="serve from N processes, each listening on the port with SO_REUSEPORT "
+        "(the request log, /_scripted/requests, is then per process)",
+    )
+    # Set by serve_processes for its children: listen on a port the parent holds.
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
+
+def serve(server: ScriptedServer, args: argparse.Namespace, module: str, argv: list[str]) -> None:
+    """Run a scripted server's subprocess entry point: in this process, or as the parent
+    of `args.processes` copies of `module` started with the same `argv`."""
+    if args.processes > 1:
+        raise SystemExit(serve_processes(module, argv, args.processes, args.host, args.port))
+    server.reuse_port = args.reuse_port
+    asyncio.run(server.serve_forever())
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A child's preexec_fn: SIGTERM when the parent dies, even by SIGKILL, so that no
+    orphan keeps serving the port."""
+
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl
+            os._exit(1)
+
+    return arm
+
+
+def serve_processes(module: str, argv: list[str], n: int, host: str, port: int) -> int:
+    """Start `n` children of `python -m module argv` listening on one port with
+    SO_REUSEPORT, print `READY <port>` once every child listens, and stay until
+    SIGTERM/SIGINT (the children are stopped with it) or until a child exits (the
+    others are stopped too: a server silently short of a process would skew a
+    benchmark). Returns the exit status."""
+    # Hold the port (port 0: pick one) with a bound, never listening SO_REUSEPORT socket
+    # until the children listen on it; a socket that does not listen gets no connection.
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((host, port))
+    port = holder.getsockname()[1]
+    cmd = [sys.executable, "-m", module, *argv]
+    cmd += ["--port", str(port), "--processes", "1", "--reuse-port"]  # the last ones win
+    children: list[subprocess.Popen[str]] = []
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    status = 0
+    try:
+        for _ in range(n):
+            child = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent(os.getpid())
+            )
+            children.append(child)
+            assert child.stdout is not None
+            line = child.stdout.readline()  # blocks until it listens (or exits)
+            if not line.startswith("READY "):
+                print(f"scripted server process {child.pid} did not start", file=sys.stderr)
+                return 1
+        holder.close()
+        print(f"READY {port}", flush=True)
+        pid, wait_status = os.wait()  # returns when a child exits; SIGTERM raises here
+        code = os.waitstatus_to_exitcode(wait_status)
+        print(f"scripted server process {pid} exited ({code})", file=sys.stderr)
+        status = 1
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 0
+    finally:
+        holder.close()
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    return status

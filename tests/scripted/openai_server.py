@@ -9,7 +9,8 @@ finish chunk with `timings` (llama.cpp), then `[DONE]`.
 Subprocess use (benchmarks):
     python -m tests.scripted.openai_server --port 0 --ttft-ms 150 --gap-ms 20
 prints `READY <port>`; GET /_scripted/requests returns what was received and when
-each output chunk was written.
+each output chunk was written. `--processes N` serves from N processes on the port
+(SO_REUSEPORT; the parent prints READY once all listen, and stopping it stops them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import functools
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -29,8 +31,10 @@ from tests.scripted.core import (
     Reply,
     ScriptedServer,
     add_common_args,
+    add_process_args,
     count_tokens,
     fault_of,
+    serve,
     token_plan,
     word,
 )
@@ -369,6 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flavor", choices=flavors, default="vllm")
     parser.add_argument("--models", default="scripted-model", help="comma-separated ids")
     parser.add_argument("--no-comments", action="store_true")
+    add_process_args(parser)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     script = OpenAIScript(
         flavor=args.flavor,
@@ -383,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     server = OpenAIServer(script, host=args.host, port=args.port)
     if args.no_record:
         server.record_paths = set()
-    asyncio.run(server.serve_forever())
+    serve(server, args, "tests.scripted.openai_server", argv)
 
 
 if __name__ == "__main__":
