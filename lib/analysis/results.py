@@ -203,6 +203,8 @@ def _settings(config: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
         "slo": config.get("slo"),
         "capacity": config.get("capacity"),
         "synthetic": synthetic,
+        # Load-generator processes used (lib/load/worker_pool.py); runs before them used one.
+        "workers": env.get("load_workers", 1),
     }
 
 

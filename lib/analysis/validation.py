@@ -149,6 +149,9 @@ def client_kept_up(
             "before servescope sampled it)" + (f"; {load}." if load else "."),
         )
     lag = f"event-loop lag p99 {p99:.1f} ms, max {peak or 0:.0f} ms"
+    workers = int(client.get("load_workers") or 1)
+    if workers > 1:
+        lag += f" over {workers} load processes"
     if p99 >= LAG_FAIL_MS:
         return check(
             "client_kept_up",

@@ -34,7 +34,14 @@ from lib.core.records import ENGINE_KINDS, LaneSpec, Prompt, RunConfig, Sampling
 from lib.core.usage import OneLineParser, UsageError, error_line
 from lib.engines.base import EngineError
 from lib.load import jobs
-from lib.load.runner import ConfigError, close_lanes, execute_run, prepare_lanes, validate_config
+from lib.load.runner import (
+    ConfigError,
+    LoadWorkerError,
+    close_lanes,
+    execute_run,
+    prepare_lanes,
+    validate_config,
+)
 
 PROG = "servescope"
 
@@ -81,6 +88,11 @@ def add_prompt_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--num-ctx", type=int, help="Ollama context length, held for the run")
     run.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
     run.add_argument("--lanes-parallel", action="store_true", help="run lanes at the same time")
+    run.add_argument(
+        "--workers",
+        type=int,
+        help="load-generator processes (default: automatic, one where one is enough)",
+    )
     run.add_argument("--api-key", help="API key (default: $SERVESCOPE_API_KEY); never stored")
     run.add_argument("--label", default="")
     run.add_argument("--db", help=DB_HELP)
@@ -178,6 +190,7 @@ def config_from_args(args: argparse.Namespace, lanes: list[LaneSpec] | None = No
         slo=load_args.slo_from_args(args),
         capacity=load_args.capacity_from_args(args) if _searches(args) else None,
         synthetic=synthetic,
+        workers=args.workers,
     )
 
 
@@ -254,6 +267,12 @@ def _progress_printer(quiet: bool) -> Any:
             print(f"[{event['lane']}] load {event['load']:g}: {met}, {verdict}", file=sys.stderr)
         elif kind in cli_matrix.ENGINE_EVENTS:
             print(f"[{event['lane']}] {cli_matrix.engine_event_text(event)}", file=sys.stderr)
+        elif kind == "worker_died":
+            print(
+                f"[{event['lane']}] {name}: {event['reason']}; its {event['requests']} "
+                "unfinished requests are recorded as failed",
+                file=sys.stderr,
+            )
         elif kind == "request" and event["error"] and not event["warmup"]:
             print(f"[{event['lane']}] request failed: {event['error']}", file=sys.stderr)
 
@@ -315,7 +334,7 @@ def cmd_run(args: argparse.Namespace, config: RunConfig | None = None) -> int:
         pass
     try:
         run_id, code = asyncio.run(_run_async(args, config))
-    except EngineError as exc:
+    except (EngineError, LoadWorkerError) as exc:
         _fail_precreated_run(args, str(exc))
         raise UsageError(str(exc)) from None
     document = results.run_document(args.db, run_id)

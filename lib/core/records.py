@@ -116,6 +116,9 @@ class RunConfig:
     # Synthetic prompts of exact token lengths, built per lane by its engine's tokenizer
     # (lib/load/synthetic.py): {"input_tokens", "output_tokens", "shared_prefix_tokens"}.
     synthetic: dict[str, Any] | None = None
+    # Load-generator processes (lib/load/worker_pool.py); None: as many as the load needs
+    # (lib/load/worker_count.py). The count used is in the run's settings.
+    workers: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

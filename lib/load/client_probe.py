@@ -47,15 +47,21 @@ class LoopLagProbe:
 
 
 def client_samples(
-    concurrency: int, lags_ms: list[float], requests: int, output_tokens: int
+    concurrency: int,
+    lags_ms: list[float],
+    requests: int,
+    output_tokens: int,
+    workers: int = 1,
 ) -> list[Sample]:
-    """The level's client samples: loop lag p50/p99/max (when any was taken) and the
-    runner's count of the requests and output tokens it handed to the store."""
+    """The level's client samples: loop lag p50/p99/max (when any was taken; with load
+    workers, every worker's probes together), the runner's count of the requests and
+    output tokens it handed to the store, and how many load processes sent them."""
     now = time.time()
     labels = {"concurrency": str(concurrency)}
     out = [
         Sample(now, SOURCE, "recorded_requests", float(requests), labels),
         Sample(now, SOURCE, "recorded_output_tokens", float(output_tokens), labels),
+        Sample(now, SOURCE, "load_workers", float(workers), labels),
     ]
     if lags_ms:
         lag = distribution(lags_ms)  # the same percentiles as every latency here

@@ -19,6 +19,7 @@ from lib.core.records import (
     RunConfig,
 )
 from lib.endpoints import validate_url
+from lib.load import worker_count
 
 # Longer than any HF id or local path worth serving; the bound is stated in the error.
 MAX_MODEL_NAME = 512
@@ -73,6 +74,8 @@ def validate_config(config: RunConfig) -> None:
         raise ConfigError(f"timeout must be between 0 and {MAX_TIMEOUT_S:.0f} seconds")
     if config.num_ctx is not None and not 1 <= config.num_ctx <= 1_048_576:
         raise ConfigError("num_ctx must be 1..1048576")
+    if (reason := worker_count.problem(config.workers)) is not None:
+        raise ConfigError(reason)
     _check_load(config)
 
 

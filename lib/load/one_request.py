@@ -1,19 +1,41 @@
 """One request: sent through its lane's engine, timed, checked and handed to the store
-writer at once, with the level's tally kept for the runner (outcome, capacity search)."""
+writer at once, with the level's tally kept for the runner (outcome, capacity search).
+
+Its three steps are separate because a load worker process (lib/load/load_worker.py)
+does the first two and the run's own process the third: `timed_chat` (the request,
+never raising), `request_row` (its metrics and quality check, the row the store keeps)
+and `account` (the store, the level's tally, progress).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lib.core.metrics import request_metrics
-from lib.core.records import RequestResult, RunConfig
+from lib.core.records import Prompt, RequestResult, RunConfig
+from lib.engines.base import Engine
 from lib.load.run_state import PreparedLane, RunState, one_line
 
 # Grace beyond the per-request timeout before the runner itself gives up on a request
 # whose client did not time out (a server trickling bytes, say).
 TIMEOUT_GRACE_S = 5.0
+
+# The columns of a row the level's tally keeps, for the capacity search's judgement.
+TALLY_COLUMNS = ("t_send", "t_done", "ttft_ms", "tpot_ms", "e2el_ms", "error")
+
+
+@dataclass(frozen=True)
+class RowMaker:
+    """What turning a result into a store row needs, in the run's process or a worker."""
+
+    run_id: str
+    clock: Callable[[float], float]  # perf_counter seconds -> epoch seconds
+    quality: Callable[..., Any] | None
+    config: RunConfig
 
 
 async def one_request(
@@ -28,17 +50,34 @@ async def one_request(
     prompts = lane.prompts or config.prompts
     prompt_idx = idx % len(prompts)
     prompt = prompts[prompt_idx]
+    maker = RowMaker(state.run_id, state.clock, state.quality, config)
+
+    def keep(result: RequestResult) -> None:
+        row = request_row(
+            maker, lane.idx, prompt, result, concurrency, idx, prompt_idx, warmup, scheduled
+        )
+        account(state, lane.spec.name, row, warmup)
+
+    await timed_chat(lane.engine, lane.spec.model, prompt, config, keep)
+
+
+async def timed_chat(
+    engine: Engine,
+    model: str,
+    prompt: Prompt,
+    config: RunConfig,
+    keep: Callable[[RequestResult], None],
+) -> None:
+    """Send one request and hand its result to `keep`, whatever happened; a cancelled
+    request is kept as cancelled before the cancellation goes on."""
     started = time.perf_counter()
     try:
         result = await asyncio.wait_for(
-            lane.engine.chat(
-                lane.spec.model, prompt, config.sampling, config.timeout_s, config.num_ctx
-            ),
+            engine.chat(model, prompt, config.sampling, config.timeout_s, config.num_ctx),
             timeout=config.timeout_s + TIMEOUT_GRACE_S,
         )
     except asyncio.CancelledError:
-        result = RequestResult(t_send=started, t_done=time.perf_counter(), error="cancelled")
-        record(state, config, lane, prompt, result, concurrency, idx, prompt_idx, warmup, scheduled)
+        keep(RequestResult(t_send=started, t_done=time.perf_counter(), error="cancelled"))
         raise
     except TimeoutError:
         result = RequestResult(
@@ -48,25 +87,27 @@ async def one_request(
         )
     except Exception as exc:  # adapters should not raise; account for it anyway
         result = RequestResult(t_send=started, t_done=time.perf_counter(), error=one_line(exc))
-    record(state, config, lane, prompt, result, concurrency, idx, prompt_idx, warmup, scheduled)
+    keep(result)
 
 
-def record(
-    state: RunState,
-    config: RunConfig,
-    lane: PreparedLane,
-    prompt: Any,
+def request_row(
+    maker: RowMaker,
+    lane_idx: int,
+    prompt: Prompt,
     result: RequestResult,
     concurrency: int,
     idx: int,
     prompt_idx: int,
     warmup: bool,
     scheduled: float | None = None,
-) -> None:
+) -> dict[str, Any]:
+    """The row the store keeps for one request: its times on the wall clock, metrics,
+    server-counted tokens and the answer's quality check."""
+    config = maker.config
     metrics = request_metrics(result)
     quality = None
-    if state.quality is not None and result.error is None:
-        quality = state.quality(
+    if maker.quality is not None and result.error is None:
+        quality = maker.quality(
             result.output_text,
             expect_lang=prompt.expect_lang,
             prompt_text=prompt.text,
@@ -75,16 +116,16 @@ def record(
             output_tokens=result.output_tokens,
             max_tokens=config.sampling.max_tokens,
         )
-    row = {
-        "run_id": state.run_id,
-        "lane_idx": lane.idx,
+    return {
+        "run_id": maker.run_id,
+        "lane_idx": lane_idx,
         "concurrency": concurrency,
         "idx": idx,
         "warmup": warmup,
         "prompt_idx": prompt_idx,
-        "t_send": state.clock(result.t_send),
-        "t_done": state.clock(result.t_done),
-        "t_scheduled": state.clock(scheduled) if scheduled is not None else None,
+        "t_send": maker.clock(result.t_send),
+        "t_done": maker.clock(result.t_done),
+        "t_scheduled": maker.clock(scheduled) if scheduled is not None else None,
         **metrics,
         "prompt_tokens": result.prompt_tokens,
         "output_tokens": result.output_tokens,
@@ -95,31 +136,34 @@ def record(
         "server": result.server,
         "quality": quality,
     }
+
+
+def account(state: RunState, lane_name: str, row: dict[str, Any], warmup: bool) -> None:
+    """Hand the row to the store writer and count it in its level's tally."""
     state.writer.add_request(row)
-    tally = state.count(lane.idx, concurrency)
+    error = row["error"]
+    tally = state.count(row["lane_idx"], row["concurrency"])
     tally.recorded += 1
-    if not result.error:
-        tally.output_tokens += result.output_tokens or 0
+    if not error:
+        tally.output_tokens += row["output_tokens"] or 0
     if not warmup:
-        tally.records.append(
-            {k: row[k] for k in ("t_send", "t_done", "ttft_ms", "tpot_ms", "e2el_ms", "error")}
-        )
-    if result.error and result.error != "cancelled":
-        tally.errors.append(result.error)
-    elif not result.error:
+        tally.records.append({k: row[k] for k in TALLY_COLUMNS})
+    if error and error != "cancelled":
+        tally.errors.append(error)
+    elif not error:
         tally.ok += 1
     if not warmup:
-        if result.error:
+        if error:
             state.failed += 1
         else:
             state.completed += 1
     state.progress(
         {
             "event": "request",
-            "lane": lane.spec.name,
-            "concurrency": concurrency,
+            "lane": lane_name,
+            "concurrency": row["concurrency"],
             "warmup": warmup,
-            "error": result.error,
+            "error": error,
             "completed": state.completed,
             "failed": state.failed,
         }

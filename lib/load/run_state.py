@@ -31,6 +31,8 @@ class PreparedLane:
     model: ModelInfo
     # The level's synthetic prompts, sized by this lane's engine (lib/load/lane_prompts).
     prompts: list[Prompt] | None = None
+    # Load workers make their own clients with it (lib/load/worker_pool.py); never stored.
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -51,6 +53,9 @@ class RunState:
     tally: dict[tuple[int, int], LevelTally] = field(default_factory=dict)
     # How each measured level ended, in the order they ended.
     ended: list[dict[str, Any]] = field(default_factory=list)
+    # The load worker processes (lib/load/worker_pool.WorkerPool) when a run uses more
+    # than one; None: every request is sent from this process.
+    pool: Any = None
 
     def count(self, lane_idx: int, concurrency: int) -> LevelTally:
         return self.tally.setdefault((lane_idx, concurrency), LevelTally())
@@ -109,6 +114,7 @@ async def connect_lane(lane: PreparedLane, api_key: str | None = None) -> None:
     """Make the lane's client, ask the engine what it is and check the model is served."""
     spec = lane.spec
     lane.engine = make_engine(spec.engine, spec.base_url, api_key=api_key)
+    lane.api_key = api_key
     lane.info = await lane.engine.info()
     lane.model = await lane.engine.check_model(spec.model)
     if not spec.name:

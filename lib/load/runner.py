@@ -31,7 +31,7 @@ from lib import __version__, store
 from lib.core import outcome
 from lib.core.load_pattern import CONCURRENCY, RATE, level_label
 from lib.core.records import RunConfig
-from lib.load import lane_prompts, launched_lane, level_drivers
+from lib.load import lane_prompts, launched_lane, level_drivers, worker_count
 from lib.load.capacity import search
 from lib.load.client_probe import LoopLagProbe, client_samples
 from lib.load.config_check import ConfigError, validate_config
@@ -46,6 +46,7 @@ from lib.load.run_state import (
     one_line,
     prepare_lanes,
 )
+from lib.load.worker_pool import LoadWorkerError, WorkerPool
 from lib.store.writer import StoreWriter
 from lib.telemetry import TelemetryRecorder, TelemetryTarget
 from lib.telemetry.recorder import TARGET_KINDS
@@ -55,6 +56,7 @@ __all__ = [
     "TIMEOUT_GRACE_S",
     "ConfigError",
     "LevelTally",
+    "LoadWorkerError",
     "PreparedLane",
     "ProgressFn",
     "RunState",
@@ -108,6 +110,17 @@ async def execute_run(
     env = {**(env or {}), "tool_version": __version__, "load_seed": config.load.seed}
     if lane_prompts.ensure_seed(config) is not None:
         env["synthetic_seed"] = config.synthetic["seed"]  # type: ignore[index]
+    workers = worker_count.resolve(config)
+    env["load_workers"] = workers
+    if workers > 1:
+        # Started before the run is stored: workers that cannot start are one line
+        # (LoadWorkerError), not a run that failed.
+        state.pool = WorkerPool(workers, len(lanes), perf0, wall0)
+        try:
+            await state.pool.start()
+        except BaseException:
+            writer.close()
+            raise
     lane_rows = [
         (
             state.run_id,
@@ -151,6 +164,10 @@ async def execute_run(
         status, error = ("cancelled", None) if _is_cancel(exc) else ("failed", one_line(exc))
         raise
     finally:
+        if state.pool is not None:
+            await state.pool.close()
+            if state.pool.deaths:
+                env["load_worker_deaths"] = state.pool.deaths
         recorder.stop()
         env["telemetry"] = recorder.status()
         logs = _engine_logs(state, lanes)
@@ -314,35 +331,16 @@ async def _run_level(
     )
     # Synthetic runs: this level's own prompts, n of them, sized by this lane's engine.
     lane.prompts = await lane_prompts.level_prompts(config, lane.engine, lane.spec.model, key, n)
-    probe = LoopLagProbe()
-    probe.start()
-
-    async def send(idx: int, scheduled: float | None) -> None:
-        await one_request(state, config, lane, key, idx, warmup=False, scheduled=scheduled)
-
-    stopped = state.cancel.is_set
-    if load is None:
-        work = level_drivers.closed_loop(send, key, n, stopped)
+    seed = config.load.seed or 0
+    if state.pool is not None:
+        lags = await state.pool.run_level(state, config, lane, key, n, load, seed)
     else:
-        seed = config.load.seed or 0
-        work = level_drivers.open_loop(send, n, load, seed, key, stopped)
-    driver = asyncio.create_task(work)
-    cancel_wait = asyncio.create_task(state.cancel.wait())
-    try:
-        await asyncio.wait({driver, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if not driver.done():
-            # Stop now: in-flight requests are cancelled and recorded as such.
-            driver.cancel()
-        await asyncio.gather(driver, return_exceptions=True)
-        if not driver.cancelled() and driver.exception():
-            raise driver.exception()  # type: ignore[misc]
-    finally:
-        cancel_wait.cancel()
-        lags = await probe.stop()
+        lags = await _drive_here(state, config, lane, key, n, load, seed)
     tally = state.count(lane.idx, key)
-    # What the client did, beside the engines' telemetry: its loop's lag and its own
-    # count of what it recorded (the run's validation reads both back).
-    samples = client_samples(key, lags, tally.recorded, tally.output_tokens)
+    # What the client did, beside the engines' telemetry: its loop's lag (every load
+    # worker's) and its own count of what it recorded (the validation reads both back).
+    workers = state.pool.count if state.pool is not None else 1
+    samples = client_samples(key, lags, tally.recorded, tally.output_tokens, workers)
     state.writer.submit(store.add_samples, run_id, lane.idx, samples)
     status, error = tally.outcome(state.cancel.is_set())
     state.ended.append(
@@ -365,3 +363,40 @@ async def _run_level(
             "error": error,
         }
     )
+
+
+async def _drive_here(
+    state: RunState,
+    config: RunConfig,
+    lane: PreparedLane,
+    key: int,
+    n: int,
+    load: dict[str, Any] | None,
+    seed: int,
+) -> list[float]:
+    """Run the level's requests from this process; return its event loop's lags (ms)."""
+    probe = LoopLagProbe()
+    probe.start()
+
+    async def send(idx: int, scheduled: float | None) -> None:
+        await one_request(state, config, lane, key, idx, warmup=False, scheduled=scheduled)
+
+    stopped = state.cancel.is_set
+    if load is None:
+        work = level_drivers.closed_loop(send, key, n, stopped)
+    else:
+        work = level_drivers.open_loop(send, n, load, seed, key, stopped)
+    driver = asyncio.create_task(work)
+    cancel_wait = asyncio.create_task(state.cancel.wait())
+    try:
+        await asyncio.wait({driver, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if not driver.done():
+            # Stop now: in-flight requests are cancelled and recorded as such.
+            driver.cancel()
+        await asyncio.gather(driver, return_exceptions=True)
+        if not driver.cancelled() and driver.exception():
+            raise driver.exception()  # type: ignore[misc]
+    finally:
+        cancel_wait.cancel()
+        lags = await probe.stop()
+    return lags
