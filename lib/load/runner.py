@@ -31,7 +31,7 @@ from lib import __version__, store
 from lib.core import outcome
 from lib.core.load_pattern import CONCURRENCY, RATE, level_label
 from lib.core.records import RunConfig
-from lib.load import lane_prompts, launched_lane, level_drivers, worker_count
+from lib.load import lane_prompts, launched_lane, level_drivers, open_files, worker_count
 from lib.load.capacity import search
 from lib.load.client_probe import LoopLagProbe, client_samples
 from lib.load.config_check import ConfigError, validate_config
@@ -110,6 +110,7 @@ async def execute_run(
     env = {**(env or {}), "tool_version": __version__, "load_seed": config.load.seed}
     if lane_prompts.ensure_seed(config) is not None:
         env["synthetic_seed"] = config.synthetic["seed"]  # type: ignore[index]
+    open_files.ensure_open_files(worker_count.peak_streams(config))
     workers = worker_count.resolve(config)
     env["load_workers"] = workers
     if workers > 1:

@@ -23,7 +23,7 @@ from lib import store
 from lib.analysis.results import run_document
 from lib.core.load_pattern import CapacitySearch, LoadPattern
 from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
-from lib.load import worker_count
+from lib.load import open_files, worker_count
 from lib.load.arrivals import arrival_offsets
 from lib.load.config_check import ConfigError, validate_config
 from lib.load.runner import execute_run, prepare_lanes
@@ -262,3 +262,17 @@ def test_automatic_count_is_one_where_one_is_enough():
     config = RunConfig(lanes=two, prompts=prompts, concurrency=[128], lanes_parallel=True)
     assert worker_count.automatic(config, 16) == 2
     assert worker_count.resolve(RunConfig(lanes=lane, prompts=prompts, workers=3), 16) == 3
+
+
+def test_the_open_file_limit_is_raised_for_the_streams_within_the_hard_limit():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard))
+        assert open_files.ensure_open_files(1024) == min(1024 + open_files.SPARE_FILES, hard)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(1280, hard)
+        # Never lowered: a limit already above the need stays.
+        assert open_files.ensure_open_files(10) == min(1280, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
