@@ -27,7 +27,7 @@ from lib.app.load_inputs import load_inputs
 from lib.app.navigation import show_run
 from lib.app.session import db_key, endpoint_statuses, streamlit_secrets
 from lib.core.records import LaneSpec, Prompt, RunConfig, Sampling
-from lib.load import jobs
+from lib.load import jobs, worker_count
 from lib.load.runner import ConfigError, validate_config
 
 
@@ -180,6 +180,15 @@ def settings_inputs() -> dict[str, Any]:
         )
         timeout = st.number_input("Timeout per request (s)", 1.0, 3600.0, 120.0, key="run_timeout")
         warmup = st.number_input("Warm-up requests per lane", 0, 1000, 1, key="run_warmup")
+        workers = st.number_input(
+            "Load processes (0 = automatic)",
+            0,
+            worker_count.cores(),
+            0,
+            key="run_workers",
+            help="Processes sending the requests. Automatic: one, plus one per 128 streams "
+            "in flight, at most the cores less one.",
+        )
     return {
         "requests": int(requests),
         "warmup": int(warmup),
@@ -193,6 +202,7 @@ def settings_inputs() -> dict[str, Any]:
         "timeout_s": float(timeout),
         "label": label.strip(),
         "lanes_parallel": parallel == "At the same time",
+        "workers": int(workers) or None,
     }
 
 

@@ -47,6 +47,8 @@ def run_header(
         *([esc_md(whose)] if (whose := history.who_where(run)) else []),
         f"{max(end - started, 0):.0f} s",
         mode,
+        # Only when the load was spread: one process is the default and goes unsaid.
+        *([f"{workers} load processes"] if (workers := _workers(run)) > 1 else []),
     ]
     head.markdown(" · ".join(bits))
     if active and not jobs.on_this_host(run):
@@ -64,6 +66,10 @@ def run_header(
                 show_run(None)  # back to an open form
                 st.rerun()
     _failure_box(run, status, levels, names)
+
+
+def _workers(run: Mapping[str, Any]) -> int:
+    return int((run.get("env") or {}).get("load_workers") or 1)
 
 
 def _failure_box(

@@ -16,6 +16,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from lib import store
+from lib.load import worker_count
 from tests.conftest import OLLAMA_MODEL, VLLM_MODEL
 from tests.scripted.ollama_server import model_entry
 from tests.scripted.openai_server import OpenAIScript, OpenAIServer
@@ -325,3 +326,23 @@ def test_model_picker_names_quantization_and_size(env, engines):
     assert any("Q4_1 · 134.52M params" in t for t in _plain(at.caption))
     # The vLLM lane: no size reported, the quantization read from the name.
     assert at.selectbox(key="lane_model_1").options == [f"{VLLM_MODEL} · AWQ"]
+
+
+def test_run_with_load_processes_records_them_and_says_so(env):
+    """ "Load processes" in More settings: the run's process spreads its requests over
+    them, the settings record the count and the header names it."""
+    db = env
+    workers = min(2, worker_count.cores())  # a one-core machine refuses more than one
+    at = _small_workload(_app())
+    at.number_input(key="run_workers").set_value(workers)
+    at.button(key="run_start").click().run()
+    assert not at.exception
+    run_id = at.session_state["active_run"]
+    _wait(lambda: _status(db, run_id) == "completed", 90, at.run)
+    at.run()
+    assert not at.exception
+    with store.opened(db) as conn:
+        run = store.get_run(conn, run_id)
+    assert run["config"]["workers"] == workers and run["env"]["load_workers"] == workers
+    header = " ".join(_plain(at.markdown))
+    assert ("2 load processes" in header) == (workers == 2), header
