@@ -1,10 +1,11 @@
 """Load-generator clients side by side against one fast scripted OpenAI-compatible server.
 
 Issue 18, part 2. Every tool is driven as a whole program (its own CLI, its own process)
-against the same scripted server (`tests/scripted/openai_server.py`, a separate process,
-started afresh for each measurement): TTFT `--ttft-ms` after the request arrives, then
-one chunk of exactly one token every `--gap` ms, `--tokens` chunks per request. A closed
-loop of c streams that keeps up therefore receives
+against the same scripted server (`tests/scripted/openai_server.py`, its own process or
+processes, started afresh for each measurement): TTFT `--ttft-ms` after the request
+arrives, then one chunk of exactly one token every gap ms (`--points`, or `--gap-ms` in
+`--search`), `--tokens` chunks per request. A closed loop of c streams that keeps up
+therefore receives
 
     expected chunks/s = c * K / ((ttft + (K - 1) * gap) / 1000)   (≈ c * 1000 / gap)
 
@@ -35,7 +36,8 @@ Peers are installed in scratch venvs, never in requirements.txt: `--install-peer
 creates DIR/<tool> (python3.11 -m venv) with the versions BENCHMARKS.md used
 (servebench 1.1.3, GuideLLM 0.8.1, AIPerf 0.13.0) and fills in their paths; `vllm bench
 serve` is the sandbox's engine venv (`.sandbox/venvs/vllm`) when it exists. Delete DIR
-afterwards (about 7.5 GB: GuideLLM pulls torch with its CUDA wheels).
+afterwards (about 7.5 GB: GuideLLM pulls torch with its CUDA wheels). pip needs the network:
+on a host without it, give the peers' commands from venvs built there some other way.
 
     .venv/bin/python bench/client_peers.py --install-peers /tmp/cp_peers \\
         --points 64:5,128:5,256:5 --rounds 2 --json /tmp/client_peers.json
