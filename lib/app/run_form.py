@@ -186,7 +186,7 @@ def settings_inputs() -> dict[str, Any]:
             worker_count.cores(),
             0,
             key="run_workers",
-            help="Processes sending the requests. Automatic: one, plus one per 128 streams "
+            help="Processes sending the requests. Automatic: one per 64 streams "
             "in flight, at most the cores less one.",
         )
     return {

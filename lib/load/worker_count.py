@@ -6,6 +6,12 @@ and starts nothing. Past STREAMS_PER_WORKER streams in flight at once, one event
 CPU per chunk starts to show in the timing, so the automatic count adds a worker per
 STREAMS_PER_WORKER streams, keeping one core for the run's own process (the store
 writer, telemetry) and the engine when it shares the machine.
+
+64 streams a worker, not more: on the 16-core GPU host's slower cores (BENCHMARKS.md,
+"Load workers") 64 streams a worker kept TTFT error p50 near 1 ms and every worker count
+on schedule, while 128 a worker fell behind from 4 workers on; and closed-loop users
+that finish together (fixed output lengths) hand one loop a burst of finished and new
+requests whose lag grows with the streams it holds.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import sys
 from lib.core.load_pattern import CONCURRENCY, RATE
 from lib.core.records import RunConfig
 
-STREAMS_PER_WORKER = 128
+STREAMS_PER_WORKER = 64
 # An open-loop level without a cap holds about rate × request time streams; before any
 # request is measured the request time is a guess.
 ASSUMED_REQUEST_S = 2.0
