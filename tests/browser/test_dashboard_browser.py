@@ -172,6 +172,7 @@ def dashboard(tmp_path, engines) -> Iterator[str]:
 # (telemetry charts follow them when the engines report any).
 SETTLED_JS = """() => document.querySelectorAll('[data-stale="true"]').length === 0
   && document.querySelectorAll('.js-plotly-plot').length >= 6"""
+FRESH_JS = """() => document.querySelectorAll('[data-stale="true"]').length === 0"""
 SIX_CHARTS_JS = "() => document.querySelectorAll('.js-plotly-plot').length >= 6"
 
 
@@ -179,14 +180,29 @@ def _start_run(page, label: str) -> None:
     """Five requests per level of 48 tokens, the label, Start run; waits for the header."""
     from playwright.sync_api import expect
 
-    page.get_by_label("Requests per level", exact=True).fill("5")
-    page.get_by_label("Max tokens", exact=True).fill("48")
+    _set_number(page, "Requests per level", "5")
+    _set_number(page, "Max tokens", "48")
     field = page.get_by_label("Label")
     field.fill(label)
     field.press("Enter")
     expect(page.get_by_label("Max tokens", exact=True)).to_have_value("48")
+    expect(page.get_by_label("Requests per level", exact=True)).to_have_value("5")
     page.get_by_role("button", name="Start run").click()
     expect(page.get_by_text("running", exact=True).first).to_be_visible()
+
+
+def _set_number(page, label: str, value: str) -> None:
+    """Type into a number input and commit it with Enter, typing again if a rerun of the
+    page (a previous input's commit) redrew the field and dropped the typing: seen once
+    on a loaded machine, Max tokens kept 128 after "48" was typed."""
+    box = page.get_by_label(label, exact=True)
+    for _ in range(3):
+        box.fill(value)
+        box.press("Enter")
+        page.wait_for_function(FRESH_JS)  # the rerun the commit started is drawn
+        if box.input_value() == value:
+            return
+    assert box.input_value() == value, f"{label}: {box.input_value()} after typing {value}"
 
 
 def _settled_shot(page, path: Path) -> None:
