@@ -5,7 +5,7 @@ The run's process (lib/load/worker_pool.py) starts it with `multiprocessing`'s s
 talks to it over two pipes. Commands in: ("level", id, LevelShare), ("go", id, start),
 ("cancel", id), ("stop",). Messages out, in batches (a list per send): ("ready", pid,
 perf, wall), ("armed", id) once its client for the level is ready, then after "go"
-("start", id, idx, prompt_idx, scheduled, t_send) when a request goes,
+("start", id, idx, scheduled, t_send) when a request goes,
 ("row", id, row) when it is finished, ("done", id, lags_ms, error) when its share of the
 level is over. The rows are built here (metrics, quality check), so the run's process
 only stores and counts them.
@@ -32,8 +32,9 @@ from lib.core.records import Prompt, RequestResult, RunConfig
 from lib.engines import make_engine
 from lib.engines.base import Engine
 from lib.load import level_drivers
+from lib.load.arrivals import sleep_until
 from lib.load.client_probe import LoopLagProbe
-from lib.load.one_request import RowMaker, request_row, timed_chat
+from lib.load.one_request import RowMaker, quality_checker, request_row, timed_chat
 from lib.load.run_state import one_line
 
 
@@ -103,7 +104,7 @@ class LoadWorker:
         # this loop's streams; each send carries everything queued since the last.
         self.outbox: SimpleQueue[tuple[Any, ...] | None] = SimpleQueue()
         self.sender = threading.Thread(target=self._send_loop, name="results", daemon=True)
-        self.quality = _quality_checker()
+        self.quality = quality_checker()
 
     def post(self, message: tuple[Any, ...]) -> None:
         self.outbox.put(message)
@@ -198,7 +199,7 @@ class LoadWorker:
                 prompt_idx = idx % len(prompts)
                 prompt = prompts[prompt_idx]
                 t_send = time.perf_counter()
-                self.post(("start", level_id, idx, prompt_idx, scheduled, t_send))
+                self.post(("start", level_id, idx, scheduled, t_send))
 
                 def keep(result: RequestResult) -> None:
                     row = request_row(
@@ -214,7 +215,7 @@ class LoadWorker:
             go = self.starts[level_id] = asyncio.get_running_loop().create_future()
             self.post(("armed", level_id))
             start = await go
-            await _sleep_until(start)
+            await sleep_until(start)
             probe.start()
             if share.load is None:
                 take = self._taker(share.counter, share.n)
@@ -233,17 +234,3 @@ class LoadWorker:
             self.starts.pop(level_id, None)
             lags = await probe.stop()
             self.post(("done", level_id, lags, error))
-
-
-async def _sleep_until(when: float) -> None:
-    delay = when - time.perf_counter()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
-def _quality_checker() -> Any:
-    try:
-        from lib.quality import check_answer
-    except ImportError:
-        return None
-    return check_answer

@@ -28,6 +28,15 @@ TIMEOUT_GRACE_S = 5.0
 TALLY_COLUMNS = ("t_send", "t_done", "ttft_ms", "tpot_ms", "e2el_ms", "error")
 
 
+def quality_checker() -> Callable[..., Any] | None:
+    """The answers' quality check (lib/quality), None where that module is left out."""
+    try:
+        from lib.quality import check_answer
+    except ImportError:  # the quality module is optional for the core
+        return None
+    return check_answer
+
+
 @dataclass(frozen=True)
 class RowMaker:
     """What turning a result into a store row needs, in the run's process or a worker."""

@@ -21,7 +21,6 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -37,6 +36,7 @@ from lib.load.client_probe import LoopLagProbe, client_samples
 from lib.load.config_check import ConfigError, validate_config
 from lib.load.engine_logs import sandbox_engine_report
 from lib.load.one_request import TIMEOUT_GRACE_S, one_request
+from lib.load.one_request import quality_checker as _quality_checker  # tests replace it
 from lib.load.run_state import (
     LevelTally,
     PreparedLane,
@@ -242,14 +242,6 @@ def _telemetry(state: RunState, lanes: list[PreparedLane], interval_s: float) ->
     recorder = TelemetryRecorder(targets, sink, interval_s=interval_s)
     recorder.start()
     return recorder
-
-
-def _quality_checker() -> Callable[..., Any] | None:
-    try:
-        from lib.quality import check_answer
-    except ImportError:  # the quality module is optional for the core
-        return None
-    return check_answer
 
 
 async def _run_lane(state: RunState, config: RunConfig, lane: PreparedLane) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from lib.core.records import RequestResult, RunConfig
+from lib.core.records import Prompt, RequestResult, RunConfig
 from lib.load import load_worker
 from lib.load.arrivals import arrival_offsets
 from lib.load.load_worker import LevelShare
@@ -66,13 +66,13 @@ class _Level:
     lane: PreparedLane
     maker: RowMaker
     key: int
-    prompts_count: int
+    prompts: list[Prompt]  # the level's, as every worker cycles through them
     waiting: set[int]  # worker numbers whose share is not done
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     unarmed: set[int] = field(default_factory=set)  # workers not yet ready to start
     armed: asyncio.Event = field(default_factory=asyncio.Event)
-    # Per worker: requests sent and not yet finished, idx -> (prompt_idx, scheduled, t_send).
-    in_flight: dict[int, dict[int, tuple[int, float | None, float]]] = field(default_factory=dict)
+    # Per worker: requests sent and not yet finished, idx -> (scheduled, t_send).
+    in_flight: dict[int, dict[int, tuple[float | None, float]]] = field(default_factory=dict)
     # Per worker: open-loop requests it has not sent yet, idx -> offset in the schedule.
     unsent: dict[int, dict[int, float]] = field(default_factory=dict)
     lags_ms: list[float] = field(default_factory=list)
@@ -169,10 +169,6 @@ class WorkerPool:
                 with contextlib.suppress(OSError):
                     conn.close()
 
-    @property
-    def pids(self) -> list[int]:
-        return [w.pid for w in self._workers if w.dead is None]
-
     # --- a level --------------------------------------------------------------------
 
     async def run_level(
@@ -193,13 +189,12 @@ class WorkerPool:
         workers = workers[: max(active, 1)]
         level_id = self._next_level
         self._next_level += 1
-        prompts = lane.prompts or config.prompts
         level = _Level(
             state=state,
             lane=lane,
             maker=RowMaker(state.run_id, state.clock, None, config),
             key=key,
-            prompts_count=len(prompts),
+            prompts=lane.prompts or config.prompts,
             waiting={w.number for w in workers},
             unarmed={w.number for w in workers},
             n=n,
@@ -308,9 +303,9 @@ class WorkerPool:
         if kind == "armed":
             self._armed(level, worker.number)
         elif kind == "start":
-            _, _, idx, prompt_idx, scheduled, t_send = message
+            _, _, idx, scheduled, t_send = message
             level.unsent.get(worker.number, {}).pop(idx, None)
-            level.in_flight[worker.number][idx] = (prompt_idx, scheduled, t_send)
+            level.in_flight[worker.number][idx] = (scheduled, t_send)
         elif kind == "row":
             row = message[2]
             level.in_flight[worker.number].pop(row["idx"], None)
@@ -359,22 +354,15 @@ class WorkerPool:
         """Record a worker's unfinished requests of the level as failed with `reason`."""
         now = time.perf_counter()
         lost = [
-            (idx, prompt_idx, scheduled, t_send)
-            for idx, (prompt_idx, scheduled, t_send) in level.in_flight.pop(number, {}).items()
+            (idx, scheduled, t_send)
+            for idx, (scheduled, t_send) in level.in_flight.pop(number, {}).items()
         ]
         start = level.start if level.start is not None else now
         lost += [
-            (idx, idx % level.prompts_count, start + offset, min(start + offset, now))
+            (idx, start + offset, min(start + offset, now))
             for idx, offset in level.unsent.pop(number, {}).items()
         ]
-        prompts = level.lane.prompts or level.maker.config.prompts
-        for idx, prompt_idx, scheduled, t_send in sorted(lost):
-            result = RequestResult(t_send=t_send, t_done=now, error=reason)
-            row = request_row(
-                level.maker, level.lane.idx, prompts[prompt_idx], result, level.key, idx,
-                prompt_idx, False, scheduled,
-            )  # fmt: skip
-            account(level.state, level.lane.spec.name, row, warmup=False)
+        _fail(level, lost, reason, now)
 
     def _armed(self, level: _Level, number: int) -> None:
         level.unarmed.discard(number)
@@ -393,11 +381,24 @@ class WorkerPool:
             with self._lock:
                 left = range(self._counters[slot], level.n)
                 self._counters[slot] = level.n
-            level.in_flight[0] = {
-                idx: (idx % level.prompts_count, None, time.perf_counter()) for idx in left
-            }
-            self._give_up(level, 0, level.reasons[-1])
+            now = time.perf_counter()
+            _fail(level, [(idx, None, now) for idx in left], level.reasons[-1], now)
         level.finished.set()
+
+
+def _fail(
+    level: _Level, lost: list[tuple[int, float | None, float]], reason: str, now: float
+) -> None:
+    """Record requests (idx, scheduled, t_send) of the level as failed with `reason`, in
+    request order; each had the prompt its number gives, as in every worker."""
+    for idx, scheduled, t_send in sorted(lost):
+        prompt_idx = idx % len(level.prompts)
+        result = RequestResult(t_send=t_send, t_done=now, error=reason)
+        row = request_row(
+            level.maker, level.lane.idx, level.prompts[prompt_idx], result, level.key, idx,
+            prompt_idx, False, scheduled,
+        )  # fmt: skip
+        account(level.state, level.lane.spec.name, row, warmup=False)
 
 
 def _share(total: int, parts: int, i: int) -> int:
