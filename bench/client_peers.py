@@ -70,6 +70,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,16 +159,6 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
 # Each tool: (args, server, concurrency, requests, tokens, out dir) -> metrics dict with
 # out_tok_s, ttft_p50_ms, completed, failed.
 
@@ -218,7 +209,7 @@ def run_servebench(a: argparse.Namespace, srv: Server, c: int, n: int, k: int, d
     tok_s = summ.get("output_throughput") or summ.get("output_tok_per_s")
     return {
         "out_tok_s": tok_s,
-        "ttft_p50_ms": _pct(ttfts, 50),
+        "ttft_p50_ms": statistics.median(ttfts) if ttfts else None,
         "completed": len(ok),
         "failed": len(reqs) - len(ok),
         "summary_keys": sorted(summ)[:40],
